@@ -1,0 +1,117 @@
+"""Empirical Fisher diagonal Σᵢ gᵢ² from per-example gradients (torch.func)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+from torch.utils._pytree import tree_leaves, tree_map
+
+LossFn = Callable[[nn.Module, Any], Tensor]
+
+#: Per-example gradients of one vmap chunk may take about this many bytes.
+CHUNK_BYTES = 256 * 2**20
+
+
+class _Loss(nn.Module):
+    """Makes ``loss_fn(model, batch)`` callable through ``functional_call``."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch: Any) -> Tensor:
+        return self.loss_fn(self.model, batch)
+
+
+def batch_size(batch: Any) -> int:
+    """Number of examples in a batch: PyG's ``num_graphs`` or dim 0 of its tensors."""
+    if hasattr(batch, "num_graphs"):
+        return int(batch.num_graphs)
+    leaves = [t for t in tree_leaves(batch) if isinstance(t, Tensor)]
+    if not leaves:
+        raise ValueError(f"cannot tell the batch size of a {type(batch).__name__}: no tensors")
+    return int(leaves[0].shape[0])
+
+
+def _slice(batch: Any, start: int, stop: int) -> Any:
+    return tree_map(lambda t: t[start:stop] if isinstance(t, Tensor) else t, batch)
+
+
+def fisher_diagonal(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Iterable[Any],
+    params: list[Tensor],
+    *,
+    num_samples: int,
+    chunk_size: int | None = None,
+) -> list[Tensor]:
+    """Σᵢ (∂ℓᵢ/∂p)² over the first ``num_samples`` examples of ``data``, per parameter.
+
+    ``loss_fn(model, batch)`` returns the mean loss of a batch; here it sees batches of one
+    example. The model runs in eval mode (BatchNorm reads its running statistics and never
+    updates them; vmap cannot update them anyway), and its mode is restored afterwards.
+    Tensor batches (tuples, dicts) are vectorised with vmap in chunks of ``chunk_size``
+    examples; PyG batches (``to_data_list``) are split into graphs and looped over.
+    """
+    names = {p: n for n, p in model.named_parameters()}
+    unknown = [tuple(p.shape) for p in params if p not in names]
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} optimizer parameters (shapes {unknown[:3]}) are not in model"
+        )
+    wrapper = _Loss(model, loss_fn)
+    keys = ["model." + names[p] for p in params]
+    numel = sum(p.numel() for p in params)
+    chunk = chunk_size or max(1, CHUNK_BYTES // max(1, 4 * numel))
+    fisher = [torch.zeros_like(p) for p in params]
+    was_training = model.training
+    model.eval()
+    try:
+        seen = 0
+        for batch in data:
+            take = min(batch_size(batch), num_samples - seen)
+            if hasattr(batch, "to_data_list"):
+                _accumulate_loop(wrapper, batch, take, params, fisher)
+            else:
+                for start in range(0, take, chunk):
+                    part = _slice(batch, start, min(start + chunk, take))
+                    _accumulate_vmap(wrapper, part, keys, params, fisher)
+            seen += take
+            if seen >= num_samples:
+                break
+    finally:
+        model.train(was_training)
+    if seen < num_samples:
+        raise ValueError(f"data has only {seen} examples but num_samples={num_samples}")
+    return fisher
+
+
+def _accumulate_vmap(
+    wrapper: _Loss, part: Any, keys: list[str], params: list[Tensor], fisher: list[Tensor]
+) -> None:
+    def one_loss(weights: dict[str, Tensor], example: Any) -> Tensor:
+        return functional_call(wrapper, weights, (tree_map(lambda t: t.unsqueeze(0), example),))
+
+    weights = {k: p.detach() for k, p in zip(keys, params, strict=True)}
+    with torch.enable_grad():
+        per_example = vmap(grad(one_loss), in_dims=(None, 0))(weights, part)  # k: (B, *shape)
+    for f, k in zip(fisher, keys, strict=True):
+        f.add_(per_example[k].square().sum(0))
+
+
+def _accumulate_loop(
+    wrapper: _Loss, batch: Any, take: int, params: list[Tensor], fisher: list[Tensor]
+) -> None:
+    graphs = batch.to_data_list()[:take]
+    for graph in graphs:
+        single = type(batch).from_data_list([graph])
+        with torch.enable_grad():
+            grads = torch.autograd.grad(wrapper(single), params, allow_unused=True)
+        for f, g in zip(fisher, grads, strict=True):
+            if g is not None:
+                f.add_(g.square())

@@ -1,0 +1,241 @@
+"""NSO: noise stability optimization (Zhang, Li, Ju; TMLR 2024)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from common.optim.base import (
+    Closure,
+    Params,
+    SharpnessAwareOptimizer,
+    check,
+    check_int,
+    check_number,
+)
+from common.optim.perturb import DISTRIBUTIONS, sample_noise_, steal_grads
+
+SIGMA_SCHEDULES = ("constant", "linear", "exponential")
+_EXP_START = 1e-5  # σ of the exponential schedule at step 0
+
+
+class NSO(SharpnessAwareOptimizer):
+    """Minimises the smoothed loss E_U[L(W + U)] with antithetic noise pairs.
+
+    One step on one batch, k = ``num_perturbs``, λ = ``lam``:
+    G = λ·g(W) + (1−λ)/(2k)·Σᵢ [g(W+Uᵢ) + g(W−Uᵢ)]  (``use_neg``; else (1−λ)/k·Σᵢ g(W+Uᵢ)),
+    then W is restored bit for bit and the base optimizer steps with G. U has absolute
+    scale σ on every parameter. The clean pass g(W) runs only when λ > 0, so a step
+    costs 2k gradient evaluations by default. Besides the weights it holds two
+    parameter-sized buffers: the perturbed weights and the gradient sum (W − U is built
+    from W + U in place; gradients are taken over, not copied).
+
+    Args:
+        params: parameters, param groups (``sigma`` may differ per group; 0 = no noise),
+            or a model.
+        base_optimizer: class (built with ``**base_kwargs``) or built instance.
+        sigma: noise scale σ >= 0.
+        num_perturbs: k >= 1 noise draws per step.
+        use_neg: antithetic pairs W ± U (two-point estimate).
+        lam: λ in [0, 1], weight of the clean gradient g(W).
+        distribution: one of normal, laplace, uniform, binomial, cauchy (std σ; cauchy: scale σ).
+        sigma_schedule: constant; linear 0 → σ; exponential 1e-5 → σ, over
+            ``schedule_steps`` steps, then constant.
+        schedule_steps: length of the σ ramp in optimizer steps.
+        seed: seed of the optimizer's own noise generator (its state is in state_dict, so
+            resumed runs draw the same noise). None: drawn from torch's global RNG.
+    """
+
+    def __init__(
+        self,
+        params: Params | None,
+        base_optimizer: type[Optimizer] | Optimizer = torch.optim.SGD,
+        sigma: float = 0.01,
+        num_perturbs: int = 1,
+        use_neg: bool = True,
+        lam: float = 0.0,
+        distribution: str = "normal",
+        sigma_schedule: str = "constant",
+        schedule_steps: int = 1,
+        seed: int | None = None,
+        **base_kwargs: Any,
+    ) -> None:
+        check_int("num_perturbs", num_perturbs, 1)
+        check("use_neg", use_neg, isinstance(use_neg, bool), "a bool")
+        check_number("lam", lam, 0.0, 1.0)
+        check(
+            "distribution", distribution, distribution in DISTRIBUTIONS, f"one of {DISTRIBUTIONS}"
+        )
+        check(
+            "sigma_schedule",
+            sigma_schedule,
+            sigma_schedule in SIGMA_SCHEDULES,
+            f"one of {SIGMA_SCHEDULES}",
+        )
+        check_int("schedule_steps", schedule_steps, 1)
+        super().__init__(params, base_optimizer, {"sigma": sigma}, **base_kwargs)
+        for group in self.param_groups:
+            check_number("sigma", group["sigma"], 0.0)
+            if sigma_schedule == "exponential":
+                check_number("sigma (exponential schedule)", group["sigma"], _EXP_START)
+        self.num_perturbs, self.use_neg, self.lam = num_perturbs, use_neg, lam
+        self.distribution, self.sigma_schedule = distribution, sigma_schedule
+        self.schedule_steps = schedule_steps
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()).item())
+        self.seed = seed
+        self.steps_done = 0  # position in the σ schedule
+        self._generators: dict[str, torch.Generator] = {}
+        self._grad_sum: list[Tensor | None] = []
+        self._bufs: list[Tensor] | None = None  # the perturbed weights, reused within a step
+
+    # -- the manual protocol of the reference implementation ---------------------------
+    @torch.no_grad()
+    def store_gradients(
+        self, zero_grad: bool = False, store_weights: bool = False, update_weight: float = 0.5
+    ) -> None:
+        """Adds ``update_weight``·p.grad to the gradient sum (``store_weights``: restart it
+        and remember the current weights as W)."""
+        params = self._params()
+        if store_weights:
+            self._restore()
+            self._stash = [(p, p.data) for p in params]  # W stays in place until perturbed
+            self._grad_sum = [None] * len(params)
+        elif not self._stash:
+            raise RuntimeError(
+                "store_gradients(store_weights=False) before the weights were stored"
+            )
+        scale, add_to, add_from = [], [], []
+        for i, g in enumerate(steal_grads(params)):  # p.grad is emptied: zero_grad either way
+            if g is None:
+                continue
+            if self._grad_sum[i] is None:
+                self._grad_sum[i] = g  # first gradient: adopt its buffer, scale in place
+                scale.append(g)
+            else:
+                add_to.append(self._grad_sum[i])
+                add_from.append(g)
+        if scale and update_weight != 1.0:
+            torch._foreach_mul_(scale, update_weight)
+        if add_to:
+            torch._foreach_add_(add_to, add_from, alpha=update_weight)
+        del zero_grad  # gradients were taken over, which leaves them empty
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = False, store_perturb: bool = True) -> None:
+        """Moves to W + U with a fresh U (``store_perturb``) or to its mirror W − U."""
+        if not self._stash:
+            raise RuntimeError("NSO.first_step() before store_gradients(store_weights=True)")
+        w = [orig for _, orig in self._stash]
+        if store_perturb:
+            first = self._bufs is None
+            bufs = [torch.empty_like(x) for x in w] if first else self._bufs
+            sigmas = self._current_sigmas()
+            for buf, (p, _) in zip(bufs, self._stash, strict=True):
+                sigma = sigmas[p]
+                if sigma:
+                    sample_noise_(buf, self.distribution, sigma, self._generator(buf.device))
+                else:
+                    buf.zero_()
+            torch._foreach_add_(bufs, w)  # W + U
+            if first:
+                for (p, _), buf in zip(self._stash, bufs, strict=True):
+                    p.data = buf  # W's own storage stays untouched until the restore
+                self._bufs = bufs
+        else:
+            if self._bufs is None:
+                raise RuntimeError("first_step(store_perturb=False) needs a preceding W + U step")
+            # W − U = W + (W − (W + U)): mirrors the perturbation actually applied
+            torch._foreach_lerp_(self._bufs, w, 2.0)
+        if zero_grad:
+            self.zero_grad()
+
+    def _restore(self) -> None:
+        super()._restore()
+        self._bufs = None
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False) -> None:
+        """Restores W exactly, puts the gradient sum in p.grad, steps the base optimizer."""
+        if not self._stash:
+            raise RuntimeError("NSO.second_step() before store_gradients(store_weights=True)")
+        params = [p for p, _ in self._stash]
+        self._restore()
+        for p, g in zip(params, self._grad_sum, strict=True):
+            p.grad = g
+        self._grad_sum = []
+        self.base_optimizer.step()
+        self.steps_done += 1
+        if zero_grad:
+            self.zero_grad()
+
+    # -- the closure path ----------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> Any:
+        """Full NSO step. With λ > 0, gradients already in ``p.grad`` are taken as g(W).
+
+        Returns the loss of the first closure call (at W if λ > 0, else at W + U₁).
+        """
+        self._require_closure(closure, "NSO")
+
+        def run() -> Any:
+            losses = []
+            given = self.lam > 0 and self._has_grads()  # the caller ran the clean pass
+            if self.lam > 0 and not given:
+                losses.append(self._run_closure(closure, 0))
+            elif self.lam == 0:
+                self.zero_grad()  # g(W) is not part of the estimate
+            self.store_gradients(store_weights=True, update_weight=self.lam)
+            weight = (1.0 - self.lam) / (self.num_perturbs * (2 if self.use_neg else 1))
+            for _ in range(self.num_perturbs if self.lam < 1 else 0):
+                for mirror in (False, True) if self.use_neg else (False,):
+                    self.first_step(store_perturb=not mirror)
+                    losses.append(self._run_closure(closure, len(losses) + given))
+                    self.store_gradients(update_weight=weight)
+            self.second_step()
+            return losses[0] if losses else None
+
+        return self._guarded(run)
+
+    # -- noise, schedule, state --------------------------------------------------------
+    def _current_sigmas(self) -> dict[Tensor, float]:
+        t = min(self.steps_done / self.schedule_steps, 1.0)
+        out = {}
+        for group in self.param_groups:
+            sigma = group["sigma"]
+            if self.sigma_schedule == "linear":
+                sigma = sigma * t
+            elif self.sigma_schedule == "exponential" and sigma:
+                sigma = _EXP_START * (sigma / _EXP_START) ** t
+            out.update(dict.fromkeys(group["params"], sigma))
+        return out
+
+    def current_sigma(self) -> float:
+        """σ of the first param group at the current schedule position."""
+        return next(iter(self._current_sigmas().values()))
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        if key not in self._generators:
+            gen = torch.Generator(device=device)
+            # one stream per device, identical on every rank for the same seed
+            gen.manual_seed(self.seed + (device.index or 0) * 1_000_003)
+            self._generators[key] = gen
+        return self._generators[key]
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "steps_done": self.steps_done,
+            "generators": {k: g.get_state() for k, g in self._generators.items()},
+        }
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.seed = int(state["seed"])
+        self.steps_done = int(state["steps_done"])
+        self._generators = {}
+        for key, rng_state in state["generators"].items():
+            self._generator(torch.device(key)).set_state(rng_state)

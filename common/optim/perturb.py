@@ -1,0 +1,113 @@
+"""Perturbation maths shared by every sharpness-aware optimizer.
+
+All functions work on lists of tensors with ``torch._foreach_*`` kernels (one call per
+list, not per tensor). Weights are never moved by ``W + e - e``: a perturbed point is
+built in a *new* buffer and swapped in as ``p.data``; the original storage is kept
+untouched and swapped back, so restoring is exact and costs no memory traffic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+#: Added to ‖g‖ in ρ·g/(‖g‖+ε) (the value of the SAM and WSAM reference code).
+NORM_EPS = 1e-12
+
+#: Noise laws for NSO; each sample is scaled to standard deviation σ (Cauchy: scale σ).
+DISTRIBUTIONS = ("normal", "laplace", "uniform", "binomial", "cauchy")
+
+
+def global_norm(tensors: Sequence[Tensor]) -> Tensor:
+    """‖concat(tensors)‖₂ as a 0-dim float32 tensor (0 for an empty list)."""
+    if not tensors:
+        return torch.zeros(())
+    norms = torch._foreach_norm(list(tensors), 2, dtype=torch.float32)
+    device = norms[0].device
+    return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]))
+
+
+def adaptive_scale(params: Sequence[Tensor], eta: float) -> list[Tensor]:
+    """ASAM's T = |W| + η, one new tensor per parameter."""
+    t = torch._foreach_abs(list(params))
+    if eta:
+        torch._foreach_add_(t, eta)
+    return t
+
+
+def ascent_directions(
+    params: Sequence[Tensor], grads: Sequence[Tensor], adaptive: bool, eta: float
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Returns (T⊙g, T²⊙g) for ASAM, or (g, g) for SAM (no copy)."""
+    if not adaptive:
+        return list(grads), list(grads)
+    t = adaptive_scale(params, eta)
+    tg = torch._foreach_mul(t, list(grads))  # T⊙g: its norm normalises e
+    torch._foreach_mul_(t, tg)  # T²⊙g: the direction of e (t reused in place)
+    return tg, t
+
+
+def ascent_point(
+    params: Sequence[Tensor],
+    direction: Sequence[Tensor],
+    scale: float,
+    masks: Sequence[Tensor] | None = None,
+) -> list[Tensor]:
+    """New tensors W + scale·direction (⊙ mask for sparse SAM), in one fused pass."""
+    if masks is None:
+        return torch._foreach_add(list(params), list(direction), alpha=scale)
+    return torch._foreach_addcmul(list(params), list(direction), list(masks), value=scale)
+
+
+def sample_noise_(
+    buf: Tensor, distribution: str, sigma: float, generator: torch.Generator
+) -> Tensor:
+    """Fills ``buf`` in place with zero-mean noise of standard deviation ``sigma``.
+
+    normal N(0, σ²); laplace with scale σ/√2; uniform on [-√3σ, √3σ]; binomial: ±σ with
+    probability ½ each (a centred Bernoulli, i.e. Rademacher); cauchy: scale σ (no finite
+    variance, σ is its scale).
+    """
+    if distribution == "normal":
+        return buf.normal_(0.0, sigma, generator=generator)
+    if distribution == "uniform":
+        half = math.sqrt(3.0) * sigma
+        return buf.uniform_(-half, half, generator=generator)
+    if distribution == "binomial":
+        return buf.bernoulli_(0.5, generator=generator).mul_(2.0 * sigma).sub_(sigma)
+    if distribution == "cauchy":
+        return buf.cauchy_(0.0, sigma, generator=generator)
+    if distribution == "laplace":
+        # E1 - E2 ~ Laplace(0, 1) for independent Exp(1); std of Laplace(0, b) is b·√2.
+        e2 = torch.empty_like(buf).exponential_(generator=generator)
+        buf.exponential_(generator=generator).sub_(e2)
+        return buf.mul_(sigma / math.sqrt(2.0))
+    raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+
+
+def swap_data(params: Sequence[Tensor], new: Sequence[Tensor]) -> list[Tensor]:
+    """Points each ``p.data`` at ``new``; returns the storages it replaced (O(1) per tensor)."""
+    old = []
+    for p, n in zip(params, new, strict=True):
+        old.append(p.data)
+        p.data = n
+    return old
+
+
+def steal_grads(params: Sequence[Tensor]) -> list[Tensor | None]:
+    """Takes each ``p.grad`` out of its parameter (sets it to None) without copying.
+
+    A gradient that is a view (DDP's ``gradient_as_bucket_view``) is copied instead:
+    the next backward pass would write into the shared bucket.
+    """
+    out: list[Tensor | None] = []
+    for p in params:
+        g = p.grad
+        if g is not None and g._is_view():
+            g = g.clone()
+        out.append(g)
+        p.grad = None
+    return out
