@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 import torch
+from torch import nn
 from torch.optim import Optimizer
 
 from common.optim.base import Params
@@ -139,10 +140,12 @@ def create_optimizer(
     ``cfg`` mixes the optimizer's own options (``rho``, ``sigma``, ...; see
     ``OPTIMIZERS[name].options``) with the base optimizer's (``lr``, ``momentum``,
     ``weight_decay``, ...); ``base`` names the base of the sharpness-aware ones
-    (sgd, adam, adamw, or an Optimizer class). Unknown names or options raise ValueError.
+    (sgd, adam, adamw, or an Optimizer class). ``params`` may be the model itself: a
+    sharpness-aware optimizer then lets only the first gradient pass of a step move the
+    BatchNorm running statistics. Unknown names or options raise ValueError.
 
     Example:
-        >>> opt = create_optimizer("nso", model.parameters(), base="sgd", lr=0.1, sigma=0.01)
+        >>> opt = create_optimizer("nso", model, base="sgd", lr=0.1, sigma=0.01)
     """
     key = name.lower() if isinstance(name, str) else name
     if key not in OPTIMIZERS:
@@ -151,7 +154,7 @@ def create_optimizer(
     info = OPTIMIZERS[key]
     if not info.sharpness_aware:
         _base_kwargs(info.cls, cfg, key)
-        return info.cls(params, **cfg)
+        return info.cls(params.parameters() if isinstance(params, nn.Module) else params, **cfg)
     if isinstance(base, str):
         if base.lower() not in BASES:
             raise ValueError(

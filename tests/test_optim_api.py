@@ -1,0 +1,313 @@
+"""Contract of every registry entry: restore, closure counts, state, schedulers, errors."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from conftest import ALL, SHARPNESS_AWARE, assert_same, build, ce, closure_for, data, mlp, snapshot
+from torch import nn
+
+from common.optim import NSO, OPTIMIZERS, SAM, SSAMD, SSAMF, WSAM, create_optimizer
+from common.optim.base import SharpnessAwareOptimizer
+
+
+def params_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+@pytest.mark.parametrize("name", SHARPNESS_AWARE)
+def test_weights_restored_bit_for_bit(name):
+    """With lr = 0 the step must leave W exactly as it was (no W + e − e)."""
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
+    with torch.no_grad():  # small W, large e: W + e − e loses W's low bits in float32
+        for p in model.parameters():
+            p.mul_(1e-3)
+    before = params_of(model)
+    big = {"rho": 50.0} if name not in ("nso",) else {"sigma": 7.0}
+    opt = build(name, model, data(), lr=0.0, **big)
+    opt.step(closure_for(model, data()))
+    assert_same(params_of(model), before)
+
+
+def test_naive_restore_would_not_be_exact():
+    # the precondition that makes the test above meaningful
+    w = torch.tensor([1.234e-3, -5.678e-4, 3.3e-3])
+    e = torch.tensor([50.0, -7.0, 13.0])
+    assert not torch.equal(w + e - e, w)
+
+
+@pytest.mark.parametrize("name", SHARPNESS_AWARE)
+def test_weights_restored_when_the_closure_raises(name):
+    model = mlp()
+    batch = data()
+    opt = build(name, model, batch)
+    before = params_of(model)
+    calls = []
+
+    def closure():
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return closure_for(model, batch)()
+
+    with pytest.raises(RuntimeError, match="boom"):
+        opt.step(closure)
+    assert_same(params_of(model), before)
+    assert all(m.track_running_stats for m in model.modules() if isinstance(m, nn.BatchNorm1d))
+    opt.zero_grad()
+    opt.step(closure_for(model, batch))  # usable afterwards
+
+
+@pytest.mark.parametrize(
+    "name,cfg",
+    [(n, {}) for n in ALL]
+    + [
+        ("nso", {"num_perturbs": 3}),
+        ("nso", {"num_perturbs": 2, "use_neg": False}),
+        ("nso", {"lam": 0.5}),
+        ("nso", {"lam": 1.0}),
+    ],
+)
+def test_closure_calls_per_step_match_registry(name, cfg):
+    model, batch = mlp(), data()
+    opt = build(name, model, batch, **cfg)
+    for _ in range(2):
+        calls: list = []
+        opt.zero_grad()
+        opt.step(closure_for(model, batch, calls))
+        assert len(calls) == OPTIMIZERS[name].evals_per_step(**cfg)
+    if name == "nso" and not cfg:
+        assert len(calls) == 2  # 2k, not the original's 1 + 2k
+
+
+@pytest.mark.parametrize("name", ["sam", "wsam", "ssamd"])
+def test_present_gradients_are_used_as_g_of_w(name):
+    """The seeds' closure usage: backward by the caller, then step(closure) = one more call."""
+    batch = data()
+    a, b = mlp(bn=False), mlp(bn=False)
+    opt_a, opt_b = build(name, a, batch), build(name, b, batch)
+    ce(a, batch).backward()
+    calls: list = []
+    opt_a.step(closure_for(a, batch, calls))
+    assert len(calls) == 1
+    opt_b.step(closure_for(b, batch))
+    assert_same(params_of(a), params_of(b))
+
+
+def save_load(obj) -> dict:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)  # no pickled code in an optimizer state
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_state_dict_round_trip_continues_bit_for_bit(name):
+    cfg = {"momentum": 0.9} if OPTIMIZERS[name].sharpness_aware or name == "sgd" else {}
+    if name == "ssamd":
+        cfg.update(update_freq=1, drop_strategy="random", epochs=4)
+    if name == "nso":
+        cfg.update(sigma_schedule="linear", schedule_steps=5)
+    batches = [data(seed=s) for s in range(8)]
+
+    def train(model, opt, sched, steps):
+        for i in steps:
+            if isinstance(opt, SSAMD):
+                opt.prepare_epoch(i // 2)
+            opt.zero_grad()
+            opt.step(closure_for(model, batches[i]))
+            sched.step()
+
+    model = mlp()
+    opt = build(name, model, batches[0], **cfg)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    train(model, opt, sched, range(3))
+    saved = save_load(
+        {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}
+    )
+    train(model, opt, sched, range(3, 8))
+
+    model2 = mlp(seed=123)
+    opt2 = build(
+        name,
+        model2,
+        batches[0],
+        **{**cfg, "seed": 99} if "seed" in OPTIMIZERS[name].options else cfg,
+    )
+    sched2 = torch.optim.lr_scheduler.StepLR(opt2, step_size=2, gamma=0.5)
+    model2.load_state_dict(saved["model"])
+    opt2.load_state_dict(saved["opt"])
+    sched2.load_state_dict(saved["sched"])
+    if isinstance(opt2, SharpnessAwareOptimizer):
+        assert opt2.param_groups is opt2.base_optimizer.param_groups
+    train(model2, opt2, sched2, range(3, 8))
+    assert_same(snapshot(model2), snapshot(model))
+
+
+def test_state_dict_carries_masks_and_base_momentum():
+    model, batch = mlp(), data()
+    opt = build("ssamf", model, batch, momentum=0.9)
+    opt.step(closure_for(model, batch))
+    sd = opt.state_dict()
+    masks = [v["mask"] for v in sd["state"].values()]
+    assert len(masks) == len(list(model.parameters())) and masks[0].dtype == torch.bool
+    assert all("momentum_buffer" in v for v in sd["base_optimizer"]["state"].values())
+
+
+def test_loading_a_foreign_state_dict_is_refused():
+    model = mlp()
+    opt = build("sam", model)
+    with pytest.raises(ValueError, match="base_optimizer"):
+        opt.load_state_dict(torch.optim.SGD(model.parameters(), lr=0.1).state_dict())
+
+
+@pytest.mark.parametrize("name", SHARPNESS_AWARE)
+def test_scheduler_on_the_wrapper_drives_the_base(name):
+    model, batch = mlp(), data()
+    opt = build(name, model, batch, lr=1.0)
+    assert opt.param_groups is opt.base_optimizer.param_groups
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.1)
+    opt.step(closure_for(model, batch))
+    sched.step()
+    assert opt.base_optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+
+
+def test_scheduled_lr_is_the_step_size():
+    """After the scheduler on the wrapper halves the lr, the update is exactly half as large."""
+    c = torch.tensor([1.0, -2.0, 0.5])  # linear loss: the gradient is c at every point
+    p = nn.Parameter(torch.zeros(3))
+    opt = SAM([p], torch.optim.SGD, rho=0.05, lr=0.25)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    deltas = []
+    for _ in range(2):
+        before = p.detach().clone()
+        opt.zero_grad()
+        opt.step(lambda: (c * p).sum().backward())
+        sched.step()
+        deltas.append(p.detach() - before)
+    torch.testing.assert_close(deltas[0], -0.25 * c)
+    torch.testing.assert_close(deltas[1], -0.125 * c)
+
+
+def test_built_base_instance_and_model_argument():
+    model = mlp()
+    base = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt = WSAM(model, base, rho=0.05, gamma=0.9, adaptive=False, decouple=True, max_norm=None)
+    assert opt.base_optimizer is base and opt.param_groups is base.param_groups
+    assert opt.param_groups[0]["rho"] == 0.05
+    with pytest.raises(ValueError, match="differ"):
+        SAM(mlp().parameters(), torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match="already built"):
+        SAM(model.parameters(), torch.optim.SGD(model.parameters(), lr=0.1), lr=0.2)
+
+
+def test_per_group_options():
+    model, batch = mlp(bn=False), data()
+    groups = [
+        {"params": model[0].parameters(), "sigma": 0.0},
+        {"params": model[2].parameters()},
+    ]
+    opt = NSO(groups, torch.optim.SGD, sigma=0.5, lr=0.0, seed=0)
+    seen = []
+
+    def closure():
+        seen.append([p.detach().clone() for p in model.parameters()])
+        return closure_for(model, batch)()
+
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step(closure)
+    assert all(
+        torch.equal(a, b) for a, b in zip(seen[0][:2], before[:2], strict=True)
+    )  # sigma 0: no noise
+    assert not torch.equal(seen[0][2], before[2])
+
+
+BAD = [
+    ("sam", {"rho": -0.1}, "rho"),
+    ("asam", {"eta": -1.0}, "eta"),
+    ("sam", {"adaptive": "yes"}, "adaptive"),
+    ("nso", {"sigma": -0.01}, "sigma"),
+    ("nso", {"num_perturbs": 0}, "num_perturbs"),
+    ("nso", {"num_perturbs": 1.5}, "num_perturbs"),
+    ("nso", {"lam": 1.5}, "lam"),
+    ("nso", {"distribution": "gaussian"}, "distribution"),
+    ("nso", {"sigma_schedule": "cosine"}, "sigma_schedule"),
+    ("nso", {"sigma": 0.0, "sigma_schedule": "exponential"}, "sigma"),
+    ("wsam", {"gamma": 1.0}, "gamma"),
+    ("wsam", {"gamma": -0.1}, "gamma"),
+    ("wsam", {"max_norm": -1.0}, "max_norm"),
+    ("ssamf", {"sparsity": 1.0}, "sparsity"),
+    ("ssamd", {"sparsity": -0.2}, "sparsity"),
+    ("ssamf", {"num_samples": 0}, "num_samples"),
+    ("ssamf", {"update_freq": 0}, "update_freq"),
+    ("ssamd", {"drop_rate": 2.0}, "drop_rate"),
+    ("ssamd", {"drop_strategy": "magnitude"}, "drop_strategy"),
+    ("ssamd", {"growth_strategy": "x"}, "growth_strategy"),
+    ("ssamd", {"epochs": 0}, "epochs"),
+    ("sam", {"rho": float("nan")}, "rho"),
+]
+
+
+@pytest.mark.parametrize("name,cfg,arg", BAD, ids=[f"{n}-{a}" for n, _, a in BAD])
+def test_bad_hyper_parameters_name_the_argument(name, cfg, arg):
+    with pytest.raises(ValueError, match=arg) as info:
+        create_optimizer(name, mlp().parameters(), lr=0.1, **cfg)
+    assert "must be" in str(info.value)
+
+
+def test_bad_per_group_value_is_caught():
+    model = mlp()
+    with pytest.raises(ValueError, match="rho"):
+        SAM([{"params": model.parameters(), "rho": -1.0}], torch.optim.SGD, lr=0.1)
+
+
+def test_unknown_optimizer_lists_the_valid_names():
+    with pytest.raises(ValueError, match="did you mean nso") as info:
+        create_optimizer("nsoo", mlp().parameters())
+    for name in OPTIMIZERS:
+        assert name in str(info.value)
+
+
+def test_unknown_option_and_base_are_refused():
+    with pytest.raises(ValueError, match=r"momentm.*did you mean momentum"):
+        create_optimizer("sam", mlp().parameters(), lr=0.1, momentm=0.9)
+    with pytest.raises(ValueError, match="rho"):
+        create_optimizer("sgd", mlp().parameters(), lr=0.1, rho=0.05)
+    with pytest.raises(ValueError, match="base"):
+        create_optimizer("sam", mlp().parameters(), base="lbfgs", lr=0.1)
+    with pytest.raises(ValueError, match="closure"):
+        SAM(mlp().parameters(), lr=0.1).step()
+
+
+def test_create_optimizer_picks_base_and_presets():
+    opt = create_optimizer("asam", mlp().parameters(), base="adamw", lr=1e-3, weight_decay=0.1)
+    assert isinstance(opt, SAM) and isinstance(opt.base_optimizer, torch.optim.AdamW)
+    group = opt.param_groups[0]
+    assert (group["adaptive"], group["eta"], group["rho"], group["weight_decay"]) == (
+        True,
+        0.01,
+        0.5,
+        0.1,
+    )
+    assert isinstance(create_optimizer("ssamd", mlp().parameters(), lr=0.1), SSAMD)
+    assert isinstance(create_optimizer("SSAMF", mlp().parameters(), lr=0.1), SSAMF)
+
+
+def test_registry_describes_every_optimizer():
+    assert set(OPTIMIZERS) == {
+        "sgd",
+        "adam",
+        "adamw",
+        "sam",
+        "asam",
+        "ssamf",
+        "ssamd",
+        "wsam",
+        "nso",
+    }
+    assert OPTIMIZERS["nso"].options["sigma"] == 0.01
+    assert OPTIMIZERS["nso"].evals_per_step(num_perturbs=2) == 4
+    assert OPTIMIZERS["nso"].evals_per_step(lam=0.3) == 3
+    assert OPTIMIZERS["sgd"].evals_per_step() == 1 and not OPTIMIZERS["sgd"].sharpness_aware
