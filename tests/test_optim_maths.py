@@ -277,3 +277,41 @@ def test_sam_manual_protocol_equals_step():
         ce(b, batch).backward()
         opt_b.second_step(zero_grad=True)
     assert_same(snapshot(a), snapshot(b))
+
+
+def test_sparse_adaptive_perturbation_matches_a_direct_computation():
+    from common.optim import SSAMF
+
+    w0, loss = linear_problem()
+    rho, eta = 0.3, 0.01
+    p = nn.Parameter(w0.clone())
+    opt = SSAMF([p], torch.optim.SGD, rho=rho, sparsity=0.5, adaptive=True, eta=eta, lr=0.0)
+    mask = (torch.arange(w0.numel()) % 2 == 0).reshape(w0.shape)
+    opt.state[p]["mask"] = mask.to(w0.dtype)
+    seen = []
+
+    def closure():
+        seen.append(p.detach().clone())
+        loss(p).backward()
+
+    w = w0.clone().requires_grad_()
+    (g,) = torch.autograd.grad(loss(w), w)
+    t = w0.abs() + eta
+    expected = w0 + mask * rho * t**2 * g / (t * g).norm()  # the norm is over all coordinates
+    opt.step(closure)
+    torch.testing.assert_close(seen[-1], expected, rtol=1e-6, atol=1e-7)
+
+
+def test_nso_store_gradients_sums_with_any_weights():
+    """Weights that do not add up to 1, and a gradient missing from one pass (counts 0)."""
+    a, b = nn.Parameter(torch.tensor([1.0, 2.0])), nn.Parameter(torch.tensor([3.0]))
+    opt = NSO([a, b], torch.optim.SGD, sigma=0.1, seed=0, lr=0.0)
+    a.grad, b.grad = torch.tensor([1.0, 1.0]), None
+    opt.store_gradients(store_weights=True, update_weight=0.5)
+    a.grad, b.grad = torch.tensor([2.0, 4.0]), torch.tensor([8.0])
+    opt.store_gradients(update_weight=0.25)
+    a.grad, b.grad = None, torch.tensor([4.0])
+    opt.store_gradients(update_weight=2.0)
+    opt.second_step()
+    torch.testing.assert_close(a.grad, torch.tensor([0.5 + 0.5, 0.5 + 1.0]))
+    torch.testing.assert_close(b.grad, torch.tensor([2.0 + 8.0]))

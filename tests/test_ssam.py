@@ -20,7 +20,7 @@ from common.optim.ssam import num_live
 
 
 def masks(opt) -> torch.Tensor:
-    return torch.cat([opt.state[p]["mask"].reshape(-1) for p in opt._params()])
+    return torch.cat([opt.state[p]["mask"].reshape(-1) for p in opt._params()]) > 0
 
 
 def loop_fisher(model: nn.Module, batch, n: int) -> list[torch.Tensor]:
@@ -168,11 +168,11 @@ def test_ssamd_drops_weakest_and_regrows_strongest_dead():
         seed=0,
         lr=0.1,
     )
-    opt.state[p]["mask"] = torch.tensor([True, True, True, True, False, False, False, False])
+    opt.state[p]["mask"] = torch.tensor([1.0, 1, 1, 1, 0, 0, 0, 0])
     # epoch 2 of 4: dr = (1 + cos(π/2))/2 = 0.5 of 4 live -> 2 swaps
     opt.update_mask(2)
     # weakest live |W|: 0.1, 0.3 die; strongest previously dead |W|: -3.0, 2.0 grow
-    assert opt.state[p]["mask"].tolist() == [False, True, False, True, False, True, False, True]
+    assert opt.state[p]["mask"].tolist() == [0, 1, 0, 1, 0, 1, 0, 1]
 
 
 def test_ssamd_drop_fraction_is_cosine():

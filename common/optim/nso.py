@@ -31,7 +31,7 @@ class NSO(SharpnessAwareOptimizer):
     scale σ on every parameter. The clean pass g(W) runs only when λ > 0, so a step
     costs 2k gradient evaluations by default. Besides the weights it holds two
     parameter-sized buffers: the perturbed weights and the gradient sum (W − U is built
-    from W + U in place; gradients are taken over, not copied).
+    from W + U in place; gradients are taken over, not copied, and averaged by lerp).
 
     Args:
         params: parameters, param groups (``sigma`` may differ per group; 0 = no noise),
@@ -89,7 +89,8 @@ class NSO(SharpnessAwareOptimizer):
         self.seed = seed
         self.steps_done = 0  # position in the σ schedule
         self._generators: dict[str, torch.Generator] = {}
-        self._grad_sum: list[Tensor | None] = []
+        self._grad_sum: list[Tensor | None] = []  # running weighted mean of the gradients
+        self._weight = 0.0  # Σ update_weight so far in this step
         self._bufs: list[Tensor] | None = None  # the perturbed weights, reused within a step
 
     # -- the manual protocol of the reference implementation ---------------------------
@@ -98,30 +99,41 @@ class NSO(SharpnessAwareOptimizer):
         self, zero_grad: bool = False, store_weights: bool = False, update_weight: float = 0.5
     ) -> None:
         """Adds ``update_weight``·p.grad to the gradient sum (``store_weights``: restart it
-        and remember the current weights as W)."""
+        and remember the current weights as W).
+
+        The sum is kept as a running weighted mean, Σwᵢgᵢ / Σwᵢ, updated with one lerp per
+        gradient (no separate scaling pass); ``second_step`` multiplies by Σwᵢ unless it
+        is 1, as it is for the weights NSO uses. A missing gradient counts as zero.
+        """
         params = self._params()
         if store_weights:
             self._restore()
             self._stash = [(p, p.data) for p in params]  # W stays in place until perturbed
-            self._grad_sum = [None] * len(params)
+            self._grad_sum, self._weight = [None] * len(params), 0.0
         elif not self._stash:
             raise RuntimeError(
                 "store_gradients(store_weights=False) before the weights were stored"
             )
-        scale, add_to, add_from = [], [], []
+        total = self._weight + update_weight
+        frac = update_weight / total if total else 1.0  # share of this gradient in the mean
+        mix_to, mix_from, shrink, adopted = [], [], [], []
         for i, g in enumerate(steal_grads(params)):  # p.grad is emptied: zero_grad either way
-            if g is None:
-                continue
-            if self._grad_sum[i] is None:
-                self._grad_sum[i] = g  # first gradient: adopt its buffer, scale in place
-                scale.append(g)
-            else:
-                add_to.append(self._grad_sum[i])
-                add_from.append(g)
-        if scale and update_weight != 1.0:
-            torch._foreach_mul_(scale, update_weight)
-        if add_to:
-            torch._foreach_add_(add_to, add_from, alpha=update_weight)
+            acc = self._grad_sum[i]
+            if acc is not None and g is not None:
+                mix_to.append(acc)
+                mix_from.append(g)
+            elif acc is not None:
+                shrink.append(acc)
+            elif g is not None:
+                self._grad_sum[i] = g  # first gradient: adopt its buffer
+                adopted.append(g)
+        if mix_to:
+            torch._foreach_lerp_(mix_to, mix_from, frac)
+        if shrink:
+            torch._foreach_mul_(shrink, 1.0 - frac)
+        if adopted and self._weight:  # earlier passes counted these as zero
+            torch._foreach_mul_(adopted, frac)
+        self._weight = total
         del zero_grad  # gradients were taken over, which leaves them empty
 
     @torch.no_grad()
@@ -164,6 +176,9 @@ class NSO(SharpnessAwareOptimizer):
             raise RuntimeError("NSO.second_step() before store_gradients(store_weights=True)")
         params = [p for p, _ in self._stash]
         self._restore()
+        sums = [g for g in self._grad_sum if g is not None]
+        if sums and abs(self._weight - 1.0) > 1e-12:  # mean -> weighted sum
+            torch._foreach_mul_(sums, self._weight)
         for p, g in zip(params, self._grad_sum, strict=True):
             p.grad = g
         self._grad_sum = []

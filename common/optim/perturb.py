@@ -40,26 +40,39 @@ def adaptive_scale(params: Sequence[Tensor], eta: float) -> list[Tensor]:
 
 def ascent_directions(
     params: Sequence[Tensor], grads: Sequence[Tensor], adaptive: bool, eta: float
-) -> tuple[list[Tensor], list[Tensor]]:
-    """Returns (T⊙g, T²⊙g) for ASAM, or (g, g) for SAM (no copy)."""
+) -> tuple[list[Tensor], list[Tensor], list[Tensor] | None]:
+    """Returns (v, a, b): ‖v‖ normalises e, whose direction is a⊙b (a alone if b is None).
+
+    SAM: (g, g, None). ASAM: (T⊙g, T, T⊙g) with T = |W| + η; for η = 0, T is W itself,
+    since W⊙g has the norm of |W|⊙g and W⊙(W⊙g) = |W|²⊙g: no |W| is materialised.
+    """
     if not adaptive:
-        return list(grads), list(grads)
-    t = adaptive_scale(params, eta)
-    tg = torch._foreach_mul(t, list(grads))  # T⊙g: its norm normalises e
-    torch._foreach_mul_(t, tg)  # T²⊙g: the direction of e (t reused in place)
-    return tg, t
+        return list(grads), list(grads), None
+    t = list(params) if eta == 0 else adaptive_scale(params, eta)
+    tg = torch._foreach_mul(t, list(grads))
+    return tg, t, tg
 
 
 def ascent_point(
     params: Sequence[Tensor],
-    direction: Sequence[Tensor],
+    a: Sequence[Tensor],
+    b: Sequence[Tensor] | None,
     scale: float,
     masks: Sequence[Tensor] | None = None,
 ) -> list[Tensor]:
-    """New tensors W + scale·direction (⊙ mask for sparse SAM), in one fused pass."""
-    if masks is None:
-        return torch._foreach_add(list(params), list(direction), alpha=scale)
-    return torch._foreach_addcmul(list(params), list(direction), list(masks), value=scale)
+    """New tensors W + scale·a⊙b (⊙ mask for sparse SAM), in one fused pass when possible.
+
+    ``b`` must be a temporary: with a mask it is multiplied in place.
+    """
+    params, a = list(params), list(a)
+    if b is None:
+        if masks is None:
+            return torch._foreach_add(params, a, alpha=scale)
+        return torch._foreach_addcmul(params, a, list(masks), value=scale)
+    b = list(b)
+    if masks is not None:
+        torch._foreach_mul_(b, list(masks))
+    return torch._foreach_addcmul(params, a, b, value=scale)
 
 
 def sample_noise_(

@@ -58,14 +58,13 @@ class SAM(SharpnessAwareOptimizer):
             ps = [p for p in group["params"] if p.grad is not None]
             if ps:
                 gs = [p.grad for p in ps]
-                per_group.append(
-                    (group, ps, *ascent_directions(ps, gs, group["adaptive"], group["eta"]))
-                )
-        norm = float(global_norm([t for _, _, tg, _ in per_group for t in tg]))
+                v, a, b = ascent_directions(ps, gs, group["adaptive"], group["eta"])
+                per_group.append((group, ps, v, a, b))
+        norm = float(global_norm([t for *_, v, _, _ in per_group for t in v]))
         points = []
-        for group, ps, _, direction in per_group:
+        for group, ps, _, a, b in per_group:
             scale = group["rho"] / (norm + NORM_EPS)
-            points.append((group, ps, ascent_point(ps, direction, scale, self._masks(ps))))
+            points.append((group, ps, ascent_point(ps, a, b, scale, self._masks(ps))))
         return points
 
     @torch.no_grad()

@@ -28,7 +28,10 @@ def _distributed() -> bool:
 
 
 class _SparseSAM(SAM):
-    """SAM whose perturbation keeps a global top-k of coordinates: e ← m ⊙ e."""
+    """SAM whose perturbation keeps a global top-k of coordinates: e ← m ⊙ e.
+
+    Masks live in ``state[p]["mask"]`` as 0/1 tensors of the parameter's dtype.
+    """
 
     def __init__(
         self,
@@ -54,7 +57,7 @@ class _SparseSAM(SAM):
         """Fraction of coordinates currently perturbed."""
         masks = [self.state[p]["mask"] for p in self._params() if "mask" in self.state[p]]
         total = sum(m.numel() for m in masks)
-        return sum(int(m.sum()) for m in masks) / max(total, 1)
+        return sum(int(torch.count_nonzero(m)) for m in masks) / max(total, 1)
 
     def _masks(self, params: list[Tensor]) -> list[Tensor]:
         try:
@@ -84,7 +87,10 @@ class _SparseSAM(SAM):
             live = as_bytes.bool()
         start = 0
         for p in self._params():
-            self.state[p]["mask"] = live[start : start + p.numel()].view_as(p).to(p.device).clone()
+            # in the parameter's dtype, as the reference keeps it: a bool mask would be
+            # converted on every step, which costs more than the perturbation itself
+            mask = live[start : start + p.numel()].view_as(p)
+            self.state[p]["mask"] = mask.to(device=p.device, dtype=p.dtype, copy=True)
             start += p.numel()
 
     @staticmethod
@@ -244,7 +250,7 @@ class SSAMD(_SparseSAM):
     @torch.no_grad()
     def update_mask(self, epoch: int) -> None:
         """Drops the weakest live coordinates and regrows as many of the strongest dead ones."""
-        live = self._flat(self.state[p]["mask"] for p in self._params()).bool()
+        live = self._flat(self.state[p]["mask"] for p in self._params()) > 0
         n_live = int(live.sum())
         n_swap = min(round(self.drop_fraction(epoch) * n_live), live.numel() - n_live)
         if n_swap:
