@@ -1,0 +1,32 @@
+"""Smoke run of the optimizer benchmark (timings are reported by `make bench`, not tested)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_optim_step_benchmark_runs_and_memory_is_within_budget(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.optim_step", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| step overhead | resnet18 / nso" in proc.stdout
+    results = json.loads(out.read_text())
+    names = {"sam", "asam", "ssamf", "wsam", "nso"}
+    assert set(results["overhead"]) == {"resnet18", "transformer16"}
+    assert all(set(v) == names for v in results["overhead"].values())
+    # held memory is counted tensor by tensor, not timed: it is exact and must hold
+    memory = results["memory"]
+    assert memory["sam"]["ours"] <= 1.0 + 1e-9
+    assert memory["nso"]["ours"] <= 2.0 + 1e-9
+    assert memory["nso"]["ref"] >= 3.0 - 1e-9  # the original's three buffers
