@@ -113,7 +113,7 @@ class SharpnessAwareOptimizer(Optimizer):
 
     @property
     def perturbed(self) -> bool:
-        """True between a perturbation and the restore that ends it."""
+        """True inside a step: between saving W and restoring it."""
         return bool(self._stash)
 
     # -- closures ------------------------------------------------------------------------
