@@ -8,7 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
-from torch.utils._pytree import tree_leaves, tree_map
+from torch.utils._pytree import tree_map
+
+from common.batches import batch_size, slice_batch
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 
@@ -25,20 +27,6 @@ class _Loss(nn.Module):
 
     def forward(self, batch: Any) -> Tensor:
         return self.loss_fn(self.model, batch)
-
-
-def batch_size(batch: Any) -> int:
-    """Number of examples in a batch: PyG's ``num_graphs`` or dim 0 of its tensors."""
-    if hasattr(batch, "num_graphs"):
-        return int(batch.num_graphs)
-    leaves = [t for t in tree_leaves(batch) if isinstance(t, Tensor)]
-    if not leaves:
-        raise ValueError(f"cannot tell the batch size of a {type(batch).__name__}: no tensors")
-    return int(leaves[0].shape[0])
-
-
-def _slice(batch: Any, start: int, stop: int) -> Any:
-    return tree_map(lambda t: t[start:stop] if isinstance(t, Tensor) else t, batch)
 
 
 def fisher_diagonal(
@@ -79,7 +67,7 @@ def fisher_diagonal(
                 _accumulate_loop(wrapper, batch, take, params, fisher)
             else:
                 for start in range(0, take, chunk):
-                    part = _slice(batch, start, min(start + chunk, take))
+                    part = slice_batch(batch, start, min(start + chunk, take))
                     _accumulate_vmap(wrapper, part, keys, params, fisher)
             seen += take
             if seen >= num_samples:
