@@ -1,0 +1,128 @@
+"""Hessian-vector products of the full-data loss, many vectors per gradient graph."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from common.sharpness.core import LossFn
+
+
+class HessianOperator:
+    """V ↦ H V for the size-weighted mean Hessian Σ_b (n_b/N)·H_b of the selected params.
+
+    Vectors are flat, shape (m, P) for a block of m vectors over P selected coordinates
+    (the parameters concatenated in selection order). For every batch the gradient graph
+    is built once per call and all m vectors go through it in one batched backward pass
+    (``is_grads_batched``), where the reference code runs one forward and backward per
+    vector per batch. With ``keep_graphs`` the graphs also survive between calls (for
+    iterative methods on few batches; it holds every batch's activations in memory).
+    Products are returned in float64.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        batches: Sequence[tuple[Any, int]],
+        params: Sequence[nn.Parameter],
+        *,
+        keep_graphs: bool = False,
+    ) -> None:
+        self.model, self.loss_fn, self.batches = model, loss_fn, list(batches)
+        self.params = list(params)
+        self.sizes = [p.numel() for p in self.params]
+        self.dim = sum(self.sizes)
+        self.n_examples = sum(n for _, n in self.batches)
+        self.keep_graphs = keep_graphs
+        self._graphs: dict[int, tuple[Tensor | None, ...]] = {}
+        self._batched = True  # falls back to a loop if an op has no batching rule
+        self.products = 0  # Hessian-vector products computed (m per batch per call)
+
+    def _gradient(self, index: int) -> tuple[Tensor | None, ...]:
+        if index in self._graphs:
+            return self._graphs[index]
+        batch, _ = self.batches[index]
+        with torch.enable_grad():
+            loss = self.loss_fn(self.model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss of batch {index} is {float(loss)}")
+            grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+        if self.keep_graphs:
+            self._graphs[index] = grads
+        return grads
+
+    def _split(self, block: Tensor) -> list[Tensor]:
+        m = block.shape[0]
+        parts = torch.split(block, self.sizes, dim=1)
+        return [
+            part.reshape(m, *p.shape).to(p.dtype)
+            for part, p in zip(parts, self.params, strict=True)
+        ]
+
+    def _products(self, grads: tuple[Tensor | None, ...], vectors: list[Tensor]) -> list[Tensor]:
+        # g·v only over gradients that depend on the weights: a parameter the loss does
+        # not use (or uses linearly) has a zero row and column in H
+        live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+        out = [torch.zeros_like(v) for v in vectors]
+        if not live:
+            return out
+        outputs = [grads[i] for i in live]
+        if self._batched:
+            try:
+                hv = self._grad(outputs, [vectors[i] for i in live], batched=True)
+            except RuntimeError:  # an op without a vmap rule: one vector at a time
+                self._batched = False
+        if not self._batched:
+            rows = [
+                self._grad(outputs, [vectors[i][j] for i in live], batched=False)
+                for j in range(vectors[0].shape[0])
+            ]
+            hv = [torch.stack(col) for col in zip(*rows, strict=True)]
+        for h, o in zip(hv, out, strict=True):
+            o.add_(h)
+        return out
+
+    def _grad(self, outputs: list[Tensor], vectors: list[Tensor], batched: bool) -> list[Tensor]:
+        with torch.enable_grad():
+            hv = torch.autograd.grad(
+                outputs,
+                self.params,
+                grad_outputs=vectors,
+                retain_graph=True,
+                allow_unused=True,
+                is_grads_batched=batched,
+            )
+        shape = vectors[0].shape[:1] if batched else ()
+        return [
+            h if h is not None else torch.zeros(*shape, *p.shape, dtype=p.dtype, device=p.device)
+            for h, p in zip(hv, self.params, strict=True)
+        ]
+
+    def matmat(self, block: Tensor) -> Tensor:
+        """H @ each row of ``block`` (m, P); returns (m, P) float64."""
+        if block.ndim != 2 or block.shape[1] != self.dim:
+            raise ValueError(f"expected vectors of shape (m, {self.dim}), got {tuple(block.shape)}")
+        vectors = self._split(block)
+        out = torch.zeros(block.shape, dtype=torch.float64, device=block.device)
+        for index, (_, n) in enumerate(self.batches):
+            hv = self._products(self._gradient(index), vectors)
+            flat = torch.cat([h.reshape(block.shape[0], -1) for h in hv], dim=1)
+            out.add_(flat.to(torch.float64), alpha=n / self.n_examples)
+            self.products += block.shape[0]
+        return out
+
+    def matvec(self, vector: Tensor) -> Tensor:
+        """H @ vector (P,); float64."""
+        return self.matmat(vector.unsqueeze(0))[0]
+
+    def layer_slices(self) -> list[slice]:
+        """The coordinate range of each selected parameter in the flat vectors."""
+        out, start = [], 0
+        for size in self.sizes:
+            out.append(slice(start, start + size))
+            start += size
+        return out

@@ -1,0 +1,269 @@
+"""Hessian trace, eigenvalues and density against exact float64 Hessians of small models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from common.sharpness.hessian import hessian_eigenvalues, hessian_esd, hessian_trace
+from common.sharpness.hvp import HessianOperator
+
+
+def ce(model, batch):
+    return nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+
+def small_model(seed: int = 0, hidden: int = 4) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, hidden), nn.Tanh(), nn.Linear(hidden, 2)).double()
+
+
+def dataset(n: int = 10, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, generator=g, dtype=torch.float64), torch.randint(
+        0, 2, (n,), generator=g
+    )
+
+
+def exact_hessian(model: nn.Module, loss_fn, batch) -> torch.Tensor:
+    """H of loss_fn(model, batch) w.r.t. all parameters, flattened in named order."""
+    named = list(model.named_parameters())
+    flat = torch.cat([p.detach().reshape(-1) for _, p in named])
+
+    def f(vec):
+        params, i = {}, 0
+        for name, p in named:
+            params[name] = vec[i : i + p.numel()].reshape(p.shape)
+            i += p.numel()
+        return loss_fn(lambda x: functional_call(model, params, (x,)), batch)
+
+    return torch.autograd.functional.hessian(f, flat)
+
+
+def split(x, y, sizes):
+    out, start = [], 0
+    for s in sizes:
+        out.append((x[start : start + s], y[start : start + s]))
+        start += s
+    return out
+
+
+@pytest.fixture
+def problem():
+    model = small_model()
+    x, y = dataset()
+    return model, (x, y), exact_hessian(model, ce, (x, y))
+
+
+def test_hutchinson_is_within_its_standard_error(problem):
+    model, (x, y), h = problem
+    r = hessian_trace(model, ce, split(x, y, [4, 6]), n_probes=400, seed=3)
+    assert abs(r.total - float(h.trace())) < 4 * r.stderr
+    assert r.n_probes == 400 and r.n_examples == 10
+    assert sum(r.per_layer.values()) == pytest.approx(r.total, rel=1e-9)
+
+
+def test_per_layer_traces_are_the_diagonal_blocks(problem):
+    model, (x, y), h = problem
+    r = hessian_trace(model, ce, [(x, y)], n_probes=90, method="hutch++")  # 30 ≥ 26 params: exact
+    start = 0
+    for name, p in model.named_parameters():
+        block = float(h[start : start + p.numel(), start : start + p.numel()].trace())
+        assert r.per_layer[name] == pytest.approx(block, rel=1e-8, abs=1e-10)
+        start += p.numel()
+    assert r.total == pytest.approx(float(h.trace()), rel=1e-8)
+
+
+def test_hutchpp_is_far_tighter_than_hutchinson():
+    """Where a few eigenvalues dominate, as for trained networks and natural inputs.
+
+    Softmax regression (H is exactly its Gauss-Newton matrix) on inputs whose variance
+    decays like a PCA spectrum; on a flat spectrum Hutch++ has nothing to deflate.
+    """
+    torch.manual_seed(0)
+    model = nn.Linear(30, 4).double()  # 124 parameters, 10 sketch vectors at 30 probes
+    g = torch.Generator().manual_seed(1)
+    scale = 3 / (1 + torch.arange(30, dtype=torch.float64)) ** 2
+    x = torch.randn(50, 30, generator=g, dtype=torch.float64) * scale
+    y = torch.randint(0, 4, (50,), generator=g)
+    exact = float(exact_hessian(model, ce, (x, y)).trace())
+    errors = {m: [] for m in ("hutchinson", "hutch++")}
+    for seed in range(8):
+        for method in errors:
+            r = hessian_trace(model, ce, [(x, y)], n_probes=30, method=method, seed=seed)
+            errors[method].append(abs(r.total - exact))
+    mean = {m: sum(e) / len(e) for m, e in errors.items()}
+    assert mean["hutch++"] < 0.25 * mean["hutchinson"], mean
+
+
+def test_multi_batch_weighting_matches_the_full_data_hessian(problem):
+    model, (x, y), h = problem
+    top = float(torch.linalg.eigvalsh(h)[-1])
+    for sizes in ([10], [1, 9], [3, 3, 4]):
+        e = hessian_eigenvalues(model, ce, split(x, y, sizes), k=1)
+        assert e.eigenvalues[0] == pytest.approx(top, rel=1e-6)
+    # the batch size may also be read by a callable
+    e = hessian_eigenvalues(model, ce, split(x, y, [2, 8]), batch_size=lambda b: len(b[1]))
+    assert e.eigenvalues[0] == pytest.approx(top, rel=1e-6)
+
+
+def test_top_k_eigenvalues(problem):
+    model, (x, y), h = problem
+    exact = torch.linalg.eigvalsh(h).flip(0)[:4].tolist()
+    e = hessian_eigenvalues(model, ce, [(x, y)], k=4, seed=1)
+    assert e.eigenvalues == pytest.approx(exact, rel=1e-3)
+    assert e.eigenvalues == sorted(e.eigenvalues, reverse=True)
+    assert e.record.options["k"] == 4 and e.record.n_examples == 10
+
+
+def test_largest_algebraic_eigenvalue_when_the_negative_side_dominates():
+    a = torch.diag(torch.tensor([-5.0, -1.0, 0.5, 2.0], dtype=torch.float64))
+
+    class Quadratic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor([0.3, -0.2, 0.1, 0.4], dtype=torch.float64))
+
+        def forward(self, x):
+            return 0.5 * self.w @ a @ self.w + x.sum() * 0
+
+    batch = (torch.zeros(2, 1, dtype=torch.float64),)
+    e = hessian_eigenvalues(Quadratic(), lambda m, b: m(b[0]), [batch], k=2)
+    assert e.eigenvalues == pytest.approx([2.0, 0.5], rel=1e-6)
+    r = hessian_trace(Quadratic(), lambda m, b: m(b[0]), [batch], n_probes=50, seed=0)
+    # negative trace: all 50 probes are used and (Rademacher on a diagonal) it is exact
+    assert r.n_probes == 50 and r.total == pytest.approx(-3.5, rel=1e-12)
+
+
+def test_negative_trace_stays_unbiased():
+    torch.manual_seed(0)
+    q = torch.linalg.qr(torch.randn(8, 8, dtype=torch.float64)).Q
+    a = q @ torch.diag(torch.tensor([-6.0, -3, -2, -1, 0.5, 1, 1.5, 2], dtype=torch.float64)) @ q.T
+
+    class Quadratic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(8, dtype=torch.float64))
+
+        def forward(self, x):
+            return 0.5 * self.w @ a @ self.w + x.sum() * 0
+
+    batch = (torch.zeros(1, 1, dtype=torch.float64),)
+    r = hessian_trace(Quadratic(), lambda m, b: m(b[0]), [batch], n_probes=200, seed=5)
+    assert r.n_probes == 200  # PyHessian's release stops after 2-3 probes here
+    assert abs(r.total - float(a.trace())) < 4 * r.stderr
+
+
+def test_density_integrates_to_one_and_matches_the_spectrum(problem):
+    model, (x, y), h = problem
+    d = hessian_esd(model, ce, [(x, y)], n_iter=40, n_runs=3, seed=2)
+    grid, density = torch.tensor(d.grid), torch.tensor(d.density)
+    assert float(torch.trapezoid(density, grid)) == pytest.approx(1.0, abs=1e-9)
+    assert (density >= 0).all()
+    for nodes, weights in zip(d.nodes, d.weights, strict=True):
+        assert sum(weights) == pytest.approx(1.0, abs=1e-9)
+        # the Krylov space is exhausted on 26 parameters: nodes are exact eigenvalues
+        assert max(nodes) == pytest.approx(float(torch.linalg.eigvalsh(h)[-1]), rel=1e-6)
+    # E[Σ w·θ] = tr(H)/P for Rademacher starts
+    mean = (
+        sum(
+            sum(w * t for w, t in zip(ws, ns, strict=True))
+            for ws, ns in zip(d.weights, d.nodes, strict=True)
+        )
+        / 3
+    )
+    assert mean == pytest.approx(float(h.trace()) / h.shape[0], rel=0.5)
+
+
+def test_state_is_restored_after_an_exception(problem):
+    model, (x, y), _ = problem
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 7.0)
+    calls = []
+
+    def failing(m, b):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return ce(m, b)
+
+    for fn in (
+        lambda: hessian_trace(model, failing, split(x, y, [5, 5]), n_probes=4),
+        lambda: hessian_eigenvalues(model, failing, split(x, y, [5, 5])),
+    ):
+        calls.clear()
+        with pytest.raises(RuntimeError, match="boom"):
+            fn()
+        assert model.training
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, before[k])
+        assert all(torch.equal(p.grad, torch.full_like(p, 7.0)) for p in model.parameters())
+    hessian_trace(model, ce, [(x, y)], n_probes=2)
+    assert model.training and all(p.grad is not None for p in model.parameters())
+
+
+def test_reference_parameter_selection():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)
+    ).double()
+    x = torch.randn(6, 1, 4, 4, dtype=torch.float64)
+    y = torch.randint(0, 2, (6,))
+    r = hessian_trace(model, ce, [(x, y)], n_probes=4, params="reference")
+    assert set(r.per_layer) == {"0.weight", "4.weight"}
+    assert r.record.params == "reference" and r.record.n_params == 2 * 9 + 16
+    r = hessian_trace(model, ce, [(x, y)], n_probes=6, params=["4.bias"], method="hutch++")
+    assert set(r.per_layer) == {"4.bias"}
+    # 2 coordinates, 2 sketch vectors: Hutch++ is exact; compare with the exact block
+    bias = model[4].bias
+
+    def loss_of_bias(b):
+        return ce(lambda inp: functional_call(model, {"4.bias": b}, (inp,)), (x, y))
+
+    model.eval()  # measurements run in eval mode: BN normalises with its running statistics
+    block = torch.autograd.functional.hessian(loss_of_bias, bias.detach())
+    assert r.total == pytest.approx(float(block.trace()), rel=1e-8)
+
+
+def test_tol_stops_early_and_records_the_probes_used(problem):
+    model, (x, y), _ = problem
+    r = hessian_trace(model, ce, [(x, y)], n_probes=1000, tol=0.2, chunk_size=10)
+    assert 10 <= r.n_probes < 1000 and r.stderr <= 0.2 * abs(r.total)
+
+
+def test_unbatched_fallback_gives_the_same_products(problem, monkeypatch):
+    model, (x, y), _ = problem
+    batched = hessian_trace(model, ce, [(x, y)], n_probes=6, seed=4)
+    original = HessianOperator._grad
+
+    def no_vmap(self, outputs, vectors, batched):
+        if batched:
+            raise RuntimeError("no batching rule")
+        return original(self, outputs, vectors, batched)
+
+    monkeypatch.setattr(HessianOperator, "_grad", no_vmap)
+    looped = hessian_trace(model, ce, [(x, y)], n_probes=6, seed=4)
+    assert looped.samples == pytest.approx(batched.samples, rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    "call,arg",
+    [
+        (lambda m, d: hessian_trace(m, ce, d, method="exact"), "method"),
+        (lambda m, d: hessian_trace(m, ce, d, n_probes=0), "n_probes"),
+        (lambda m, d: hessian_trace(m, ce, d, n_probes=2, method="hutch++"), "n_probes"),
+        (lambda m, d: hessian_trace(m, ce, d, tol=-1.0), "tol"),
+        (lambda m, d: hessian_eigenvalues(m, ce, d, k=0), "k"),
+        (lambda m, d: hessian_esd(m, ce, d, n_runs=0), "n_runs"),
+        (lambda m, d: hessian_trace(m, ce, [], n_probes=2), "empty"),
+        (lambda m, d: hessian_trace(m, ce, d, params="convs"), "params"),
+    ],
+)
+def test_bad_input(problem, call, arg):
+    model, (x, y), _ = problem
+    with pytest.raises(ValueError, match=arg):
+        call(model, [(x, y)])
