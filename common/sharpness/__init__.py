@@ -1,7 +1,29 @@
 """Sharpness measurements: Hessian trace, eigenvalues, spectral density, noise stability,
-loss landscape. Each takes ``model``, ``loss_fn(model, batch) -> mean loss`` and ``data``.
+loss landscape. Each takes ``model``, ``loss_fn(model, batch) -> mean loss`` and ``data``
+(re-iterable batches), evaluates in eval mode and leaves the model as it found it.
 """
 
 from common.sharpness.core import Record, measuring, select_params
+from common.sharpness.hessian import (
+    DensityResult,
+    EigenResult,
+    TraceResult,
+    hessian_eigenvalues,
+    hessian_esd,
+    hessian_trace,
+)
+from common.sharpness.noise import NoiseStabilityResult, noise_stability
 
-__all__ = ["Record", "measuring", "select_params"]
+__all__ = [
+    "DensityResult",
+    "EigenResult",
+    "NoiseStabilityResult",
+    "Record",
+    "TraceResult",
+    "hessian_eigenvalues",
+    "hessian_esd",
+    "hessian_trace",
+    "measuring",
+    "noise_stability",
+    "select_params",
+]

@@ -9,6 +9,7 @@ of the batch Hessians.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -109,12 +110,15 @@ def weighted_batches(
     return out
 
 
-def full_loss(model: nn.Module, loss_fn: LossFn, batches: Sequence[tuple[Any, int]]) -> float:
-    """Size-weighted mean loss over ``batches`` (no graph)."""
+def full_loss(
+    model: nn.Module, loss_fn: LossFn, batches: Sequence[tuple[Any, int]], *, check: bool = True
+) -> float:
+    """Size-weighted mean loss over ``batches`` (no graph). With ``check``, a non-finite
+    loss raises; without, it is returned (a perturbed loss of inf is a measurement)."""
     total = sum(n for _, n in batches)
     with torch.no_grad():
         value = sum(float(loss_fn(model, b)) * n for b, n in batches) / total
-    if not torch.isfinite(torch.tensor(value)):
+    if check and not math.isfinite(value):
         raise FloatingPointError(f"the loss is {value}: cannot measure sharpness at this point")
     return value
 
