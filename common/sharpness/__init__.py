@@ -12,18 +12,33 @@ from common.sharpness.hessian import (
     hessian_esd,
     hessian_trace,
 )
+from common.sharpness.landscape import (
+    InterpolationResult,
+    LandscapeResult,
+    interpolate,
+    loss_landscape,
+    random_direction,
+)
 from common.sharpness.noise import NoiseStabilityResult, noise_stability
+from common.sharpness.plots import plot_interpolation, plot_landscape
 
 __all__ = [
     "DensityResult",
     "EigenResult",
+    "InterpolationResult",
+    "LandscapeResult",
     "NoiseStabilityResult",
     "Record",
     "TraceResult",
     "hessian_eigenvalues",
     "hessian_esd",
     "hessian_trace",
+    "interpolate",
+    "loss_landscape",
     "measuring",
     "noise_stability",
+    "plot_interpolation",
+    "plot_landscape",
+    "random_direction",
     "select_params",
 ]

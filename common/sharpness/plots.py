@@ -1,0 +1,146 @@
+"""Plots of loss landscapes and interpolations, from their HDF5 files or results.
+
+Uses matplotlib's object-oriented API (``matplotlib.figure.Figure``, no pyplot), so it
+neither needs nor changes the user's backend. Points not yet computed (NaN) are masked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import h5py
+import numpy as np
+from matplotlib.figure import Figure
+
+from common.sharpness.landscape import InterpolationResult, LandscapeResult
+
+__all__ = ["plot_interpolation", "plot_landscape"]
+
+FORMATS = ("png", "pdf")
+
+
+def plot_landscape(
+    path_h5: str | os.PathLike | LandscapeResult,
+    out_prefix: str | os.PathLike,
+    *,
+    levels: int = 30,
+    log: bool = False,
+) -> list[str]:
+    """Plots a landscape file of :func:`loss_landscape` (or its result).
+
+    2-D: ``<out_prefix>_contour``, ``_contourf`` (filled, with a colour bar) and
+    ``_surface`` (3-D); 1-D: ``<out_prefix>_1d``; each as ``.png`` and ``.pdf``. ``log``
+    plots log10 of the loss. Returns the paths written.
+    """
+    path = path_h5.path if isinstance(path_h5, LandscapeResult) else os.fspath(path_h5)
+    with h5py.File(path, "r") as f:
+        kind = f.attrs.get("kind")
+        if kind != "loss_landscape":
+            raise ValueError(f"{path} is not a loss landscape file (kind {kind!r})")
+        x = f["xcoords"][...]
+        y = f["ycoords"][...] if "ycoords" in f else None
+        loss = f["loss"][...]
+    z, label = _values(loss, log)
+    if z.count() == 0:
+        raise ValueError(f"{path} has no computed point yet")
+    prefix = os.fspath(out_prefix)
+    written = []
+    if y is None:
+        fig = Figure(figsize=(5, 4), layout="constrained")
+        ax = fig.add_subplot()
+        ax.plot(x, z, marker="o", markersize=3)
+        ax.set(xlabel="a (direction 1)", ylabel=label, title="loss along a random direction")
+        _mark_centre(ax, x)
+        return _save(fig, f"{prefix}_1d")
+    a, b = np.meshgrid(x, y, indexing="ij")  # z[i, j] is the loss at (x[i], y[j])
+
+    fig, ax = _axes_2d(x, y)
+    contours = ax.contour(a, b, z, levels=levels, cmap="viridis")
+    ax.clabel(contours, fontsize=7)
+    ax.set_title(label)
+    written += _save(fig, f"{prefix}_contour")
+
+    fig, ax = _axes_2d(x, y)
+    filled = ax.contourf(a, b, z, levels=levels, cmap="viridis")
+    fig.colorbar(filled, ax=ax, label=label)
+    written += _save(fig, f"{prefix}_contourf")
+
+    fig = Figure(figsize=(6, 5), layout="constrained")
+    ax = fig.add_subplot(projection="3d")
+    ax.plot_surface(a, b, z.filled(np.nan), cmap="viridis", linewidth=0)
+    ax.set(xlabel="a (direction 1)", ylabel="b (direction 2)", zlabel=label)
+    written += _save(fig, f"{prefix}_surface")
+    return written
+
+
+def plot_interpolation(
+    result_or_path: InterpolationResult | str | os.PathLike, out_prefix: str | os.PathLike
+) -> list[str]:
+    """Plots the loss (and metric, if any) of :func:`interpolate` against t, to
+    ``<out_prefix>_interpolation.png`` and ``.pdf``. Returns the paths written."""
+    if isinstance(result_or_path, InterpolationResult):
+        t, loss, metric = result_or_path.t, result_or_path.loss, result_or_path.metric
+    else:
+        path = os.fspath(result_or_path)
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("kind") != "interpolation":
+                raise ValueError(f"{path} is not an interpolation file")
+            t, loss = f["t"][...], f["loss"][...]
+            metric = f["metric"][...] if "metric" in f else None
+    fig = Figure(figsize=(5, 4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(t, np.ma.masked_invalid(loss), marker="o", markersize=3, label="loss")
+    for t_end, name in ((0.0, "start"), (1.0, "end")):
+        ax.axvline(t_end, color="grey", linestyle=":", linewidth=1)
+        ax.annotate(name, (t_end, 1.0), xycoords=("data", "axes fraction"), ha="center")
+    ax.set(xlabel="t  ((1−t)·start + t·end)", ylabel="loss")
+    if metric is not None:
+        twin = ax.twinx()
+        twin.plot(t, np.ma.masked_invalid(metric), color="C1", marker="s", markersize=3)
+        twin.set_ylabel("metric", color="C1")
+    return _save(fig, f"{os.fspath(out_prefix)}_interpolation")
+
+
+def _values(loss: np.ndarray, log: bool) -> tuple[np.ma.MaskedArray, str]:
+    if not log:
+        return np.ma.masked_invalid(loss), "loss"
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.ma.masked_invalid(np.log10(loss)), "log10 loss"
+
+
+def _axes_2d(x: np.ndarray, y: np.ndarray) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(5, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set(xlabel="a (direction 1)", ylabel="b (direction 2)")
+    ax.set_xlim(x[0], x[-1])
+    ax.set_ylim(y[0], y[-1])
+    if x[0] <= 0 <= x[-1] and y[0] <= 0 <= y[-1]:
+        ax.plot([0], [0], marker="+", color="red", markersize=10)
+    return fig, ax
+
+
+def _mark_centre(ax: Any, x: np.ndarray) -> None:
+    if x[0] <= 0 <= x[-1]:
+        ax.axvline(0.0, color="grey", linestyle=":", linewidth=1)
+
+
+def _save(fig: Figure, stem: str) -> list[str]:
+    """``stem.png`` and ``stem.pdf``, each written to a temporary file in the same folder
+    and then renamed, so that a crash never leaves a half-written plot."""
+    folder = os.path.dirname(os.path.abspath(stem))
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    for ext in FORMATS:
+        target = f"{stem}.{ext}"
+        tmp = os.path.join(folder, f".{os.path.basename(target)}.{os.getpid()}.tmp")
+        try:
+            fig.savefig(tmp, format=ext, dpi=150)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+        written.append(target)
+    return written
