@@ -24,6 +24,7 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.optim_step
+	$(PY) -m benchmarks.hessian
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

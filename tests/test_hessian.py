@@ -179,6 +179,15 @@ def test_density_integrates_to_one_and_matches_the_spectrum(problem):
     assert mean == pytest.approx(float(h.trace()) / h.shape[0], rel=0.5)
 
 
+def test_esd_plot_is_written(problem, tmp_path):
+    from common.sharpness import plot_esd
+
+    model, (x, y), _ = problem
+    paths = plot_esd(hessian_esd(model, ce, [(x, y)], n_iter=10, n_grid=500), tmp_path / "m")
+    assert [p.rsplit(".", 1)[1] for p in paths] == ["png", "pdf"]
+    assert all((tmp_path / p).stat().st_size > 1000 for p in paths)
+
+
 def test_state_is_restored_after_an_exception(problem):
     model, (x, y), _ = problem
     model.train()

@@ -20,7 +20,7 @@ from common.sharpness.landscape import (
     random_direction,
 )
 from common.sharpness.noise import NoiseStabilityResult, noise_stability
-from common.sharpness.plots import plot_interpolation, plot_landscape
+from common.sharpness.plots import plot_esd, plot_interpolation, plot_landscape
 
 __all__ = [
     "DensityResult",
@@ -37,6 +37,7 @@ __all__ = [
     "loss_landscape",
     "measuring",
     "noise_stability",
+    "plot_esd",
     "plot_interpolation",
     "plot_landscape",
     "random_direction",

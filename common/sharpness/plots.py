@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 from matplotlib.figure import Figure
 
+from common.sharpness.hessian import DensityResult
 from common.sharpness.landscape import InterpolationResult, LandscapeResult
 
 __all__ = ["plot_interpolation", "plot_landscape"]
@@ -101,6 +102,17 @@ def plot_interpolation(
         twin.plot(t, np.ma.masked_invalid(metric), color="C1", marker="s", markersize=3)
         twin.set_ylabel("metric", color="C1")
     return _save(fig, f"{os.fspath(out_prefix)}_interpolation")
+
+
+def plot_esd(result: DensityResult, out_prefix: str | os.PathLike) -> list[str]:
+    """Plots the eigenvalue density of :func:`hessian_esd` on a log scale (the bulk near 0
+    and the few outliers differ by orders of magnitude), to ``<out_prefix>_esd.png/.pdf``."""
+    grid, density = np.asarray(result.grid), np.asarray(result.density)
+    fig = Figure(figsize=(5, 4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.semilogy(grid, np.clip(density, 1e-12, None))  # log of 0 is undefined: floor it
+    ax.set(xlabel="eigenvalue", ylabel="density (log scale)", ylim=(1e-8, None))
+    return _save(fig, f"{os.fspath(out_prefix)}_esd")
 
 
 def _values(loss: np.ndarray, log: bool) -> tuple[np.ma.MaskedArray, str]:
