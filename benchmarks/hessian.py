@@ -26,6 +26,7 @@ import json
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    # PyHessian calls loss.backward(create_graph=True); torch warns about the cycle it makes
+    warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
     probes, n_batches, size, rounds = (6, 2, 16, 1) if args.quick else (50, 4, 64, 3)
     model = small_cnn()
     one = batches(1, size)
@@ -101,7 +104,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def py_trace(data=None, loader=None) -> list[float]:
         h = PyHessian(model, criterion, data=data, dataloader=loader, cuda=False)
-        return h.trace(maxIter=probes, tol=-1.0)  # tol < 0: never stop early
+        try:
+            return h.trace(maxIter=probes, tol=-1.0)  # tol < 0: never stop early
+        finally:
+            model.zero_grad(set_to_none=True)  # PyHessian leaves graph-carrying .grads
 
     print(f"trace, one batch of {size}, {probes} probes ...", flush=True)
     results["trace_one_batch"] = compare(
@@ -121,7 +127,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def py_top() -> float:
         torch.manual_seed(SEED)
         h = PyHessian(model, criterion, data=one[0], cuda=False)
-        return h.eigenvalues(maxIter=100, tol=1e-3)[0][0]
+        try:
+            return h.eigenvalues(maxIter=100, tol=1e-3)[0][0]
+        finally:
+            model.zero_grad(set_to_none=True)
 
     eig = compare(
         lambda: hessian_eigenvalues(model, ce, one, tol=1e-3).eigenvalues[0], py_top, rounds
