@@ -383,3 +383,17 @@ def test_plots_write_png_and_pdf_also_with_missing_points(tmp_path):
     assert sorted(written) == sorted(expected)
     assert all(os.path.getsize(p) > 0 for p in written)
     assert sorted(os.listdir(tmp_path / "plots")) == sorted(os.path.basename(p) for p in written)
+
+
+def test_direction_is_independent_of_a_model_seeded_the_same_way():
+    # torch.manual_seed(0) then torch.randn(...) is how many models are initialised; a
+    # generator seeded with plain 0 would replay it and return d = W after normalisation
+    torch.manual_seed(0)
+    weight = torch.randn(3, 4)
+    model = nn.Linear(4, 3, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(weight)
+    d = random_direction(model, seed=0)["weight"]
+    assert not torch.allclose(d, weight)
+    cosine = torch.nn.functional.cosine_similarity(d.flatten(), weight.flatten(), dim=0)
+    assert abs(float(cosine)) < 0.9

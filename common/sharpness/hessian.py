@@ -15,6 +15,7 @@ from common.sharpness.core import (
     LossFn,
     ParamSpec,
     Record,
+    generator,
     measuring,
     model_device,
     record_for,
@@ -124,7 +125,7 @@ def hessian_trace(
         op, chosen = _operator(model, loss_fn, data, params, batch_size, keep_graphs)
         chunk = chunk_size or max(1, min(n_probes, 2**30 // (8 * 3 * op.dim)))
         _check_int("chunk_size", chunk, 1)
-        gen = torch.Generator().manual_seed(seed)
+        gen = generator(seed, "hessian_trace")
         device = model_device(model)
         if method == "hutchinson":
             samples, layers, det = _hutchinson(op, n_probes, chunk, gen, device, tol, progress)
@@ -316,7 +317,7 @@ def hessian_eigenvalues(
     _check_int("max_iter", max_iter, k)
     with measuring(model):
         op, chosen = _operator(model, loss_fn, data, params, batch_size, keep_graphs)
-        gen = torch.Generator().manual_seed(seed)
+        gen = generator(seed, "hessian_eigenvalues")
         v0 = torch.randn(op.dim, generator=gen, dtype=torch.float64).to(model_device(model))
         theta, _ = lanczos(op.matvec, v0, min(max_iter, op.dim), k=k, tol=tol, progress=progress)
     top = theta.flip(0)[:k].tolist()
@@ -366,7 +367,7 @@ def hessian_esd(
     _check_int("n_runs", n_runs, 1)
     with measuring(model):
         op, chosen = _operator(model, loss_fn, data, params, batch_size, keep_graphs)
-        gen = torch.Generator().manual_seed(seed)
+        gen = generator(seed, "hessian_esd")
         nodes, weights = [], []
         for _ in range(n_runs):
             v0 = _rademacher(1, op.dim, gen, model_device(model))[0]

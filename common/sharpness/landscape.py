@@ -51,6 +51,7 @@ from common.sharpness.core import (
     select_params,
     weighted_batches,
 )
+from common.sharpness.core import generator as make_generator
 
 __all__ = [
     "InterpolationResult",
@@ -84,7 +85,7 @@ def random_direction(
     Parameters with ``ndim <= 1`` (biases, BatchNorm weights and biases) get zeros if
     ``ignore_bias_bn`` (the paper's default), else ``d ← d·‖W‖/‖d‖``.
 
-    Deterministic from ``torch.Generator().manual_seed(seed)`` on the CPU (the same
+    Deterministic from ``core.generator(seed, "loss_landscape")`` on the CPU (the same
     direction on any device); the draws do not depend on ``ignore_bias_bn``. Only the
     parameters chosen by ``params`` (see :func:`select_params`) get a direction.
     """
@@ -95,7 +96,7 @@ def _draw_directions(
     chosen: Sequence[tuple[str, nn.Parameter]], seed: int, ignore_bias_bn: bool, count: int
 ) -> list[dict[str, Tensor]]:
     """``count`` successive directions from one generator: the first is random_direction's."""
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = make_generator(int(seed), "loss_landscape")
     directions: list[dict[str, Tensor]] = []
     with torch.no_grad():
         for _ in range(count):

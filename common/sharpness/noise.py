@@ -31,6 +31,7 @@ from common.sharpness.core import (
     select_params,
     weighted_batches,
 )
+from common.sharpness.core import generator as make_generator
 
 
 @dataclass
@@ -153,7 +154,7 @@ def noise_stability(
         # The original storages: every perturbed point is built from these into new tensors.
         weights = [p.data for p in tensors]
         for s in sigmas:
-            generator = torch.Generator().manual_seed(seed)
+            generator = make_generator(seed, "noise_stability")
             samples = []
             draws = tqdm(
                 range(n_samples),
