@@ -17,6 +17,7 @@ from common.optim.base import (
     check_number,
 )
 from common.optim.perturb import DISTRIBUTIONS, sample_noise_, steal_grads
+from common.rng import generator
 
 SIGMA_SCHEDULES = ("constant", "linear", "exponential")
 _EXP_START = 1e-5  # σ of the exponential schedule at step 0
@@ -235,10 +236,8 @@ class NSO(SharpnessAwareOptimizer):
     def _generator(self, device: torch.device) -> torch.Generator:
         key = str(device)
         if key not in self._generators:
-            gen = torch.Generator(device=device)
             # one stream per device, identical on every rank for the same seed
-            gen.manual_seed(self.seed + (device.index or 0) * 1_000_003)
-            self._generators[key] = gen
+            self._generators[key] = generator(self.seed, f"nso:{key}", device)
         return self._generators[key]
 
     def _extra_state(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from torch.optim import Optimizer
 from common.optim.base import Params, check, check_int, check_number
 from common.optim.fisher import LossFn, fisher_diagonal
 from common.optim.sam import SAM
+from common.rng import generator
 
 STRATEGIES = ("weight", "gradient", "random")
 
@@ -213,7 +214,7 @@ class SSAMD(_SparseSAM):
         self.drop_rate, self.epochs = drop_rate, epochs
         self.drop_strategy, self.growth_strategy = drop_strategy, growth_strategy
         self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else seed
-        self._rng = torch.Generator().manual_seed(self.seed)  # CPU: same stream on any device
+        self._rng = generator(self.seed, "ssamd")  # CPU: the same stream on any device
         self.pending_epoch: int | None = None
         total = sum(p.numel() for p in self._params())
         scores = torch.rand(total, generator=self._rng).to(self._params()[0].device)

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -90,17 +89,6 @@ def measuring(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(requires_grad)
         for m, training in modes:
             m.training = training
-
-
-def generator(seed: int, purpose: str) -> torch.Generator:
-    """A CPU generator for ``purpose`` whose stream is independent of ``torch.manual_seed``.
-
-    Seeding with ``seed`` itself would replay the stream a model was initialised from
-    after ``torch.manual_seed(seed)``: a filter-normalised landscape direction would then
-    be exactly the weights, and noise would be correlated with them.
-    """
-    state = np.random.SeedSequence([int(seed), *purpose.encode()]).generate_state(2)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -11,11 +11,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from common.rng import generator
 from common.sharpness.core import (
     LossFn,
     ParamSpec,
     Record,
-    generator,
     measuring,
     model_device,
     record_for,

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from common.rng import generator as make_generator
 from common.sharpness.core import (
     LossFn,
     ParamSpec,
@@ -51,7 +52,6 @@ from common.sharpness.core import (
     select_params,
     weighted_batches,
 )
-from common.sharpness.core import generator as make_generator
 
 __all__ = [
     "InterpolationResult",

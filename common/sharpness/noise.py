@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from common.optim.perturb import sample_noise_, swap_data
+from common.rng import generator as make_generator
 from common.sharpness.core import (
     LossFn,
     ParamSpec,
@@ -31,7 +32,6 @@ from common.sharpness.core import (
     select_params,
     weighted_batches,
 )
-from common.sharpness.core import generator as make_generator
 
 
 @dataclass
