@@ -8,14 +8,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from common.optim.base import (
-    Closure,
-    Params,
-    SharpnessAwareOptimizer,
-    check,
-    check_int,
-    check_number,
-)
+from common.checks import check, check_int, check_number
+from common.optim.base import Closure, Params, SharpnessAwareOptimizer
 from common.optim.perturb import DISTRIBUTIONS, sample_noise_, steal_grads
 from common.rng import generator
 

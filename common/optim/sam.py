@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from common.optim.base import Closure, Params, SharpnessAwareOptimizer, check, check_number
+from common.checks import check, check_number
+from common.optim.base import Closure, Params, SharpnessAwareOptimizer
 from common.optim.perturb import NORM_EPS, ascent_directions, ascent_point, global_norm
 
 

@@ -11,7 +11,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from common.optim.base import Params, check, check_int, check_number
+from common.checks import check, check_int, check_number
+from common.optim.base import Params
 from common.optim.fisher import LossFn, fisher_diagonal
 from common.optim.sam import SAM
 from common.rng import generator

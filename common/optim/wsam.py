@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from common.optim.base import Params, check_number
+from common.checks import check_number
+from common.optim.base import Params
 from common.optim.perturb import steal_grads
 from common.optim.sam import SAM
 

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from common.checks import check_int
 from common.rng import generator
 from common.sharpness.core import (
     LossFn,
@@ -46,11 +47,6 @@ def _operator(
 
 def _rademacher(m: int, dim: int, gen: torch.Generator, device: torch.device) -> Tensor:
     return (torch.randint(0, 2, (m, dim), generator=gen, dtype=torch.float64) * 2 - 1).to(device)
-
-
-def _check_int(name: str, value: Any, lo: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -118,13 +114,13 @@ def hessian_trace(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    _check_int("n_probes", n_probes, 3 if method == "hutch++" else 1)
+    check_int("n_probes", n_probes, 3 if method == "hutch++" else 1)
     if tol is not None and not tol > 0:
         raise ValueError(f"tol must be a positive number or None, got {tol!r}")
     with measuring(model):
         op, chosen = _operator(model, loss_fn, data, params, batch_size, keep_graphs)
         chunk = chunk_size or max(1, min(n_probes, 2**30 // (8 * 3 * op.dim)))
-        _check_int("chunk_size", chunk, 1)
+        check_int("chunk_size", chunk, 1)
         gen = generator(seed, "hessian_trace")
         device = model_device(model)
         if method == "hutchinson":
@@ -313,8 +309,8 @@ def hessian_eigenvalues(
         max_iter: at most this many Hessian-vector products (Lanczos steps); each keeps
             one parameter-sized vector in memory.
     """
-    _check_int("k", k, 1)
-    _check_int("max_iter", max_iter, k)
+    check_int("k", k, 1)
+    check_int("max_iter", max_iter, k)
     with measuring(model):
         op, chosen = _operator(model, loss_fn, data, params, batch_size, keep_graphs)
         gen = generator(seed, "hessian_eigenvalues")
@@ -363,8 +359,8 @@ def hessian_esd(
     spanning the nodes ±1%, normalised to integrate to 1 (trapezoid rule). Plot it on a
     log scale.
     """
-    _check_int("n_iter", n_iter, 1)
-    _check_int("n_runs", n_runs, 1)
+    check_int("n_iter", n_iter, 1)
+    check_int("n_runs", n_runs, 1)
     with measuring(model):
         op, chosen = _operator(model, loss_fn, data, params, batch_size, keep_graphs)
         gen = generator(seed, "hessian_esd")

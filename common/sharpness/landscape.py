@@ -40,12 +40,14 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from common.checks import check_int
 from common.rng import generator as make_generator
 from common.sharpness.core import (
     LossFn,
     ParamSpec,
     Record,
     describe_params,
+    full_loss,
     measuring,
     model_device,
     record_for,
@@ -268,7 +270,7 @@ def loss_landscape(
     The model's weights, gradients and modes are as before afterwards, also after an error
     (the points computed until then stay in the file).
     """
-    steps = _check_steps(steps)
+    steps = check_int("steps", steps, 2)
     if isinstance(dims, bool) or dims not in (1, 2):
         raise ValueError(f"dims must be 1 or 2, got {dims!r}")
     lo, hi = _check_span(span)
@@ -376,7 +378,7 @@ def interpolate(
     :func:`loss_landscape`. The model's own parameters, buffers, gradients and modes are
     restored exactly afterwards, also after an error.
     """
-    steps = _check_steps(steps)
+    steps = check_int("steps", steps, 2)
     lo, hi = _check_span(span)
     entries = _state_entries(model)
     start_state = _load_state(start, "start", entries)
@@ -494,12 +496,6 @@ def _describe_source(source: StateSource) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # The grid file and its evaluation
-
-
-def _check_steps(steps: Any) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 2:
-        raise ValueError(f"steps must be an integer >= 2, got {steps!r}")
-    return int(steps)
 
 
 def _check_span(span: Any) -> tuple[float, float]:
@@ -684,11 +680,7 @@ def _evaluate(
     metric_fn: MetricFn | None,
     batches: Sequence[tuple[Any, int]],
 ) -> tuple[float, float | None]:
-    """Size-weighted mean loss (as core.full_loss, but a non-finite loss is kept) and metric."""
-    total = sum(n for _, n in batches)
-    loss = metric = 0.0
-    for batch, n in batches:
-        loss += float(loss_fn(model, batch)) * n
-        if metric_fn is not None:
-            metric += float(metric_fn(model, batch)) * n
-    return loss / total, (metric / total if metric_fn is not None else None)
+    """Size-weighted mean loss and metric; a non-finite loss is a value on the grid."""
+    loss = full_loss(model, loss_fn, batches, check=False)
+    metric = None if metric_fn is None else full_loss(model, metric_fn, batches, check=False)
+    return loss, metric

@@ -10,7 +10,6 @@ by draw, so at small σ it has far lower variance than the one-sided L(W+U) − 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, overload
@@ -19,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from common.checks import check_int
 from common.optim.perturb import sample_noise_, swap_data
 from common.rng import generator as make_generator
 from common.sharpness.core import (
@@ -134,11 +134,7 @@ def noise_stability(
     sigmas = [_check_sigma(s) for s in (sigma if many else [sigma])]
     if not sigmas:
         raise ValueError("sigma is an empty list: give at least one noise scale >= 0")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral):
-        raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be an integer >= 1, got {n_samples}")
-    n_samples, seed = int(n_samples), int(seed)
+    n_samples, seed = check_int("n_samples", n_samples, 1), int(seed)
 
     chosen = select_params(model, params)
     device = model_device(model)
