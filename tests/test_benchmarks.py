@@ -10,18 +10,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_optim_step_benchmark_runs_and_memory_is_within_budget(tmp_path):
-    out = tmp_path / "bench.json"
+def run_quick(module: str, tmp_path: Path) -> tuple[str, dict]:
+    """Runs ``python -m module --quick`` in its own process; returns stdout and its JSON."""
+    out = tmp_path / "results.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.optim_step", "--quick", "--json", str(out)],
+        [sys.executable, "-m", module, "--quick", "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| step overhead | resnet18 / nso" in proc.stdout
-    results = json.loads(out.read_text())
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_optim_step_benchmark_runs_and_memory_is_within_budget(tmp_path):
+    stdout, results = run_quick("benchmarks.optim_step", tmp_path)
+    assert "| step overhead | resnet18 / nso" in stdout
     names = {"sam", "asam", "ssamf", "wsam", "nso"}
     assert set(results["overhead"]) == {"resnet18", "transformer16"}
     assert all(set(v) == names for v in results["overhead"].values())
@@ -33,16 +38,7 @@ def test_optim_step_benchmark_runs_and_memory_is_within_budget(tmp_path):
 
 
 def test_hessian_benchmark_runs_against_pyhessian(tmp_path):
-    out = tmp_path / "hessian.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.hessian", "--quick", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    results = json.loads(out.read_text())
+    _, results = run_quick("benchmarks.hessian", tmp_path)
     for key in ("trace_one_batch", "trace_batches", "top_eigenvalue"):
         assert results[key]["ours_s"] > 0 and results[key]["pyhessian_s"] > 0
     # the same trace from both at equal probes is not expected (different probes), but the
