@@ -8,7 +8,7 @@ lets the base optimizer (SGD, Adam, ...) step. Wrapper and base share ``param_gr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -20,6 +20,9 @@ from common.optim.perturb import swap_data
 
 Closure = Callable[[], Any]
 Params = Iterable[Tensor] | Iterable[dict[str, Any]] | nn.Module
+# grad_hook(update_grads, extra): extra holds other gradient-derived tensors the update uses
+# (WSAM's decoupled g̃ − g) that must be reduced together with the gradients.
+GradHook = Callable[[list[Tensor], list[Tensor]], None]
 
 
 class SharpnessAwareOptimizer(Optimizer):
@@ -75,6 +78,9 @@ class SharpnessAwareOptimizer(Optimizer):
         self.base_optimizer = base
         self.param_groups = base.param_groups  # one list of dicts for both optimizers
         self._stash: list[tuple[Tensor, Tensor]] = []  # (param, its original storage)
+        # Called on the gradients the base optimizer is about to use, after W is restored:
+        # the trainer all-reduces them here (one reduction per step) and clips them.
+        self.grad_hook: GradHook | None = None
 
     # -- weights -----------------------------------------------------------------------
     def _swap_in(self, params: list[Tensor], perturbed: list[Tensor]) -> None:
@@ -123,6 +129,12 @@ class SharpnessAwareOptimizer(Optimizer):
         finally:
             if self.model is not None:
                 enable_running_stats(self.model)
+
+    def _before_base_step(self, extra: Sequence[Tensor] = ()) -> None:
+        """Runs ``grad_hook`` on the update gradients (p.grad) and ``extra`` tensors."""
+        if self.grad_hook is not None:
+            grads = [p.grad for p in self._params() if p.grad is not None]
+            self.grad_hook(grads, list(extra))
 
     @staticmethod
     def _require_closure(closure: Closure | None, name: str) -> None:

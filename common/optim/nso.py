@@ -177,6 +177,7 @@ class NSO(SharpnessAwareOptimizer):
         for p, g in zip(params, self._grad_sum, strict=True):
             p.grad = g
         self._grad_sum = []
+        self._before_base_step()
         self.base_optimizer.step()
         self.steps_done += 1
         if zero_grad:

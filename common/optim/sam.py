@@ -82,6 +82,7 @@ class SAM(SharpnessAwareOptimizer):
     def second_step(self, zero_grad: bool = False) -> None:
         """Returns to W exactly and lets the base optimizer step with g(W + e)."""
         self._restore()
+        self._before_base_step()
         self.base_optimizer.step()
         if zero_grad:
             self.zero_grad()

@@ -99,6 +99,7 @@ class WSAM(SAM):
                 torch._foreach_lerp_(g, g_tilde, _alpha(group))  # g + α(g̃ − g), in g's buffer
             for p, grad in zip(ps, g, strict=True):
                 p.grad = grad
+        self._before_base_step([d for _, _, diff in sharpness for d in diff])
         self.base_optimizer.step()
         for group, ps, diff in sharpness:
             if _alpha(group):  # lr read after the base step: the scheduler's current value

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from common.checks import check_int
+from common.io import atomic_path
 from common.rng import generator as make_generator
 from common.sharpness.core import (
     LossFn,
@@ -560,16 +561,8 @@ def _open_grid(
         _initialise(f, kind, options, contents(), shape, info)
         return f
     if not os.path.exists(path):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = path + ".tmp"
-        try:
-            with h5py.File(tmp, "w") as f:
-                _initialise(f, kind, options, contents(), shape, info)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+            _initialise(f, kind, options, contents(), shape, info)
     f = h5py.File(path, "r+")
     try:
         _check_options(f, path, kind, options)

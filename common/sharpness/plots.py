@@ -6,14 +6,15 @@ neither needs nor changes the user's backend. Points not yet computed (NaN) are 
 
 from __future__ import annotations
 
-import contextlib
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import h5py
 import numpy as np
 from matplotlib.figure import Figure
 
+from common.io import atomic_path
 from common.sharpness.hessian import DensityResult
 from common.sharpness.landscape import InterpolationResult, LandscapeResult
 
@@ -22,19 +23,27 @@ __all__ = ["plot_interpolation", "plot_landscape"]
 FORMATS = ("png", "pdf")
 
 
+#: the 2-D plot kinds of :func:`plot_landscape`
+KINDS = ("contour", "contourf", "surface")
+
+
 def plot_landscape(
     path_h5: str | os.PathLike | LandscapeResult,
     out_prefix: str | os.PathLike,
     *,
     levels: int = 30,
     log: bool = False,
+    kinds: Sequence[str] = KINDS,
 ) -> list[str]:
     """Plots a landscape file of :func:`loss_landscape` (or its result).
 
     2-D: ``<out_prefix>_contour``, ``_contourf`` (filled, with a colour bar) and
-    ``_surface`` (3-D); 1-D: ``<out_prefix>_1d``; each as ``.png`` and ``.pdf``. ``log``
-    plots log10 of the loss. Returns the paths written.
+    ``_surface`` (3-D), those of them in ``kinds``; 1-D: ``<out_prefix>_1d``; each as
+    ``.png`` and ``.pdf``. ``log`` plots log10 of the loss. Returns the paths written.
     """
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown plot kinds {sorted(unknown)}; valid: {list(KINDS)}")
     path = path_h5.path if isinstance(path_h5, LandscapeResult) else os.fspath(path_h5)
     with h5py.File(path, "r") as f:
         kind = f.attrs.get("kind")
@@ -57,22 +66,23 @@ def plot_landscape(
         return _save(fig, f"{prefix}_1d")
     a, b = np.meshgrid(x, y, indexing="ij")  # z[i, j] is the loss at (x[i], y[j])
 
-    fig, ax = _axes_2d(x, y)
-    contours = ax.contour(a, b, z, levels=levels, cmap="viridis")
-    ax.clabel(contours, fontsize=7)
-    ax.set_title(label)
-    written += _save(fig, f"{prefix}_contour")
-
-    fig, ax = _axes_2d(x, y)
-    filled = ax.contourf(a, b, z, levels=levels, cmap="viridis")
-    fig.colorbar(filled, ax=ax, label=label)
-    written += _save(fig, f"{prefix}_contourf")
-
-    fig = Figure(figsize=(6, 5), layout="constrained")
-    ax = fig.add_subplot(projection="3d")
-    ax.plot_surface(a, b, z.filled(np.nan), cmap="viridis", linewidth=0)
-    ax.set(xlabel="a (direction 1)", ylabel="b (direction 2)", zlabel=label)
-    written += _save(fig, f"{prefix}_surface")
+    if "contour" in kinds:
+        fig, ax = _axes_2d(x, y)
+        contours = ax.contour(a, b, z, levels=levels, cmap="viridis")
+        ax.clabel(contours, fontsize=7)
+        ax.set_title(label)
+        written += _save(fig, f"{prefix}_contour")
+    if "contourf" in kinds:
+        fig, ax = _axes_2d(x, y)
+        filled = ax.contourf(a, b, z, levels=levels, cmap="viridis")
+        fig.colorbar(filled, ax=ax, label=label)
+        written += _save(fig, f"{prefix}_contourf")
+    if "surface" in kinds:
+        fig = Figure(figsize=(6, 5), layout="constrained")
+        ax = fig.add_subplot(projection="3d")
+        ax.plot_surface(a, b, z.filled(np.nan), cmap="viridis", linewidth=0)
+        ax.set(xlabel="a (direction 1)", ylabel="b (direction 2)", zlabel=label)
+        written += _save(fig, f"{prefix}_surface")
     return written
 
 
@@ -139,20 +149,11 @@ def _mark_centre(ax: Any, x: np.ndarray) -> None:
 
 
 def _save(fig: Figure, stem: str) -> list[str]:
-    """``stem.png`` and ``stem.pdf``, each written to a temporary file in the same folder
-    and then renamed, so that a crash never leaves a half-written plot."""
-    folder = os.path.dirname(os.path.abspath(stem))
-    os.makedirs(folder, exist_ok=True)
+    """``stem.png`` and ``stem.pdf``, each written atomically."""
     written = []
     for ext in FORMATS:
         target = f"{stem}.{ext}"
-        tmp = os.path.join(folder, f".{os.path.basename(target)}.{os.getpid()}.tmp")
-        try:
+        with atomic_path(target) as tmp:
             fig.savefig(tmp, format=ext, dpi=150)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
         written.append(target)
     return written

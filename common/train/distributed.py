@@ -1,0 +1,132 @@
+"""Processes started by ``torchrun``: setup, gradient reduction, gathering results."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.utils._pytree import tree_map
+
+from common.errors import UserError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place: ``rank`` of ``world`` processes, computing on ``device``."""
+
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 writes files, logs and progress bars."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def setup(device: str = "auto") -> DistInfo:
+    """Reads torchrun's environment; joins the process group (NCCL on GPU, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device=cuda but no CUDA device is visible; use train.device=cpu")
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        dev = torch.device("cuda", torch.cuda.current_device())
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistInfo(rank, world, local_rank, dev)
+
+
+def teardown() -> None:
+    """Leaves the process group, if this process joined one."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def local_batch_size(global_batch: int, world: int) -> int:
+    """The per-process share of ``train.batch_size``; it must divide evenly."""
+    if global_batch % world:
+        raise UserError(
+            f"train.batch_size={global_batch} does not split evenly over {world} processes: "
+            f"use a multiple of {world}"
+        )
+    return global_batch // world
+
+
+def clip_(grads: list[Tensor], max_norm: float | None) -> float:
+    """Scales ``grads`` so their joint 2-norm is at most ``max_norm``; returns the norm."""
+    if not grads:
+        return 0.0
+    norm = torch.nn.utils.get_total_norm(grads)
+    if max_norm is not None:
+        coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+        torch._foreach_mul_(grads, coef.to(grads[0].device))
+    return float(norm)
+
+
+def all_reduce_mean_(tensors: list[Tensor], world: int) -> None:
+    """Averages ``tensors`` over processes in one all-reduce of a flat buffer."""
+    if world <= 1 or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= world
+    torch._foreach_copy_(tensors, list(flat.split([t.numel() for t in tensors])))
+    # split() views keep the original shapes' element order, so copy_ above is elementwise
+
+
+def grad_hook(world: int, max_grad_norm: float | None):
+    """The hook a sharpness-aware optimizer calls before its base step (see
+    ``SharpnessAwareOptimizer.grad_hook``): one all-reduce of everything the update uses,
+    then clipping of the update gradient."""
+
+    def hook(grads: list[Tensor], extra: list[Tensor]) -> None:
+        all_reduce_mean_(grads + extra, world)
+        clip_(grads, max_grad_norm)
+
+    return hook
+
+
+def gather(obj: Any, world: int) -> list[Any]:
+    """Every process's ``obj`` (tensors moved to CPU), in rank order, on every process."""
+    obj = tree_map(lambda t: t.detach().cpu() if isinstance(t, Tensor) else t, obj)
+    if world <= 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast(obj: Any, world: int) -> Any:
+    """Rank 0's ``obj`` on every process."""
+    if world <= 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def broadcast_module(module: torch.nn.Module, world: int) -> None:
+    """Copies rank 0's parameters and buffers to every process."""
+    if world > 1:
+        for t in module.state_dict().values():
+            dist.broadcast(t, src=0)
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()

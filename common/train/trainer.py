@@ -1,0 +1,650 @@
+"""The one training loop: every domain, every optimizer, one or many processes.
+
+Every optimizer, torch.optim's included, is driven through ``optimizer.step(closure)``.
+The closure runs the batch (in ``train.accum_steps`` micro-batches) forward and backward
+on the current weights; a sharpness-aware optimizer calls it once per gradient pass.
+
+Distributed runs follow the SAM paper's m-sharpness: every pass of a sharpness-aware step
+runs under DDP's ``no_sync``, so each process perturbs with its own local gradient, and
+the optimizer's ``grad_hook`` all-reduces the gradient its base step uses (one all-reduce
+per step, of whatever the update combines: g(W + e) for SAM, NSO's average over
+perturbations, WSAM's g and g̃ − g). DDP's own all-reduce in the last pass would be wrong
+for NSO and WSAM, whose update mixes gradients of several passes. Plain optimizers
+synchronise in their single pass as usual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import itertools
+import json
+import math
+import platform
+import resource
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from common.batches import batch_size, slice_batch, to_device
+from common.errors import UserError
+from common.io import write_json, write_text
+from common.optim import OPTIMIZERS, create_optimizer
+from common.optim.base import SharpnessAwareOptimizer
+from common.rng import derived_seed
+from common.train import distributed as D
+from common.train.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
+from common.train.config import diff_configs, optimizer_kwargs, save_config, to_dict
+from common.train.task import Splits, Task, run_dir_for
+
+CHECKPOINT, BEST, SUMMARY, METRICS, CONFIG = (
+    "checkpoint.pt",
+    "best.pt",
+    "summary.json",
+    "metrics.csv",
+    "config.yaml",
+)
+
+
+class TrainingError(UserError):
+    """The run cannot go on (a non-finite loss); the last good checkpoint is kept."""
+
+
+class _Overflow(Exception):
+    """fp16 gradients overflowed: the step is skipped and the loss scale lowered."""
+
+
+# -- data ------------------------------------------------------------------------------
+class SeededDataset(Dataset):
+    """Draws each example's random augmentation from its own seed (seed, epoch, index).
+
+    Augmentation then does not depend on the number of processes or data-loader workers,
+    nor on where a resumed run restarted, and it leaves the global RNG to the model.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.base, self.epoch = dataset, derived_seed(seed, "augment"), 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        # CPU transforms draw from the default generator; torch.manual_seed would also
+        # reseed every accelerator (~200 us), the generator alone costs ~2 us
+        rng = torch.default_generator
+        saved = rng.get_state()
+        rng.manual_seed((self.base + self.epoch * 1_000_003 + index) % 2**63)
+        try:
+            return self.dataset[index]
+        finally:
+            rng.set_state(saved)
+
+
+def _loader(
+    dataset: Dataset, indices: list[int], size: int, task: Task, workers: int, **kw: Any
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=size,
+        sampler=indices,
+        num_workers=workers,
+        collate_fn=task.collate(dataset),
+        # its own generator: creating an iterator must not consume the global RNG
+        generator=torch.Generator().manual_seed(0),
+        **kw,
+    )
+
+
+# -- precision ---------------------------------------------------------------------------
+@dataclass
+class LossScaler:
+    """Dynamic loss scaling for fp16.
+
+    torch.amp.GradScaler cannot serve here: it unscales once per optimizer step and does not
+    accept closures, while a sharpness-aware step runs several backward passes. Gradients
+    are unscaled after each pass instead, and an overflow skips the whole step.
+    """
+
+    scale: float = 2.0**16
+    growth_interval: int = 2000
+    good_steps: int = 0
+    skipped: int = 0
+
+    def update(self, overflow: bool) -> None:
+        if overflow:
+            self.scale, self.good_steps, self.skipped = self.scale / 2, 0, self.skipped + 1
+        else:
+            self.good_steps += 1
+            if self.good_steps % self.growth_interval == 0:
+                self.scale *= 2
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# -- schedule ------------------------------------------------------------------------------
+def lr_factor(
+    schedule: Any, steps_per_epoch: int, total_steps: int, lr: float
+) -> Callable[[int], float]:
+    """Multiplier of the base learning rate ``lr`` after ``step`` optimizer steps: linear
+    warm-up, then constant, step (every ``step_size`` epochs) or cosine (to ``min_lr``)."""
+    floor = schedule.min_lr / lr
+
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / schedule.warmup_steps) if schedule.warmup_steps else 1.0
+        if schedule.name == "step":
+            f = schedule.gamma ** ((step // steps_per_epoch) // schedule.step_size)
+        elif schedule.name == "cosine":
+            cos = 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+            f = floor + (1 - floor) * cos
+        else:
+            f = 1.0
+        return warm * f
+
+    return factor
+
+
+# -- the run -------------------------------------------------------------------------------
+@dataclass
+class _State:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    wall_time: float = 0.0
+    examples: int = 0
+    resumed: int = 0
+    running: dict[str, float] = field(default_factory=dict)  # this epoch's sums so far
+
+
+class Trainer:
+    """Trains ``task`` with ``cfg`` into its run directory; :meth:`run` does everything."""
+
+    def __init__(self, task: Task, cfg: Any) -> None:
+        self.task, self.cfg = task, cfg
+        self.dist = D.setup(cfg.train.device)
+        self.run_dir = run_dir_for(task, cfg)
+        self.say = print if self.dist.main else (lambda *a, **k: None)
+        self.state = _State()
+
+    # -- set-up ------------------------------------------------------------------------
+    def _check_run_dir(self) -> dict[str, Any] | None:
+        """The checkpoint to resume from, if any; refuses a run_dir of another config."""
+        here = to_dict(self.cfg)
+        saved: dict[str, Any] | None = None
+        ckpt = None
+        if (self.run_dir / CHECKPOINT).exists():
+            ckpt = load_checkpoint(self.run_dir / CHECKPOINT)
+            saved = ckpt["config"]
+        elif (self.run_dir / CONFIG).exists():
+            saved = yaml.safe_load((self.run_dir / CONFIG).read_text())
+        if saved is not None:
+            diffs = diff_configs(saved, here)
+            if diffs:
+                raise UserError(
+                    f"run_dir {self.run_dir} holds a run with a different config:\n  "
+                    + "\n  ".join(diffs)
+                    + "\nrerun with the same settings to resume it, or pass another run_dir"
+                )
+        return ckpt
+
+    def _build(self) -> None:
+        cfg, task, dev = self.cfg, self.task, self.dist.device
+        seed_everything(cfg.seed)
+        if self.dist.main:  # rank 0 first: it may download, the others then read
+            self.splits: Splits = task.build_data(cfg)
+        D.barrier(self.dist.world)
+        if not self.dist.main:
+            self.splits = task.build_data(cfg)
+        seed_everything(cfg.seed)  # the model's initialisation does not depend on the data
+        model = task.build_model(cfg, self.splits).to(dev)
+        if cfg.train.sync_bn and self.dist.distributed:
+            if dev.type != "cuda":
+                raise UserError("train.sync_bn=true needs CUDA (SyncBatchNorm has no CPU kernel)")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.net: nn.Module = (
+            DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+            if self.dist.distributed
+            else model
+        )
+        self.local_batch = D.local_batch_size(cfg.train.batch_size, self.dist.world)
+        self.train_set = SeededDataset(self.splits.train, cfg.seed)
+        self.sampler = DistributedSampler(
+            self.train_set,
+            num_replicas=self.dist.world,
+            rank=self.dist.rank,
+            shuffle=True,
+            seed=cfg.seed,
+            drop_last=True,
+        )
+        self.steps_per_epoch = self.sampler.num_samples // self.local_batch
+        if self.steps_per_epoch == 0:
+            raise UserError(
+                f"the training set has {len(self.train_set)} examples, fewer than one global "
+                f"batch (train.batch_size={cfg.train.batch_size}): lower train.batch_size"
+            )
+        planned = cfg.train.epochs * self.steps_per_epoch
+        self.total_steps = min(planned, cfg.train.max_steps or planned)
+        self.optimizer = self._optimizer()
+        self.sa = isinstance(self.optimizer, SharpnessAwareOptimizer)
+        if self.sa:
+            self.optimizer.grad_hook = D.grad_hook(self.dist.world, cfg.train.max_grad_norm)
+        self.scheduler = LambdaLR(
+            self.optimizer,
+            lr_factor(cfg.schedule, self.steps_per_epoch, self.total_steps, cfg.optimizer.lr),
+        )
+        if cfg.train.precision == "fp16" and dev.type == "cpu":
+            self.say("warning: fp16 on CPU is slow and meant for testing; bf16 is the CPU choice")
+        self.scaler = LossScaler() if cfg.train.precision == "fp16" else None
+        self.criterion = task.loss_fn(cfg.train.label_smoothing)
+        self.plain_loss = task.loss_fn(0.0)
+
+    def _optimizer(self) -> Optimizer:
+        o = self.cfg.optimizer
+        kw = optimizer_kwargs(o)
+        options = OPTIMIZERS[o.name].options
+        if "epochs" in options and kw.get("epochs") is None:
+            kw["epochs"] = self.cfg.train.epochs  # SSAM-D's drop-rate schedule spans the run
+        if "seed" in options and kw.get("seed") is None:
+            kw["seed"] = derived_seed(self.cfg.seed, f"optimizer.{o.name}")
+        try:
+            return create_optimizer(o.name, self.model, **kw)
+        except ValueError as e:
+            raise UserError(f"optimizer: {e}") from None
+
+    # -- state ---------------------------------------------------------------------------
+    def _checkpoint_state(self) -> dict[str, Any]:
+        # per process: its dropout stream and its share of this epoch's running sums
+        local = D.gather((rng_state(), self.state.running), self.dist.world)
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "config": to_dict(self.cfg),
+            "world": self.dist.world,
+            **vars(self.state),
+            "rng": [r for r, _ in local],
+            "running": [run for _, run in local],
+        }
+
+    def _save(self) -> None:
+        state = self._checkpoint_state()  # every rank joins the gather
+        if self.dist.main:
+            save_checkpoint(self.run_dir / CHECKPOINT, state)
+
+    def _resume(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler and ckpt["scaler"]:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        for key in vars(self.state):
+            setattr(self.state, key, ckpt[key])
+        mine = self.dist.rank if self.dist.rank < len(ckpt["rng"]) else 0
+        set_rng_state(ckpt["rng"][mine])
+        self.state.running = ckpt["running"][mine]
+        self.state.resumed += 1
+        if ckpt["world"] != self.dist.world:
+            self.say(
+                f"note: the checkpoint was written by {ckpt['world']} processes, this run has "
+                f"{self.dist.world}; the result will not be bit-identical to an unbroken run"
+            )
+        self.say(
+            f"resuming {self.run_dir} from step {self.state.step} "
+            f"(epoch {self.state.epoch + 1}, batch {self.state.batch_in_epoch})"
+        )
+
+    # -- one step ------------------------------------------------------------------------
+    def _micro_batches(self, batch: Any) -> list[tuple[Any, float]]:
+        n, k = batch_size(batch), self.cfg.train.accum_steps
+        bounds = [round(i * n / k) for i in range(k + 1)]
+        return [
+            (slice_batch(batch, a, b), (b - a) / n) for a, b in itertools.pairwise(bounds) if b > a
+        ]
+
+    def _step(self, batch: Any) -> tuple[float, float]:
+        """One optimizer step; returns (loss at the first pass, its accuracy)."""
+        cfg, task, dev = self.cfg, self.task, self.dist.device
+        micro = self._micro_batches(batch)
+        seen: dict[str, Tensor] = {}
+
+        def closure() -> Tensor:
+            total = torch.zeros((), device=dev)
+            correct = torch.zeros((), device=dev)
+            for i, (mb, weight) in enumerate(micro):
+                sync = not self.sa and i == len(micro) - 1
+                quiet = self.dist.distributed and not sync
+                with self.net.no_sync() if quiet else contextlib.nullcontext():
+                    with _autocast(cfg.train.precision, dev):
+                        logits = task.forward(self.net, mb)
+                    targets = task.targets(mb)
+                    loss = nn.functional.cross_entropy(
+                        logits.float(), targets, label_smoothing=cfg.train.label_smoothing
+                    )
+                    if not torch.isfinite(loss):
+                        raise TrainingError(
+                            f"the loss is {float(loss)} at step {self.state.step + 1} (epoch "
+                            f"{self.state.epoch + 1}); stopped. The last good checkpoint is "
+                            f"kept in {self.run_dir / CHECKPOINT}. Lower optimizer.lr, set "
+                            "train.max_grad_norm, or use train.precision=fp32"
+                        )
+                    scale = self.scaler.scale if self.scaler else 1.0
+                    (loss * (weight * scale)).backward()
+                total += loss.detach() * weight
+                correct += (logits.detach().argmax(-1) == targets).sum()
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            if self.scaler:
+                torch._foreach_mul_(grads, 1.0 / self.scaler.scale)
+                if not all(bool(torch.isfinite(g).all()) for g in grads):
+                    raise _Overflow
+            if not self.sa and cfg.train.max_grad_norm is not None:
+                D.clip_(grads, cfg.train.max_grad_norm)  # sharpness-aware: in grad_hook
+            if "loss" not in seen:
+                seen["loss"], seen["correct"] = total, correct
+            return total
+
+        self.optimizer.zero_grad(set_to_none=True)
+        try:
+            self.optimizer.step(closure)
+            if self.scaler:
+                self.scaler.update(overflow=False)
+        except _Overflow:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.update(overflow=True)  # type: ignore[union-attr]
+        self.scheduler.step()
+        n = batch_size(batch)
+        loss = float(seen["loss"]) if "loss" in seen else math.nan
+        return loss, 100.0 * float(seen.get("correct", 0)) / n
+
+    # -- evaluation ----------------------------------------------------------------------
+    def evaluate(self, dataset: Dataset) -> dict[str, float]:
+        """Loss and the task's metrics on ``dataset`` (sharded over processes)."""
+        cfg, task, dev = self.cfg, self.task, self.dist.device
+        indices = list(range(self.dist.rank, len(dataset), self.dist.world))  # type: ignore[arg-type]
+        size = cfg.train.eval_batch_size or self.local_batch
+        logits, targets = [], []
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            for batch in _loader(dataset, indices, size, task, cfg.data.num_workers):
+                batch = to_device(batch, dev)
+                with _autocast(cfg.train.precision, dev):
+                    logits.append(task.forward(self.model, batch).float())
+                targets.append(task.targets(batch))
+        self.model.train(was_training)
+        parts = D.gather((logits, targets), self.dist.world)
+        all_logits = torch.cat([t for lg, _ in parts for t in lg])
+        all_targets = torch.cat([t for _, tg in parts for t in tg])
+        if not len(all_targets):
+            return {}
+        out = {"loss": float(nn.functional.cross_entropy(all_logits, all_targets))}
+        out.update(task.metrics(all_logits, all_targets))
+        return out
+
+    # -- files -----------------------------------------------------------------------------
+    def _write_metrics(self) -> None:
+        rows = self.state.history
+        keys = list(dict.fromkeys(k for row in rows for k in row))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text(self.run_dir / METRICS, buf.getvalue())
+
+    def _epoch_batches(self, epoch: int, skip: int) -> Iterator[Any]:
+        self.sampler.set_epoch(epoch)
+        self.train_set.epoch = epoch
+        indices = list(self.sampler)[skip * self.local_batch :]
+        loader = _loader(
+            self.train_set,
+            indices,
+            self.local_batch,
+            self.task,
+            self.cfg.data.num_workers,
+            drop_last=True,
+        )
+        for batch in loader:
+            yield to_device(batch, self.dist.device)
+
+    def _prepare_masks(self, epoch: int) -> None:
+        """SSAM-F's Fisher mask and SSAM-D's schedule, at the start of an epoch."""
+        prepare = getattr(self.optimizer, "prepare_epoch", None)
+        if prepare is not None:
+            prepare(
+                epoch,
+                model=self.model,
+                loss_fn=self.plain_loss,
+                data=self._epoch_batches(epoch, 0),
+            )
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Trains (or resumes), evaluates, tests the best checkpoint; returns the summary."""
+        cfg, st = self.cfg, self.state
+        ckpt = self._check_run_dir()
+        if ckpt is not None and ckpt.get("finished") and (self.run_dir / SUMMARY).exists():
+            self.say(f"{self.run_dir} is already finished; its summary is in {SUMMARY}")
+            return json.loads((self.run_dir / SUMMARY).read_text())
+        self._build()
+        if ckpt is not None:
+            self._resume(ckpt)
+        elif self.dist.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / CONFIG)
+            self.say(f"training into {self.run_dir}")
+        logger = _make_logger(cfg.train.log, self.run_dir, to_dict(cfg), self.dist.main)
+        self.model.train()
+        started = time.perf_counter()
+        while st.epoch < cfg.train.epochs and st.step < self.total_steps:
+            if st.batch_in_epoch == 0:
+                self._prepare_masks(st.epoch)
+            if st.batch_in_epoch == 0:
+                st.running = {"loss": 0.0, "correct": 0.0, "n": 0}
+            run = st.running
+            bar = tqdm(
+                self._epoch_batches(st.epoch, st.batch_in_epoch),
+                total=self.steps_per_epoch - st.batch_in_epoch,
+                desc=f"epoch {st.epoch + 1}/{cfg.train.epochs}",
+                disable=not (cfg.train.progress and self.dist.main),
+                leave=False,
+            )
+            tick = time.perf_counter()
+            for batch in bar:
+                loss, acc = self._step(batch)
+                n = batch_size(batch)
+                st.step += 1
+                st.batch_in_epoch += 1
+                st.examples += n * self.dist.world
+                run["loss"] += loss * n
+                run["correct"] += acc * n / 100
+                run["n"] += n
+                rate = run["n"] * self.dist.world / max(time.perf_counter() - tick, 1e-9)
+                bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.1f}", ex_s=f"{rate:.0f}")
+                if cfg.train.checkpoint_every and st.step % cfg.train.checkpoint_every == 0:
+                    st.wall_time += time.perf_counter() - started
+                    started = time.perf_counter()
+                    self._save()
+                if st.step >= self.total_steps:
+                    break
+            bar.close()
+            epoch_done = st.batch_in_epoch >= self.steps_per_epoch
+            run = {k: sum(r[k] for r in D.gather(run, self.dist.world)) for k in run}
+            row: dict[str, Any] = {
+                "epoch": st.epoch + 1,
+                "step": st.step,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "train_loss": run["loss"] / max(run["n"], 1),
+                "train_accuracy": 100.0 * run["correct"] / max(run["n"], 1),
+            }
+            last = st.step >= self.total_steps or st.epoch + 1 >= cfg.train.epochs
+            if (st.epoch + 1) % cfg.train.eval_every == 0 or last:
+                val = self.evaluate(self.splits.val)
+                row.update({f"val_{k}": v for k, v in val.items()})
+                self._track_best(val)
+            row["seconds"] = time.perf_counter() - tick
+            st.history.append(row)
+            logger(row, st.step)
+            self.say(_row_line(row))
+            if epoch_done:
+                st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+            st.wall_time += time.perf_counter() - started
+            started = time.perf_counter()
+            self._save()
+            if self.dist.main:
+                self._write_metrics()
+        summary = self._finish()
+        logger.close()  # type: ignore[attr-defined]
+        return summary
+
+    def _track_best(self, val: dict[str, float]) -> None:
+        metric = val.get(self.task.metric)
+        best = self.state.best.get("value")
+        if metric is None or (best is not None and metric <= best):
+            return
+        self.state.best = {"value": metric, "epoch": self.state.epoch + 1, "step": self.state.step}
+        if self.dist.main:
+            save_checkpoint(
+                self.run_dir / BEST,
+                {"model": self.model.state_dict(), "config": to_dict(self.cfg), **self.state.best},
+            )
+
+    def _finish(self) -> dict[str, Any]:
+        cfg, st = self.cfg, self.state
+        if st.best:  # the test metric comes from the best checkpoint (else the last weights)
+            if self.dist.main:
+                best = load_checkpoint(self.run_dir / BEST, map_location=self.dist.device)
+                self.model.load_state_dict(best["model"])
+            D.broadcast_module(self.model, self.dist.world)  # no shared disk needed
+        test = self.evaluate(self.splits.test)
+        state = self._checkpoint_state()  # a collective: every process takes part
+        state["finished"] = True
+        if not self.dist.main:
+            return {}
+        last = st.history[-1] if st.history else {}
+        summary = {
+            "domain": self.task.domain,
+            "dataset": cfg.data.name,
+            "synthetic": bool(self.splits.meta.get("synthetic", False)),
+            "model": cfg.model.name,
+            "optimizer": cfg.optimizer.name,
+            "seed": cfg.seed,
+            "run_dir": str(self.run_dir),
+            "metric": self.task.metric,
+            "best_epoch": st.best.get("epoch"),
+            f"best_val_{self.task.metric}": st.best.get("value"),
+            **{f"test_{k}": v for k, v in test.items()},
+            "final_train_loss": last.get("train_loss"),
+            "final_train_accuracy": last.get("train_accuracy"),
+            "epochs": st.epoch,
+            "steps": st.step,
+            "grad_evals_per_step": OPTIMIZERS[cfg.optimizer.name].evals_per_step(
+                **optimizer_kwargs(cfg.optimizer)
+            ),
+            "wall_time_s": st.wall_time,
+            "examples_per_s": st.examples / st.wall_time if st.wall_time else None,
+            "peak_memory_mb": _peak_memory_mb(self.dist.device),
+            "world_size": self.dist.world,
+            "device": str(self.dist.device),
+            "precision": cfg.train.precision,
+            "resumed": st.resumed,
+            "data": dict(self.splits.meta),
+            "versions": _versions(),
+        }
+        save_checkpoint(self.run_dir / CHECKPOINT, state)
+        write_json(self.run_dir / SUMMARY, summary)  # last: its presence means "finished"
+        return summary
+
+
+def _row_line(row: dict[str, Any]) -> str:
+    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("flatminima", "torch", "torchvision", "numpy", "transformers", "torch_geometric"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[pkg] = metadata.version(pkg)
+    return out
+
+
+def _make_logger(kind: str, run_dir: Path, config: dict[str, Any], main: bool) -> Any:
+    """A callable ``log(row, step)`` with ``.close()``; TensorBoard or W&B when asked for."""
+
+    class Log:
+        def __init__(self, write: Callable[[dict[str, Any], int], None], close: Callable) -> None:
+            self.write, self.close = write, close
+
+        def __call__(self, row: dict[str, Any], step: int) -> None:
+            self.write(row, step)
+
+    if kind == "none" or not main:
+        return Log(lambda row, step: None, lambda: None)
+    try:
+        if kind == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+            def tb(row: dict[str, Any], step: int) -> None:
+                for k, v in row.items():
+                    if isinstance(v, int | float):
+                        writer.add_scalar(k, v, step)
+
+            return Log(tb, writer.close)
+        import wandb
+
+        wrun = wandb.init(config=config, dir=str(run_dir), name=str(run_dir))
+        return Log(lambda row, step: wrun.log(row, step=step), wrun.finish)
+    except ImportError as e:
+        package = "tensorboard" if kind == "tensorboard" else "wandb"
+        raise UserError(
+            f"train.log={kind} needs the {package} package ({e}); "
+            f"install it with '.venv/bin/pip install {package}' or set train.log=none"
+        ) from None
+
+
+def train(task: Task, cfg: Any) -> dict[str, Any]:
+    """Trains ``task`` with the resolved config ``cfg``; returns the summary (rank 0)."""
+    try:
+        return Trainer(task, cfg).run()
+    finally:
+        D.teardown()
