@@ -13,9 +13,9 @@ import torch
 import yaml
 from torch import nn
 
+import common.io
 from common.errors import UserError
 from common.optim import OPTIMIZERS, create_optimizer
-from common.train import config as config_mod
 from common.train.config import (
     RUNTIME_KEYS,
     Config,
@@ -447,7 +447,7 @@ def test_save_config_is_atomic(tmp_path, monkeypatch):
     assert path.read_text() == before
     monkeypatch.undo()
 
-    monkeypatch.setattr(config_mod.os, "replace", boom)
+    monkeypatch.setattr(common.io.os, "replace", boom)
     with pytest.raises(RuntimeError):
         save_config(custom_config(), path)
     assert path.read_text() == before
@@ -525,3 +525,32 @@ def test_diff_configs():
     assert diff_configs({"x": 1}, {"x": True}) == ["x: 1 -> True"]
     assert diff_configs({"x": (1, 2)}, {"x": [1, 2]}) == []
     assert {"hessian", "train.device", "run_dir"} <= RUNTIME_KEYS
+
+
+def test_optimizer_overrides_apply_to_their_optimizer_only(tmp_path):
+    path = tmp_path / "paper.yaml"
+    path.write_text(
+        "optimizer: {name: sgd, lr: 0.1}\n"
+        "optimizer_overrides:\n"
+        "  sam: {optimizer.rho: 0.1, train.label_smoothing: 0.1}\n"
+        "  nso: {optimizer.sigma: 0.02}\n"
+        "smoke_overrides: {optimizer.rho: 0.3}\n"
+    )
+    assert load_config(Config, path, []).optimizer.rho is None
+    sam = load_config(Config, path, ["optimizer.name=sam"])
+    assert (sam.optimizer.rho, sam.train.label_smoothing) == (0.1, 0.1)
+    assert load_config(Config, path, ["optimizer.name=nso"]).optimizer.sigma == 0.02
+    # precedence: file < optimizer_overrides < smoke_overrides < command line
+    assert load_config(Config, path, ["optimizer.name=sam", "smoke=true"]).optimizer.rho == 0.3
+    cli = load_config(Config, path, ["optimizer.name=sam", "smoke=true", "optimizer.rho=0.5"])
+    assert cli.optimizer.rho == 0.5
+
+
+def test_optimizer_overrides_are_checked(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("optimizer_overrides:\n  nsoo: {optimizer.sigma: 0.02}\n")
+    with pytest.raises(ConfigError, match="names 'nsoo'; did you mean nso"):
+        load_config(Config, path, [])
+    path.write_text("optimizer_overrides:\n  nso: {optimizer.sigmaa: 0.02}\n")
+    with pytest.raises(ConfigError, match=r"did you mean optimizer\.sigma"):
+        load_config(Config, path, [])

@@ -22,11 +22,9 @@ import dataclasses
 import difflib
 import functools
 import inspect
-import os
 import re
 import types
 import typing
-import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Any, TypeVar
 import yaml
 
 from common.errors import UserError
+from common.io import write_text
 from common.optim.nso import SIGMA_SCHEDULES
 from common.optim.perturb import DISTRIBUTIONS
 from common.optim.registry import BASES, OPTIMIZERS
@@ -764,51 +763,65 @@ def load_config(
 ) -> C:
     """Defaults <- YAML file ``path`` (if given) <- ``key=value`` overrides, then validated.
 
-    The file may hold a top-level ``smoke_overrides:`` mapping of dotted keys (not a
-    config field): when the final ``smoke`` is true they are applied, then the
-    command-line overrides again, so the command line wins.
+    Besides config fields, the file may hold two top-level mappings of dotted keys:
+    ``optimizer_overrides: {<optimizer name>: {optimizer.rho: 0.05, ...}}``, applied when
+    the final ``optimizer.name`` is that name (a paper's setting per optimizer), and
+    ``smoke_overrides``, applied when the final ``smoke`` is true. Precedence: defaults <
+    file < optimizer_overrides < smoke_overrides < command line.
     """
     if isinstance(overrides, str):
         overrides = [overrides]
     cli = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
     data: dict[str, Any] = {}
     smoke: Mapping[str, Any] = {}
+    per_optimizer: Mapping[str, Any] = {}
     source = None
     if path is not None:
         source = str(path)
         data = _read_yaml(Path(path))
-        smoke = data.pop("smoke_overrides", None) or {}
-        if not isinstance(smoke, Mapping):
-            raise ConfigError(
-                f"smoke_overrides in {source!r} must be a mapping of dotted keys, got {smoke!r}"
-            )
+        smoke = _mapping(data.pop("smoke_overrides", None), "smoke_overrides", source)
+        per_optimizer = _mapping(
+            data.pop("optimizer_overrides", None), "optimizer_overrides", source
+        )
     cfg = _build(cls, data, source, "", cls)
+    layers: list[tuple[Mapping[str, Any], str]] = []
+    for name, keys in per_optimizer.items():  # every layer is checked, used or not
+        if name not in OPTIMIZERS:
+            near = difflib.get_close_matches(str(name), sorted(OPTIMIZERS), n=1)
+            hint = f"; did you mean {near[0]}?" if near else f"; valid: {', '.join(OPTIMIZERS)}"
+            raise ConfigError(f"optimizer_overrides in {source!r} names {name!r}{hint}")
+        layers.append((_mapping(keys, f"optimizer_overrides.{name}", source), name))
+    layers.append((smoke, "smoke"))
+    chosen = apply_overrides(cfg, cli)
+    for keys, name in layers:
+        trial = copy.deepcopy(cfg)
+        label = (
+            f"{source} ({'smoke_overrides' if name == 'smoke' else f'optimizer_overrides.{name}'})"
+        )
+        for key, value in _flatten(keys).items():
+            _set(trial, key, value, label, text=False)
+        applies = (
+            getattr(chosen, "smoke", False) if name == "smoke" else (chosen.optimizer.name == name)
+        )
+        if applies:
+            cfg = trial
     cfg = apply_overrides(cfg, cli)
-    smoked = copy.deepcopy(cfg)
-    for key, value in _flatten(smoke).items():  # checked even when not a smoke run
-        _set(smoked, key, value, f"{source} (smoke_overrides)", text=False)
-    if getattr(cfg, "smoke", False):
-        cfg = apply_overrides(smoked, cli)
     validate(cfg)
     return cfg
 
 
+def _mapping(value: Any, what: str, source: str | None) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{what} in {source!r} must be a mapping of dotted keys, got {value!r}")
+    return value
+
+
 def save_config(cfg: Any, path: str | Path) -> None:
     """Writes ``to_dict(cfg)`` as YAML atomically (temp file, fsync, ``os.replace``)."""
-    path = Path(path)
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text(path, text)
 
 
 # --------------------------------------------------------------------------- compare
