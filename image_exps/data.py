@@ -24,6 +24,8 @@ from torchvision import transforms as T
 from torchvision.datasets.folder import default_loader
 from torchvision.datasets.utils import download_and_extract_archive, extract_archive
 
+from common.errors import UserError
+
 DATASETS: tuple[str, ...] = (
     "digits",
     "cifar10",
@@ -54,7 +56,7 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """A data set is missing, corrupt or mis-specified; the message says how to fix it."""
 
 

@@ -22,6 +22,8 @@ import torch
 import torchvision
 from torch import nn
 
+from common.errors import UserError
+
 MODELS: tuple[str, ...] = (
     "cnn",
     "resnet18",
@@ -37,7 +39,7 @@ _WRN = {"wrn16_8": (16, 8), "wrn28_10": (28, 10)}
 SMALL_IMAGE = 64  # image_size <= this: CIFAR-style ResNet stem and VGG head (from scratch)
 
 
-class ModelError(RuntimeError):
+class ModelError(UserError, RuntimeError):
     """A model name, option or pretrained checkpoint is wrong; the message says how to fix it."""
 
 

@@ -63,7 +63,7 @@ def plot_landscape(
         ax.plot(x, z, marker="o", markersize=3)
         ax.set(xlabel="a (direction 1)", ylabel=label, title="loss along a random direction")
         _mark_centre(ax, x)
-        return _save(fig, f"{prefix}_1d")
+        return save_figure(fig, f"{prefix}_1d")
     a, b = np.meshgrid(x, y, indexing="ij")  # z[i, j] is the loss at (x[i], y[j])
 
     if "contour" in kinds:
@@ -71,18 +71,18 @@ def plot_landscape(
         contours = ax.contour(a, b, z, levels=levels, cmap="viridis")
         ax.clabel(contours, fontsize=7)
         ax.set_title(label)
-        written += _save(fig, f"{prefix}_contour")
+        written += save_figure(fig, f"{prefix}_contour")
     if "contourf" in kinds:
         fig, ax = _axes_2d(x, y)
         filled = ax.contourf(a, b, z, levels=levels, cmap="viridis")
         fig.colorbar(filled, ax=ax, label=label)
-        written += _save(fig, f"{prefix}_contourf")
+        written += save_figure(fig, f"{prefix}_contourf")
     if "surface" in kinds:
         fig = Figure(figsize=(6, 5), layout="constrained")
         ax = fig.add_subplot(projection="3d")
         ax.plot_surface(a, b, z.filled(np.nan), cmap="viridis", linewidth=0)
         ax.set(xlabel="a (direction 1)", ylabel="b (direction 2)", zlabel=label)
-        written += _save(fig, f"{prefix}_surface")
+        written += save_figure(fig, f"{prefix}_surface")
     return written
 
 
@@ -111,7 +111,7 @@ def plot_interpolation(
         twin = ax.twinx()
         twin.plot(t, np.ma.masked_invalid(metric), color="C1", marker="s", markersize=3)
         twin.set_ylabel("metric", color="C1")
-    return _save(fig, f"{os.fspath(out_prefix)}_interpolation")
+    return save_figure(fig, f"{os.fspath(out_prefix)}_interpolation")
 
 
 def plot_esd(result: DensityResult, out_prefix: str | os.PathLike) -> list[str]:
@@ -122,7 +122,7 @@ def plot_esd(result: DensityResult, out_prefix: str | os.PathLike) -> list[str]:
     ax = fig.add_subplot()
     ax.semilogy(grid, np.clip(density, 1e-12, None))  # log of 0 is undefined: floor it
     ax.set(xlabel="eigenvalue", ylabel="density (log scale)", ylim=(1e-8, None))
-    return _save(fig, f"{os.fspath(out_prefix)}_esd")
+    return save_figure(fig, f"{os.fspath(out_prefix)}_esd")
 
 
 def _values(loss: np.ndarray, log: bool) -> tuple[np.ma.MaskedArray, str]:
@@ -148,7 +148,7 @@ def _mark_centre(ax: Any, x: np.ndarray) -> None:
         ax.axvline(0.0, color="grey", linestyle=":", linewidth=1)
 
 
-def _save(fig: Figure, stem: str) -> list[str]:
+def save_figure(fig: Figure, stem: str) -> list[str]:
     """``stem.png`` and ``stem.pdf``, each written atomically."""
     written = []
     for ext in FORMATS:

@@ -85,8 +85,8 @@ def all_reduce_mean_(tensors: list[Tensor], world: int) -> None:
     flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat)
     flat /= world
-    torch._foreach_copy_(tensors, list(flat.split([t.numel() for t in tensors])))
-    # split() views keep the original shapes' element order, so copy_ above is elementwise
+    parts = flat.split([t.numel() for t in tensors])
+    torch._foreach_copy_(tensors, [p.view_as(t) for p, t in zip(parts, tensors, strict=True)])
 
 
 def grad_hook(world: int, max_grad_norm: float | None):
