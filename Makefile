@@ -4,7 +4,22 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint bench clean
+.PHONY: install test lint bench clean demo tables $(addprefix image-,$(OPTIMIZERS))
+
+# `make image-<optimizer>`: train with the paper's config, then measure the run.
+# DATA=<data set> picks the data set, ARGS="key=value ..." passes any other overrides.
+OPTIMIZERS := sgd sam asam ssamf ssamd wsam nso
+DATA ?=
+ARGS ?=
+DATA_ARG = $(if $(DATA),data.name=$(DATA))
+# the paper setting each optimizer's image target uses
+IMAGE_CONFIG_sgd   := image_exps/configs/cifar10_wrn16_8.yaml
+IMAGE_CONFIG_sam   := image_exps/configs/cifar10_wrn16_8.yaml
+IMAGE_CONFIG_asam  := image_exps/configs/cifar10_wrn16_8.yaml
+IMAGE_CONFIG_ssamf := image_exps/configs/cifar10_resnet18_ssam.yaml
+IMAGE_CONFIG_ssamd := image_exps/configs/cifar10_resnet18_ssam.yaml
+IMAGE_CONFIG_wsam  := image_exps/configs/cifar10_wrn16_8.yaml
+IMAGE_CONFIG_nso   := image_exps/configs/nso_finetune.yaml
 
 install: $(STAMP)
 
@@ -28,3 +43,14 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+$(addprefix image-,$(OPTIMIZERS)): image-%: $(STAMP)
+	$(PY) -m image_exps.train --measure --config $(IMAGE_CONFIG_$*) optimizer.name=$* $(DATA_ARG) $(ARGS)
+
+# SGD, SAM and NSO on data that needs no download, trained, measured and compared.
+demo: $(STAMP)
+	$(PY) -m scripts.demo $(ARGS)
+
+# Tables from every finished run under runs/.
+tables: $(STAMP)
+	$(PY) -m common.tables runs --out results/tables

@@ -64,7 +64,7 @@ def test_lr_factor_step_cosine_warmup() -> None:
 
 
 # -- resume ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("optimizer", ["sgd", "nso", "ssamd"])
+@pytest.mark.parametrize("optimizer", ["nso", "ssamd"])  # sgd and sam: the SIGKILL test
 def test_resume_after_interruption_is_bit_identical(tmp_path, monkeypatch, optimizer) -> None:
     common = ["train.epochs=2", "train.checkpoint_every=3", f"optimizer.name={optimizer}"]
     whole = tmp_path / "whole"
@@ -190,7 +190,7 @@ def test_gradient_clipping_bounds_the_update(tmp_path) -> None:
     torch.manual_seed(cfg.seed)
     start = TASK.build_model(cfg, TASK.build_data(cfg)).state_dict()
     moved = torch.cat([(weights(tmp_path / "clip")[k] - start[k]).flatten() for k in start]).norm()
-    assert float(moved) == pytest.approx(0.05 * 0.01, rel=1e-3)
+    assert float(moved) == pytest.approx(cfg.optimizer.lr * 0.01, rel=1e-3)
     free = torch.cat([(weights(tmp_path / "free")[k] - start[k]).flatten() for k in start])
     assert float(free.norm()) > 2 * float(moved)
 

@@ -72,11 +72,19 @@ def train_main(task: Task, argv: Sequence[str] | None = None) -> int:
     """``python -m <domain>.train``: config file + overrides -> a trained run directory."""
     parser = _parser(f"python -m {task.domain}_exps.train", "Train a model into a run directory.")
     parser.add_argument("--config", help=f"YAML file (default: {task.default_config})")
+    parser.add_argument(
+        "--measure",
+        action="store_true",
+        help="then measure the run: Hessian, noise stability, loss landscape",
+    )
     args = parser.parse_intermixed_args(argv)
 
     def run() -> None:
         cfg = load_config(task.config_cls, args.config or task.default_config, args.overrides)
         summary = train(task, cfg)
+        if summary and args.measure:  # rank 0 only: the measurements are one process
+            for kind in MEASUREMENTS:
+                measure(task, kind, [f"run_dir={summary['run_dir']}"])
         if summary:
             metric = summary["metric"]
             print(
