@@ -154,11 +154,22 @@ def test_every_optimizer_trains_through_step_closure(tmp_path, name, monkeypatch
     assert summary["steps"] == 2
     evals = OPTIMIZERS[name].evals_per_step()
     assert summary["grad_evals_per_step"] == evals
-    ssamf_fisher = 0 if name != "ssamf" else None
-    if ssamf_fisher is not None:  # each training pass computes one loss
-        val_and_test = len(calls) - 2 * evals
-        assert val_and_test > 0
+    if name != "ssamf":  # (its Fisher mask adds per-example losses)
+        # two steps of `evals` passes, then one loss over all of val and one over test
+        assert len(calls) == 2 * evals + 2
     assert all(torch.isfinite(t).all() for t in weights(tmp_path).values())
+
+
+def test_logging_backend_missing_is_a_clear_error(tmp_path, capsys) -> None:
+    pytest.importorskip("torch")
+    try:
+        import tensorboard  # noqa: F401
+
+        pytest.skip("tensorboard is installed")
+    except ImportError:
+        pass
+    rc = train_main(TASK, [*FAST, f"run_dir={tmp_path}", "train.log=tensorboard"])
+    assert rc == 2 and "pip install tensorboard" in capsys.readouterr().err
 
 
 def test_gradient_accumulation_matches_one_batch(tmp_path) -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -64,7 +63,6 @@ class Task:
     collate: Callable[[Any], Callable[[list[Any]], Any] | None] = lambda dataset: None
     metrics: Callable[[Tensor, Tensor], Mapping[str, float]] = accuracy
     metric: str = "accuracy"
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def loss_fn(self, label_smoothing: float = 0.0) -> Callable[[nn.Module, Any], Tensor]:
         """``loss(model, batch) -> mean cross-entropy``: what optimizers and measurements use."""
@@ -89,8 +87,3 @@ def run_dir_for(task: Task, cfg: Any) -> Path:
         / cfg.optimizer.name
         / f"seed{cfg.seed}"
     )
-
-
-def no_grad_forward(task: Task, model: nn.Module, batch: Any) -> Tensor:
-    with torch.no_grad():
-        return task.forward(model, batch)

@@ -354,9 +354,10 @@ class Trainer:
                     loss = nn.functional.cross_entropy(
                         logits.float(), targets, label_smoothing=cfg.train.label_smoothing
                     )
-                    if not torch.isfinite(loss.detach()):
+                    value = loss.detach()
+                    if not torch.isfinite(value):
                         raise TrainingError(
-                            f"the loss is {loss.detach().item()} at step {self.state.step + 1} (epoch "
+                            f"the loss is {value.item()} at step {self.state.step + 1} (epoch "
                             f"{self.state.epoch + 1}); stopped. The last good checkpoint is "
                             f"kept in {self.run_dir / CHECKPOINT}. Lower optimizer.lr, set "
                             "train.max_grad_norm, or use train.precision=fp32"
