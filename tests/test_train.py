@@ -316,3 +316,44 @@ def test_landscape_command_writes_grid_and_plots(finished_run) -> None:
 def test_measuring_refuses_to_change_the_trained_run(finished_run, capsys) -> None:
     rc = measure_main(TASK, "hessian", [f"run_dir={finished_run}", "optimizer.lr=1"])
     assert rc == 2 and "cannot change when measuring" in capsys.readouterr().err
+
+
+# -- the real loaders through the trainer ---------------------------------------------------
+def test_trains_on_cifar_batches_in_the_real_format(tmp_path) -> None:
+    from tests.image_fixtures import write_cifar10
+
+    write_cifar10(tmp_path / "data", n_per_batch=8, n_test=10)
+    args = [
+        "train.progress=false", "data.name=cifar10", f"data.root={tmp_path / 'data'}",
+        "data.download=false", "data.cutout=8", "train.batch_size=8", "train.max_steps=3",
+        "optimizer.name=sam", f"run_dir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    assert train_main(TASK, args) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["data"]["n_test"] == 10 and summary["data"]["n_train"] == 36  # 40 - val
+    assert summary["steps"] == 3
+
+
+def test_trains_on_an_image_folder_tree(tmp_path) -> None:
+    from tests.image_fixtures import write_image_folder
+
+    write_image_folder(tmp_path / "data", "flowers", n_per_class=4)
+    args = [
+        "train.progress=false", "data.name=flowers", f"data.root={tmp_path / 'data'}",
+        "data.image_size=32", "model.name=cnn", "train.batch_size=4", "train.max_steps=2",
+        f"run_dir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    assert train_main(TASK, args) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["data"]["n_test"] == 12
+
+
+def test_corrupt_data_file_exits_with_a_message(tmp_path, capsys) -> None:
+    from tests.image_fixtures import corrupt, write_cifar10
+
+    folder = write_cifar10(tmp_path / "data")
+    corrupt(folder / "data_batch_3")
+    args = ["data.name=cifar10", f"data.root={tmp_path / 'data'}", "data.download=false"]
+    rc = train_main(TASK, [*FAST, f"run_dir={tmp_path / 'run'}", *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and "data_batch_3" in err
+    assert not (tmp_path / "run" / "summary.json").exists()
