@@ -20,7 +20,12 @@ def batch_size(batch: Any) -> int:
 
 
 def slice_batch(batch: Any, start: int, stop: int) -> Any:
-    """Examples ``start:stop`` of a tensor batch (tuples, lists, dicts of tensors)."""
+    """Examples ``start:stop`` of a batch: tuples, lists and dicts of tensors, or a PyG
+    ``Batch`` (its graphs ``start:stop``, collated again)."""
+    if hasattr(batch, "num_graphs") and hasattr(batch, "index_select"):
+        from torch_geometric.data import Batch  # only graph batches need PyG
+
+        return Batch.from_data_list(batch.index_select(slice(start, stop)))
     return tree_map(lambda t: t[start:stop] if isinstance(t, Tensor) else t, batch)
 
 

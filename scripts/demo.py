@@ -1,4 +1,5 @@
-"""``make demo``: SGD, SAM and NSO on data that needs no download, trained and measured.
+"""``make demo``: SGD, SAM and NSO on data that needs no download, trained and measured:
+the digits that ship with scikit-learn (images) and the synthetic sbm graphs (graphs).
 
 Each run goes through the same trainer and measurement commands as the paper configs
 (``python -m image_exps.train`` ...), in this one process to pay the imports once. The
@@ -31,9 +32,10 @@ MEASURE = {
 
 def domains() -> list[tuple[Task, list[str]]]:
     """(task, its demo overrides) for every domain the demo covers."""
+    from graph_exps.task import TASK as graph
     from image_exps.task import TASK as image
 
-    return [(image, [])]
+    return [(image, []), (graph, [])]
 
 
 def run(out: Path, optimizers: Sequence[str], extra: Sequence[str], progress: bool) -> str:

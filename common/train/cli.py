@@ -19,7 +19,7 @@ import yaml
 from torch.utils.data import DataLoader, Subset
 
 from common.errors import UserError
-from common.io import write_json
+from common.io import write_json, write_text
 from common.sharpness import (
     hessian_eigenvalues,
     hessian_esd,
@@ -39,7 +39,7 @@ from common.train.config import (
     parse_overrides,
     validate,
 )
-from common.train.task import Task
+from common.train.task import Task, run_dir_for
 from common.train.trainer import BEST, CHECKPOINT, CONFIG, SUMMARY, train
 
 EXIT_USAGE = 2
@@ -95,6 +95,57 @@ def train_main(task: Task, argv: Sequence[str] | None = None) -> int:
             )
 
     return _guard(run)
+
+
+# -- cross-validation ----------------------------------------------------------------------
+def cross_validate(task: Task, config: str | Path | None, overrides: Sequence[str]) -> dict:
+    """Trains every fold (``data.fold`` = 0 .. ``data.n_folds`` − 1) and reports the test
+    metric's mean and standard deviation over folds (``cv.json`` and ``cv.md``, written
+    beside the fold run directories)."""
+    items = parse_overrides(overrides)
+    first = load_config(task.config_cls, config or task.default_config, items)
+    if not hasattr(first.data, "n_folds"):
+        raise UserError(f"the {task.domain} domain has no cross-validation folds")
+    base = Path(first.run_dir) if first.run_dir else run_dir_for(task, first).parent
+    metric, scores, runs, synthetic = task.metric, [], [], False
+    for fold in range(first.data.n_folds):
+        fold_items = {**items, "data.fold": str(fold), "run_dir": str(base / f"fold{fold}")}
+        summary = train(
+            task, load_config(task.config_cls, config or task.default_config, fold_items)
+        )
+        scores.append(summary[f"test_{metric}"])
+        runs.append(summary["run_dir"])
+        synthetic = synthetic or bool(summary.get("synthetic"))
+    mean = sum(scores) / len(scores)
+    std = (sum((x - mean) ** 2 for x in scores) / len(scores)) ** 0.5  # over folds, ddof 0
+    out = {
+        "dataset": first.data.name,
+        "synthetic": synthetic,
+        "optimizer": first.optimizer.name,
+        "metric": f"test_{metric}",
+        "mean": mean,
+        "std": std,
+        "folds": scores,
+        "runs": runs,
+    }
+    write_json(base / "cv.json", out)
+    label = first.data.name + (" (synthetic)" if out["synthetic"] else "")
+    table = (
+        f"| data set | optimizer | folds | test {metric} (mean ± std) |\n"
+        "| --- | --- | ---: | ---: |\n"
+        f"| {label} | {first.optimizer.name} | {len(scores)} | {mean:.2f} ± {std:.2f} |\n"
+    )
+    write_text(base / "cv.md", table)
+    print(f"\n{table}folds: {', '.join(f'{x:.2f}' for x in scores)} -> {base / 'cv.json'}")
+    return out
+
+
+def cv_main(task: Task, argv: Sequence[str] | None = None) -> int:
+    """``python -m <domain>.cv [--config FILE] key=value ...``: every fold, mean and std."""
+    parser = _parser(f"python -m {task.domain}_exps.cv", "Train every cross-validation fold.")
+    parser.add_argument("--config", help=f"YAML file (default: {task.default_config})")
+    args = parser.parse_intermixed_args(argv)
+    return _guard(lambda: cross_validate(task, args.config, args.overrides))
 
 
 # -- measuring a finished run -----------------------------------------------------------------

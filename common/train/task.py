@@ -76,10 +76,11 @@ class Task:
 
 
 def run_dir_for(task: Task, cfg: Any) -> Path:
-    """``cfg.run_dir`` or ``runs/<domain>/<dataset>/<model>/<optimizer>/seed<k>``."""
+    """``cfg.run_dir`` or ``runs/<domain>/<dataset>/<model>/<optimizer>/seed<k>`` (plus
+    ``/fold<f>`` where the data has cross-validation folds)."""
     if cfg.run_dir:
         return Path(cfg.run_dir)
-    return (
+    path = (
         Path("runs")
         / task.domain
         / cfg.data.name
@@ -87,3 +88,5 @@ def run_dir_for(task: Task, cfg: Any) -> Path:
         / cfg.optimizer.name
         / f"seed{cfg.seed}"
     )
+    # cross-validated domains: one run per fold
+    return path / f"fold{cfg.data.fold}" if hasattr(cfg.data, "n_folds") else path

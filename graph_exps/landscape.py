@@ -1,0 +1,7 @@
+"""``python -m graph_exps.landscape``: see :mod:`common.train.cli`."""
+
+from common.train.cli import measure_main
+from graph_exps.task import TASK
+
+if __name__ == "__main__":
+    raise SystemExit(measure_main(TASK, "landscape"))

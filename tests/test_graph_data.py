@@ -1,0 +1,313 @@
+"""graph_exps.data: PyG's TUDataset on TU raw files written by the fixtures, folds, sbm."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+from torch_geometric.data import Batch
+from torch_geometric.datasets import TUDataset
+
+from common.errors import UserError
+from graph_exps.data import (
+    TU_URL,
+    DataError,
+    SBMSpec,
+    build_graph_data,
+    canonical_name,
+    collate,
+    expected_mean_degree,
+    fold_indices,
+    sbm_block_sizes,
+    sbm_edge_probabilities,
+    write_sbm_dataset,
+)
+from tests.graph_fixtures import TOY, toy_graphs, write_tu_dataset, zip_tu_dataset
+
+SMALL_SBM = SBMSpec(n_graphs=60, nodes=(16, 24), density=0.25, ratio=6.0, seed=3)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Nothing here may download: PyG's download would be the only way to the network."""
+
+    def refuse(self):
+        raise AssertionError(f"TUDataset tried to download {self.name}")
+
+    monkeypatch.setattr(TUDataset, "download", refuse)
+
+
+@pytest.fixture(scope="module")
+def sbm_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sbm")
+    build_graph_data("sbm", root, sbm=SMALL_SBM, download=False)
+    return root
+
+
+def all_graphs(splits):
+    """{original index: Data} over the three splits, and each split's original indices."""
+    out, parts = {}, {}
+    for part in ("train", "val", "test"):
+        ds = getattr(splits, part)
+        parts[part] = list(ds.indices())
+        for i, k in enumerate(parts[part]):
+            out[k] = ds[i]
+    return out, parts
+
+
+# --------------------------------------------------------------------------- TU loader
+
+
+def test_reads_tu_files_with_node_labels(tmp_path):
+    write_tu_dataset(tmp_path)
+    splits = build_graph_data(TOY, tmp_path, download=False)
+    graphs, parts = all_graphs(splits)
+    expected = toy_graphs()
+    assert sorted(graphs) == list(range(20))
+    assert splits.num_classes == 2 and splits.num_features == 3
+    assert splits.meta["features"] == "node labels" and not splits.meta["synthetic"]
+    assert splits.meta["n_graphs"] == 20
+    assert [splits.meta[f"n_{p}"] for p in parts] == [len(v) for v in parts.values()] == [16, 2, 2]
+    for k, data in graphs.items():
+        want = expected[k]
+        assert data.num_nodes == want.n and int(data.y) == want.label  # -1/1 -> 0/1
+        assert data.edge_index.shape[1] == 2 * len(want.edges)
+        labels = torch.tensor(want.node_labels) - 1  # 1..3 -> 0..2
+        assert torch.equal(data.x, torch.nn.functional.one_hot(labels, 3).float())
+
+
+def test_degree_one_hot_without_node_labels(tmp_path):
+    write_tu_dataset(tmp_path, node_labels=False)
+    splits = build_graph_data(TOY, tmp_path, download=False, max_degree=3)
+    assert splits.meta["features"] == "degree one-hot" and splits.num_features == 4
+    graphs, _ = all_graphs(splits)
+    capped = False
+    for k, data in graphs.items():
+        deg = torch.tensor(toy_graphs()[k].degrees).clamp(max=3)
+        capped |= bool((torch.tensor(toy_graphs()[k].degrees) > 3).any())
+        assert torch.equal(data.x, torch.nn.functional.one_hot(deg, 4).float())
+    assert capped  # the stars' centres exceed max_degree and land in the last column
+
+
+def test_node_attributes_when_no_labels(tmp_path):
+    write_tu_dataset(tmp_path, node_labels=False, node_attributes=True)
+    splits = build_graph_data(TOY, tmp_path, download=False)
+    assert splits.meta["features"] == "node attributes" and splits.num_features == 2
+    graphs, _ = all_graphs(splits)
+    assert torch.allclose(graphs[3].x[:, 1], torch.tensor(toy_graphs()[3].degrees).float())
+
+
+def test_names_are_canonical_and_zip_is_extracted(tmp_path):
+    assert canonical_name("imdb_binary") == "IMDB-BINARY" and canonical_name("SBM") == "sbm"
+    src = write_tu_dataset(tmp_path / "src")
+    zip_tu_dataset(src, tmp_path / "data" / f"{TOY}.zip")
+    splits = build_graph_data(TOY, tmp_path / "data", download=False)
+    assert splits.meta["n_graphs"] == 20
+    assert (tmp_path / "data" / TOY / "raw" / f"{TOY}_A.txt").is_file()
+
+
+def test_missing_data_offline_names_the_raw_files(tmp_path):
+    with pytest.raises(DataError) as e:
+        build_graph_data("mutag", tmp_path, download=False)
+    msg = str(e.value)
+    raw = tmp_path / "MUTAG" / "raw"
+    for f in ("MUTAG_A.txt", "MUTAG_graph_indicator.txt", "MUTAG_graph_labels.txt"):
+        assert f in msg
+    assert "MUTAG_node_labels.txt" in msg and str(raw) in msg
+    assert f"{TU_URL}/MUTAG.zip" in msg
+    assert isinstance(e.value, UserError)
+
+    with pytest.raises(DataError, match="Did you mean 'MUTAG'"):
+        build_graph_data("MUTAGG", tmp_path, download=False)
+
+
+def test_failed_download_is_reported(tmp_path):
+    with pytest.raises(DataError, match=rf"Downloading {TU_URL}/PROTEINS\.zip failed"):
+        build_graph_data("proteins", tmp_path, download=True)  # no_network refuses it
+
+
+def test_missing_graph_labels_is_named(tmp_path):
+    raw = write_tu_dataset(tmp_path)
+    (raw / f"{TOY}_graph_labels.txt").unlink()
+    with pytest.raises(DataError, match=r"missing: TOY_graph_labels\.txt"):
+        build_graph_data(TOY, tmp_path, download=False)
+
+
+@pytest.mark.parametrize(
+    ("kind", "edit", "why"),
+    [
+        ("A", lambda s: s.replace("2, 1\n", "2, x\n", 1), "ValueError"),
+        ("A", lambda s: s + "1, 9999\n", "node ids must be in"),
+        ("A", lambda s: s + "1, 7\n", "two different graphs"),
+        ("graph_labels", lambda s: s[: s.rindex("\n", 0, -1) + 1], "expected 20 lines"),
+        ("graph_indicator", lambda s: s.rstrip("\n"), "newline"),
+        ("node_labels", lambda s: "", "empty"),
+    ],
+)
+def test_corrupt_raw_file_is_named(tmp_path, kind, edit, why):
+    raw = write_tu_dataset(tmp_path)
+    path = raw / f"{TOY}_{kind}.txt"
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(DataError) as e:
+        build_graph_data(TOY, tmp_path, download=False)
+    assert str(path) in str(e.value) and why in str(e.value)
+
+
+def test_bad_options(tmp_path):
+    write_tu_dataset(tmp_path)
+    with pytest.raises(DataError, match=r"fold must be in 0\.\.9"):
+        build_graph_data(TOY, tmp_path, fold=10, download=False)
+    with pytest.raises(DataError, match=r"fold must be in 0\.\.4"):
+        fold_indices([0, 1] * 10, fold=-1, n_folds=5)
+    with pytest.raises(DataError, match="n_folds"):
+        fold_indices([0, 1] * 3, n_folds=7)
+    with pytest.raises(DataError, match="max_degree"):
+        build_graph_data(TOY, tmp_path, max_degree=0, download=False)
+
+
+# --------------------------------------------------------------------------- folds
+
+
+def imbalanced_labels(n=137):
+    rng = np.random.default_rng(0)
+    return rng.choice(3, size=n, p=[0.5, 0.3, 0.2])
+
+
+def test_folds_are_deterministic_and_partition_the_data():
+    y = imbalanced_labels()
+    tests = []
+    for fold in range(10):
+        a = fold_indices(y, fold=fold, seed=5)
+        b = fold_indices(y, fold=fold, seed=5)
+        assert all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
+        train, val, test = a
+        assert len(set(train) | set(val) | set(test)) == len(y)
+        assert not (set(train) & set(val) or set(train) & set(test) or set(val) & set(test))
+        tests.append(test)
+    everything = np.concatenate(tests)
+    assert sorted(everything.tolist()) == list(range(len(y)))  # test folds partition the data
+    other = fold_indices(y, fold=0, seed=6)[2]
+    assert not np.array_equal(other, tests[0])
+
+
+def test_folds_and_validation_are_stratified():
+    y = imbalanced_labels()
+    counts = Counter(y.tolist())
+    for fold in range(10):
+        train, val, test = fold_indices(y, fold=fold, val_fraction=0.2, seed=1)
+        got = Counter(y[test].tolist())
+        for c, n in counts.items():
+            assert abs(got[c] - n / 10) <= 1
+        rest = np.concatenate([train, val])
+        got_val = Counter(y[val].tolist())
+        for c in counts:
+            assert abs(got_val[c] - 0.2 * np.sum(y[rest] == c)) <= 1
+
+
+def test_build_uses_the_folds(tmp_path):
+    write_tu_dataset(tmp_path)
+    y = [g.label for g in toy_graphs()]
+    for fold in (0, 7):
+        splits = build_graph_data(TOY, tmp_path, fold=fold, seed=2, download=False)
+        want = fold_indices(y, fold=fold, seed=2)
+        got = [list(getattr(splits, p).indices()) for p in ("train", "val", "test")]
+        assert got == [w.tolist() for w in want]
+        assert splits.meta["fold"] == fold
+        assert sorted(y[i] for i in got[2]) == [0, 1]  # one graph per class in each fold
+    none = build_graph_data(TOY, tmp_path, val_fraction=0.0, download=False)
+    assert len(none.val) == 0 and len(none.train) == 18
+
+
+def test_collate_gives_pyg_batches(tmp_path):
+    write_tu_dataset(tmp_path, node_labels=False)
+    splits = build_graph_data(TOY, tmp_path, download=False)
+    loader = DataLoader(splits.train, batch_size=5, collate_fn=collate(splits.train))
+    sizes = []
+    for batch in loader:
+        assert isinstance(batch, Batch)
+        assert batch.y.shape == (batch.num_graphs,)
+        assert batch.x.shape == (batch.num_nodes, splits.num_features)
+        assert int(batch.batch.max()) + 1 == batch.num_graphs
+        sizes.append(batch.num_graphs)
+    assert sizes == [5, 5, 5, 1]
+
+
+# --------------------------------------------------------------------------- sbm
+
+
+def test_sbm_probabilities_give_equal_expected_density():
+    for n in (16, 21, 40):
+        for k in (1, 2, 3, 4):
+            sizes = sbm_block_sizes(n, k)
+            assert sum(sizes) == n and max(sizes) - min(sizes) <= 1
+            p_in, p_out = sbm_edge_probabilities(sizes, 0.2, 8.0)
+            total = n * (n - 1) / 2
+            within = sum(s * (s - 1) / 2 for s in sizes)
+            assert p_in * within + p_out * (total - within) == pytest.approx(0.2 * total)
+            if k > 1:
+                assert p_in == pytest.approx(8.0 * p_out)
+    with pytest.raises(DataError, match="p_in"):
+        sbm_edge_probabilities(sbm_block_sizes(40, 4), 0.5, 50.0)
+    with pytest.raises(DataError, match="2 nodes per community"):
+        SBMSpec(nodes=(6, 10), communities=(2, 4))
+    with pytest.raises(DataError, match=r"p_in=.* for blocks \[3, 3, 2, 2\]"):
+        SBMSpec(nodes=(8, 40), density=0.25, ratio=12.0)  # the small graphs are infeasible
+    with pytest.raises(DataError, match="distinct"):
+        SBMSpec(communities=(3, 3))
+
+
+def test_sbm_is_deterministic_tu_format(tmp_path):
+    small = {"n_graphs": 12, "nodes": (8, 12), "density": 0.2, "ratio": 4.0}
+    a = write_sbm_dataset(tmp_path / "a", **small, seed=1)
+    b = write_sbm_dataset(tmp_path / "b", **small, seed=1)
+    c = write_sbm_dataset(tmp_path / "c", **small, seed=2)
+    assert a == tmp_path / "a" / "sbm" / "raw"
+    names = sorted(p.name for p in a.iterdir())
+    assert names == [
+        "sbm_A.txt",
+        "sbm_graph_indicator.txt",
+        "sbm_graph_labels.txt",
+        "sbm_spec.json",
+    ]
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    assert (a / "sbm_A.txt").read_bytes() != (c / "sbm_A.txt").read_bytes()
+    first = (a / "sbm_A.txt").read_text().splitlines()[0]
+    assert [int(v) for v in first.split(", ")] == [1, int(first.split(", ")[1])]
+    ds = TUDataset(str(tmp_path / "a"), "sbm")  # PyG's own loader, offline
+    assert len(ds) == 12 and sorted(Counter(ds.y.tolist()).values()) == [6, 6]
+    for data in ds:
+        assert 8 <= data.num_nodes <= 12 and data.is_undirected()
+
+
+def test_sbm_build_meta_and_regeneration(sbm_root, tmp_path):
+    splits = build_graph_data("sbm", sbm_root, sbm=SMALL_SBM, download=False)
+    assert splits.meta["synthetic"] is True and splits.meta["dataset"] == "sbm"
+    assert splits.meta["features"] == "degree one-hot" and splits.meta["n_graphs"] == 60
+    assert splits.meta["sbm"]["blocks"] == [2, 4]
+    assert splits.meta["classes"] == ["2 communities", "4 communities"]
+    assert splits.meta["n_train"] + splits.meta["n_val"] + splits.meta["n_test"] == 60
+    # a changed spec is written and processed again, without touching the shared root
+    root = tmp_path / "copy"
+    shutil.copytree(sbm_root, root)
+    bigger = dataclasses.replace(SMALL_SBM, n_graphs=70)
+    assert build_graph_data("sbm", root, sbm=bigger).meta["n_graphs"] == 70
+
+
+def test_sbm_classes_have_equal_mean_degree(sbm_root):
+    ds = TUDataset(str(sbm_root), "sbm")
+    per_class: dict[int, list[float]] = {0: [], 1: [], "expected": []}
+    for data in ds:
+        n = data.num_nodes
+        per_class[int(data.y)].append(data.num_edges / n)  # mean degree = 2|E| / n
+        per_class["expected"].append(SMALL_SBM.density * (n - 1))
+    means = {k: float(np.mean(v)) for k, v in per_class.items()}
+    assert means["expected"] == pytest.approx(expected_mean_degree(SMALL_SBM), rel=0.1)
+    for c in (0, 1):
+        assert means[c] == pytest.approx(means["expected"], rel=0.08)
+    assert means[0] == pytest.approx(means[1], rel=0.1)
