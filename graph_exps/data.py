@@ -379,7 +379,7 @@ def _load_array(path: Path, dtype: type, fix: str) -> np.ndarray:
     """A TU text file as a 2-d array; a DataError naming the file if it does not parse."""
 
     def corrupt(why: str) -> DataError:
-        return DataError(f"TU raw file {path} is corrupt: {why}. {fix}")
+        return DataError(f"TU raw file {path} is corrupt: {why.rstrip('.')}. {fix}")
 
     if path.stat().st_size == 0:
         raise corrupt("it is empty")
@@ -456,7 +456,7 @@ def _missing_error(name: str, root: Path, raw: Path, missing: list[str], why: st
         hint = f" Did you mean {close[0]!r}?" if close else ""
         known = (
             f" ({name!r} is not one of {', '.join(DATASETS)}; any other TU data set works "
-            f"once its files are there.{hint})"
+            f"once its files are there{'.' + hint if hint else ''})"
         )
     return DataError(
         f"Graph data set {name} not found under {root}{known}.{why} PyG's TUDataset reads the "

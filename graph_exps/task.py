@@ -26,7 +26,8 @@ class GraphDataConfig(DataConfig):
         default=100, metadata={"min": 1, "help": "degree one-hot cap (sets without labels)"}
     )
     sbm_graphs: int = field(default=400, metadata={"min": 10, "help": "graphs in the sbm set"})
-    sbm_min_nodes: int = field(default=20, metadata={"min": 4, "help": "sbm graph size, min"})
+    # below 11 nodes, 4 communities at the default density would need p_in > 1
+    sbm_min_nodes: int = field(default=20, metadata={"min": 11, "help": "sbm graph size, min"})
     sbm_max_nodes: int = field(default=40, metadata={"min": 4, "help": "sbm graph size, max"})
 
 

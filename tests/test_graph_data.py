@@ -256,7 +256,7 @@ def test_sbm_probabilities_give_equal_expected_density():
     with pytest.raises(DataError, match="2 nodes per community"):
         SBMSpec(nodes=(6, 10), communities=(2, 4))
     with pytest.raises(DataError, match=r"p_in=.* for blocks \[3, 3, 2, 2\]"):
-        SBMSpec(nodes=(8, 40), density=0.25, ratio=12.0)  # the small graphs are infeasible
+        SBMSpec(nodes=(10, 40), density=0.25, ratio=12.0)  # the small graphs are infeasible
     with pytest.raises(DataError, match="distinct"):
         SBMSpec(communities=(3, 3))
 
