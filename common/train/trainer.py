@@ -472,7 +472,6 @@ class Trainer:
         while st.epoch < cfg.train.epochs and st.step < self.total_steps:
             if st.batch_in_epoch == 0:
                 self._prepare_masks(st.epoch)
-            if st.batch_in_epoch == 0:
                 st.running = {"loss": 0.0, "correct": 0.0, "n": 0}
             run = st.running
             bar = tqdm(
@@ -482,7 +481,7 @@ class Trainer:
                 disable=not (cfg.train.progress and self.dist.main),
                 leave=False,
             )
-            tick = time.perf_counter()
+            tick, seen_here = time.perf_counter(), 0
             for batch in bar:
                 loss, acc = self._step(batch)
                 n = batch_size(batch)
@@ -492,7 +491,8 @@ class Trainer:
                 run["loss"] += loss * n
                 run["correct"] += acc * n / 100
                 run["n"] += n
-                rate = run["n"] * self.dist.world / max(time.perf_counter() - tick, 1e-9)
+                seen_here += n * self.dist.world
+                rate = seen_here / max(time.perf_counter() - tick, 1e-9)
                 bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.1f}", ex_s=f"{rate:.0f}")
                 if cfg.train.checkpoint_every and st.step % cfg.train.checkpoint_every == 0:
                     st.wall_time += time.perf_counter() - started
