@@ -159,6 +159,28 @@ def _subset(dataset: Dataset, indices: list[int], n_total: int) -> Dataset:
 # --------------------------------------------------------------------------- digits
 
 
+def _rgb_splits(
+    key: str,
+    train: Dataset,
+    val: Dataset,
+    test: Dataset,
+    classes: list[str],
+    source: Path,
+    size: int,
+) -> ImageSplits:
+    """The splits of an RGB data set on disk (CIFAR or an ImageFolder tree), with its meta."""
+    meta = {
+        "dataset": key,
+        "n_train": len(train),
+        "n_val": len(val),
+        "n_test": len(test),
+        "synthetic": False,
+        "source": str(source),
+        "classes": list(classes),
+    }
+    return ImageSplits(train, val, test, len(classes), in_channels=3, image_size=size, meta=meta)
+
+
 def _digits(val_fraction: float, n_examples: int | None, seed: int) -> ImageSplits:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -328,18 +350,7 @@ def _cifar(
     train_idx, val_idx = _carve(n, val_fraction, seed, n_examples)
     train = _subset(full_train, train_idx, n)
     val = Subset(_with_transform(full_train, eval_tf), val_idx)
-    meta = {
-        "dataset": key,
-        "n_train": len(train),
-        "n_val": len(val),
-        "n_test": len(test),
-        "synthetic": False,
-        "source": str(folder),
-        "classes": list(full_train.classes),
-    }
-    return ImageSplits(
-        train, val, test, len(full_train.classes), in_channels=3, image_size=size, meta=meta
-    )
+    return _rgb_splits(key, train, val, test, full_train.classes, folder, size)
 
 
 # --------------------------------------------------------------------------- ImageFolder
@@ -427,18 +438,7 @@ def _folder(
     train_idx, val_idx = _carve(n, val_fraction, seed, n_examples, carve=not both)
     train = _subset(full_train, train_idx, n)
     val = held_out[0] if both else Subset(_with_transform(full_train, eval_tf), val_idx)
-    meta = {
-        "dataset": key,
-        "n_train": len(train),
-        "n_val": len(val),
-        "n_test": len(test),
-        "synthetic": False,
-        "source": str(base),
-        "classes": list(full_train.classes),
-    }
-    return ImageSplits(
-        train, val, test, len(full_train.classes), in_channels=3, image_size=size, meta=meta
-    )
+    return _rgb_splits(key, train, val, test, full_train.classes, base, size)
 
 
 # --------------------------------------------------------------------------- entry point

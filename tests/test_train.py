@@ -161,7 +161,6 @@ def test_every_optimizer_trains_through_step_closure(tmp_path, name, monkeypatch
 
 
 def test_logging_backend_missing_is_a_clear_error(tmp_path, capsys) -> None:
-    pytest.importorskip("torch")
     try:
         import tensorboard  # noqa: F401
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch.utils.data import DataLoader, Subset
 
 from common.errors import UserError
@@ -37,6 +36,7 @@ from common.train.config import (
     from_dict,
     load_config,
     parse_overrides,
+    read_yaml,
     validate,
 )
 from common.train.task import Task, run_dir_for
@@ -168,10 +168,7 @@ def load_run(task: Task, overrides: Sequence[str], section: str) -> tuple[Any, P
                 f"{key} belongs to the trained run and cannot change when measuring it; "
                 f"pass {section}.* options (or data.root) only"
             )
-    try:
-        saved = yaml.safe_load((path / CONFIG).read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"{path / CONFIG} is not valid YAML ({e})") from None
+    saved = read_yaml(path / CONFIG)
     cfg = apply_overrides(from_dict(task.config_cls, saved, source=str(path / CONFIG)), items)
     validate(cfg)
     return cfg, path

@@ -724,7 +724,10 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a config YAML file (``1e-3`` read as a float); a missing,
+    unreadable or malformed file raises :class:`ConfigError` naming it."""
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -778,7 +781,7 @@ def load_config(
     source = None
     if path is not None:
         source = str(path)
-        data = _read_yaml(Path(path))
+        data = read_yaml(Path(path))
         smoke = _mapping(data.pop("smoke_overrides", None), "smoke_overrides", source)
         per_optimizer = _mapping(
             data.pop("optimizer_overrides", None), "optimizer_overrides", source

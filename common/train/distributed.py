@@ -67,15 +67,13 @@ def local_batch_size(global_batch: int, world: int) -> int:
     return global_batch // world
 
 
-def clip_(grads: list[Tensor], max_norm: float | None) -> float:
-    """Scales ``grads`` so their joint 2-norm is at most ``max_norm``; returns the norm."""
-    if not grads:
-        return 0.0
+def clip_(grads: list[Tensor], max_norm: float | None) -> None:
+    """Scales ``grads`` so their joint 2-norm is at most ``max_norm`` (no host sync)."""
+    if not grads or max_norm is None:
+        return
     norm = torch.nn.utils.get_total_norm(grads)
-    if max_norm is not None:
-        coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-        torch._foreach_mul_(grads, coef.to(grads[0].device))
-    return float(norm)
+    coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    torch._foreach_mul_(grads, coef.to(grads[0].device))
 
 
 def all_reduce_mean_(tensors: list[Tensor], world: int) -> None:

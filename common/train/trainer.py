@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
@@ -53,7 +52,13 @@ from common.train.checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from common.train.config import diff_configs, optimizer_kwargs, save_config, to_dict
+from common.train.config import (
+    diff_configs,
+    optimizer_kwargs,
+    read_yaml,
+    save_config,
+    to_dict,
+)
 from common.train.task import Splits, Task, run_dir_for
 
 CHECKPOINT, BEST, SUMMARY, METRICS, CONFIG = (
@@ -208,7 +213,7 @@ class Trainer:
             ckpt = load_checkpoint(self.run_dir / CHECKPOINT)
             saved = ckpt["config"]
         elif (self.run_dir / CONFIG).exists():
-            saved = yaml.safe_load((self.run_dir / CONFIG).read_text())
+            saved = read_yaml(self.run_dir / CONFIG)
         if saved is not None:
             diffs = diff_configs(saved, here)
             if diffs:
@@ -369,7 +374,8 @@ class Trainer:
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             if self.scaler:
                 torch._foreach_mul_(grads, 1.0 / self.scaler.scale)
-                if not all(bool(torch.isfinite(g).all()) for g in grads):
+                finite = [torch.isfinite(g).all() for g in grads]
+                if finite and not torch.stack(finite).all():  # one host sync, not one per tensor
                     raise _Overflow
             if not self.sa and cfg.train.max_grad_norm is not None:
                 D.clip_(grads, cfg.train.max_grad_norm)  # sharpness-aware: in grad_hook
