@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GCNConv, global_add_pool, global_max_pool, global_mean_pool
 
-from common.errors import UserError
+from common.errors import ModelError
 
 MODELS: tuple[str, ...] = ("gcn",)
 POOLINGS: dict[str, Callable[..., Tensor]] = {
@@ -27,10 +27,6 @@ POOLINGS: dict[str, Callable[..., Tensor]] = {
     "sum": global_add_pool,
     "max": global_max_pool,
 }
-
-
-class ModelError(UserError):
-    """A model name or option is wrong; the message says how to fix it."""
 
 
 def _choice(kind: str, value: str, valid: tuple[str, ...] | list[str]) -> str:

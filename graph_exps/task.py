@@ -9,7 +9,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from common.train.config import Config, DataConfig, ModelConfig
-from common.train.task import Task
+from common.train.task import Folds, Task
 from graph_exps.data import SBMSpec, build_graph_data, collate
 from graph_exps.models import build_graph_model
 
@@ -21,6 +21,7 @@ class GraphDataConfig(DataConfig):
     """Graph data: ``data.fold`` of ``data.n_folds`` stratified folds is the test set."""
 
     name: str = "sbm"
+    fold: int = field(default=0, metadata={"min": 0, "help": "the fold that is the test set"})
     n_folds: int = field(default=10, metadata={"min": 2, "help": "cross-validation folds"})
     max_degree: int = field(
         default=100, metadata={"min": 1, "help": "degree one-hot cap (sets without labels)"}
@@ -58,7 +59,7 @@ def build_data(cfg: GraphConfig) -> Any:
         fold=d.fold,
         n_folds=d.n_folds,
         val_fraction=d.val_fraction,
-        seed=cfg.seed,
+        split_seed=d.split_seed,
         download=d.download,
         max_degree=d.max_degree,
         sbm=SBMSpec(n_graphs=d.sbm_graphs, nodes=(d.sbm_min_nodes, d.sbm_max_nodes)),
@@ -100,4 +101,5 @@ TASK = Task(
     forward=forward,
     targets=targets,
     collate=collate,
+    folds=Folds(),
 )

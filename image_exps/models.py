@@ -22,7 +22,7 @@ import torch
 import torchvision
 from torch import nn
 
-from common.errors import UserError
+from common.errors import ModelError
 
 MODELS: tuple[str, ...] = (
     "cnn",
@@ -37,10 +37,6 @@ MODELS: tuple[str, ...] = (
 _TORCHVISION = ("resnet18", "resnet34", "resnet50", "vgg11_bn", "vit_b_16")
 _WRN = {"wrn16_8": (16, 8), "wrn28_10": (28, 10)}
 SMALL_IMAGE = 64  # image_size <= this: CIFAR-style ResNet stem and VGG head (from scratch)
-
-
-class ModelError(UserError, RuntimeError):
-    """A model name, option or pretrained checkpoint is wrong; the message says how to fix it."""
 
 
 # --------------------------------------------------------------------------- small CNN

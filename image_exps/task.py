@@ -2,20 +2,44 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from common.train.config import Config
+from common.train.config import Config, DataConfig, ModelConfig
 from common.train.task import Task
+from common.train.typed import keyfield
 from image_exps.data import ImageSplits, build_image_data
 from image_exps.models import build_image_model
 
 CONFIGS = Path(__file__).parent / "configs"
 
 
-def build_data(cfg: Config) -> ImageSplits:
+@dataclass
+class ImageDataConfig(DataConfig):
+    """Image data: augmentation and size."""
+
+    augment: bool = keyfield(True, "training-time augmentation (random crop and flip)")
+    cutout: int = keyfield(0, "cutout square side in pixels (0 = off)", min=0)
+    image_size: int | None = keyfield(None, "resize images to this side (None = native)", min=1)
+
+
+@dataclass
+class ImageModelConfig(ModelConfig):
+    """Image models: torchvision's, optionally with pretrained weights."""
+
+    pretrained: bool = keyfield(False, "start from torchvision's pretrained weights")
+
+
+@dataclass
+class ImageConfig(Config):
+    data: ImageDataConfig = field(default_factory=ImageDataConfig)
+    model: ImageModelConfig = field(default_factory=ImageModelConfig)
+
+
+def build_data(cfg: ImageConfig) -> ImageSplits:
     d = cfg.data
     return build_image_data(
         d.name,
@@ -26,11 +50,11 @@ def build_data(cfg: Config) -> ImageSplits:
         val_fraction=d.val_fraction,
         image_size=d.image_size,
         n_examples=d.n_examples,
-        seed=cfg.seed,
+        split_seed=d.split_seed,
     )
 
 
-def build_model(cfg: Config, splits: Any) -> nn.Module:
+def build_model(cfg: ImageConfig, splits: Any) -> nn.Module:
     m = cfg.model
     return build_image_model(
         m.name,
@@ -44,7 +68,7 @@ def build_model(cfg: Config, splits: Any) -> nn.Module:
 
 TASK = Task(
     domain="image",
-    config_cls=Config,
+    config_cls=ImageConfig,
     default_config=CONFIGS / "digits.yaml",
     build_data=build_data,
     build_model=build_model,

@@ -14,7 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Subset
 
 from common.errors import UserError
@@ -33,14 +35,25 @@ from common.train.config import (
     RUNTIME_KEYS,
     ConfigError,
     apply_overrides,
+    config_help,
     from_dict,
     load_config,
     parse_overrides,
     read_yaml,
     validate,
 )
-from common.train.task import Task, run_dir_for
-from common.train.trainer import BEST, CHECKPOINT, CONFIG, SUMMARY, train
+from common.train.distributed import resolve_device
+from common.train.rundir import (
+    BEST,
+    CHECKPOINT,
+    CONFIG,
+    MEASUREMENT_FILES,
+    SUMMARY,
+    check_domain,
+    run_dir_for,
+)
+from common.train.task import Task
+from common.train.trainer import train
 
 EXIT_USAGE = 2
 
@@ -58,11 +71,20 @@ def _guard(run: Callable[[], Any]) -> int:
     return 0
 
 
-def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+def _parser(prog: str, description: str, task: Task, sections: Sequence[str] = ()) -> Any:
+    """The command's parser; ``--help`` lists every config key with its default (only the
+    ``sections`` given, for a measurement command)."""
+    keys = config_help(task.config_cls)
+    if sections:
+        keys = "\n".join(
+            line for line in keys.splitlines() if line.strip().split(".")[0] in sections
+        )
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
-        epilog="overrides: dotted config keys, e.g. optimizer.name=nso train.epochs=3 seed=1",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="overrides: dotted config keys, e.g. optimizer.name=nso train.epochs=3 seed=1\n"
+        f"keys (default, type: meaning [allowed]):\n{keys}",
     )
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     return parser
@@ -70,7 +92,9 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 def train_main(task: Task, argv: Sequence[str] | None = None) -> int:
     """``python -m <domain>.train``: config file + overrides -> a trained run directory."""
-    parser = _parser(f"python -m {task.domain}_exps.train", "Train a model into a run directory.")
+    parser = _parser(
+        f"python -m {task.domain}_exps.train", "Train a model into a run directory.", task
+    )
     parser.add_argument("--config", help=f"YAML file (default: {task.default_config})")
     parser.add_argument(
         "--measure",
@@ -86,15 +110,23 @@ def train_main(task: Task, argv: Sequence[str] | None = None) -> int:
             for kind in MEASUREMENTS:
                 measure(task, kind, [f"run_dir={summary['run_dir']}"])
         if summary:
-            metric = summary["metric"]
-            print(
-                f"done: test {metric} {summary.get(f'test_{metric}', float('nan')):.2f}, best "
-                f"val {metric} {summary.get(f'best_val_{metric}') or float('nan'):.2f} (epoch "
-                f"{summary['best_epoch']}); {summary['wall_time_s']:.1f} s; "
-                f"{summary['run_dir']}/{SUMMARY}"
-            )
+            print(f"done: {_result_line(summary)}; {summary['run_dir']}/{SUMMARY}")
 
     return _guard(run)
+
+
+def _result_line(summary: dict[str, Any]) -> str:
+    """``test accuracy 97.2, f1 96.0; best val accuracy 97.8 (epoch 3); 12.0 s``."""
+    names = [m["name"] for m in summary["metrics"]]
+    test = ", ".join(f"{n} {summary['test'].get(n, float('nan')):.4g}" for n in names)
+    select, best = summary["select"]["name"], summary["best_val"]
+    value = best.get(select)
+    chosen = (
+        f"best val {select} {value:.4g} (epoch {best.get('epoch')})"
+        if value is not None
+        else "no validation set: the last weights"
+    )
+    return f"test {test}; {chosen}; {summary['wall_time_s']:.1f} s"
 
 
 # -- cross-validation ----------------------------------------------------------------------
@@ -104,16 +136,20 @@ def cross_validate(task: Task, config: str | Path | None, overrides: Sequence[st
     beside the fold run directories)."""
     items = parse_overrides(overrides)
     first = load_config(task.config_cls, config or task.default_config, items)
-    if not hasattr(first.data, "n_folds"):
+    if task.folds is None:
         raise UserError(f"the {task.domain} domain has no cross-validation folds")
     base = Path(first.run_dir) if first.run_dir else run_dir_for(task, first).parent
-    metric, scores, runs, synthetic = task.metric, [], [], False
-    for fold in range(first.data.n_folds):
-        fold_items = {**items, "data.fold": str(fold), "run_dir": str(base / f"fold{fold}")}
+    metric, scores, runs, synthetic = task.reported[0].name, [], [], False
+    for fold in range(task.folds.count(first)):
+        fold_items = {
+            **items,
+            task.folds.fold_key: str(fold),
+            "run_dir": str(base / f"fold{fold}"),
+        }
         summary = train(
             task, load_config(task.config_cls, config or task.default_config, fold_items)
         )
-        scores.append(summary[f"test_{metric}"])
+        scores.append(summary["test"][metric])
         runs.append(summary["run_dir"])
         synthetic = synthetic or bool(summary.get("synthetic"))
     mean = sum(scores) / len(scores)
@@ -142,7 +178,7 @@ def cross_validate(task: Task, config: str | Path | None, overrides: Sequence[st
 
 def cv_main(task: Task, argv: Sequence[str] | None = None) -> int:
     """``python -m <domain>.cv [--config FILE] key=value ...``: every fold, mean and std."""
-    parser = _parser(f"python -m {task.domain}_exps.cv", "Train every cross-validation fold.")
+    parser = _parser(f"python -m {task.domain}_exps.cv", "Train every cross-validation fold.", task)
     parser.add_argument("--config", help=f"YAML file (default: {task.default_config})")
     args = parser.parse_intermixed_args(argv)
     return _guard(lambda: cross_validate(task, args.config, args.overrides))
@@ -161,12 +197,13 @@ def load_run(task: Task, overrides: Sequence[str], section: str) -> tuple[Any, P
     path = Path(run_dir)
     if not (path / CONFIG).exists():
         raise UserError(f"{path} is not a run directory: it has no {CONFIG}")
+    check_domain(path, task.domain, section)
     for key in items:
         top = key.split(".")[0]
         if top != section and key not in RUNTIME_KEYS and top not in RUNTIME_KEYS:
             raise UserError(
                 f"{key} belongs to the trained run and cannot change when measuring it; "
-                f"pass {section}.* options (or data.root) only"
+                f"pass {section}.* options (or data.root, train.device) only"
             )
     saved = read_yaml(path / CONFIG)
     cfg = apply_overrides(from_dict(task.config_cls, saved, source=str(path / CONFIG)), items)
@@ -174,28 +211,75 @@ def load_run(task: Task, overrides: Sequence[str], section: str) -> tuple[Any, P
     return cfg, path
 
 
-def load_trained(task: Task, cfg: Any, path: Path, which: str) -> tuple[torch.nn.Module, Any]:
-    """The run's model with the ``best`` or ``last`` weights, and its data splits."""
+def load_trained(
+    task: Task, cfg: Any, path: Path, which: str
+) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    """The run's model with the ``best`` or ``last`` weights on ``train.device``, its data
+    splits, and a record of the file measured."""
     name = BEST if which == "best" else CHECKPOINT
     if which == "best" and not (path / BEST).exists():
         name = CHECKPOINT  # no validation set: the last weights are the result
     ckpt = load_checkpoint(path / name)
+    finished = (path / SUMMARY).exists()
+    if not finished:
+        print(
+            f"warning: {path} has not finished training (no {SUMMARY}); measuring {name} "
+            f"as it is now (step {ckpt.get('step')})",
+            file=sys.stderr,
+        )
     seed_everything(cfg.seed)
     splits = task.build_data(cfg)
     model = task.build_model(cfg, splits)
     model.load_state_dict(ckpt["model"])
-    return model.eval(), splits
+    device = resolve_device(cfg.train.device)
+    record = {
+        "checkpoint": which,
+        "checkpoint_file": name,
+        "step": ckpt.get("step"),
+        "finished": finished,
+        "device": str(device),
+    }
+    return model.to(device).eval(), splits, record
+
+
+def measurement_subset(labels: np.ndarray | None, size: int, n: int, seed: int) -> list[int]:
+    """``n`` of ``size`` example indices drawn with ``seed``: stratified by ``labels`` where
+    every class can be represented, else uniformly; sorted. All of them when ``n >= size``."""
+    if n >= size:
+        return list(range(size))
+    stratify = None
+    if labels is not None and len(labels) == size:
+        _, counts = np.unique(labels, return_counts=True)
+        if counts.min() >= 2 and len(counts) <= min(n, size - n):
+            stratify = labels
+    chosen, _ = train_test_split(
+        np.arange(size), train_size=n, random_state=seed % 2**32, stratify=stratify
+    )
+    return sorted(int(i) for i in chosen)
 
 
 def measurement_data(task: Task, splits: Any, m: Any) -> tuple[DataLoader, dict[str, Any]]:
-    """The first ``m.n_examples`` examples of split ``m.split``, in batches of ``m.batch_size``."""
-    dataset = getattr(splits, m.split)
-    n = len(dataset) if m.n_examples is None else min(m.n_examples, len(dataset))
-    if n == 0:
+    """A seeded random subset of ``m.n_examples`` examples of split ``m.split`` (stratified
+    by class where the task has labels), in batches of ``m.batch_size``. The training split
+    is read with the evaluation transforms."""
+    dataset = splits.train_eval if m.split == "train" else getattr(splits, m.split)
+    size = len(dataset)
+    if size == 0:
         raise UserError(f"the {m.split} split is empty: pick another with {m.split}=...")
-    subset = Subset(dataset, range(n))
-    loader = DataLoader(subset, batch_size=m.batch_size, collate_fn=task.collate(dataset))
-    return loader, {"split": m.split, "n_examples": n, "checkpoint": m.checkpoint}
+    n = size if m.n_examples is None else min(m.n_examples, size)
+    indices = measurement_subset(splits.labels(m.split), size, n, m.seed)
+    loader = DataLoader(
+        Subset(dataset, indices), batch_size=m.batch_size, collate_fn=task.collate(dataset)
+    )
+    info = {"split": m.split, "n_examples": n, "subset_seed": m.seed, "indices": indices}
+    return loader, info
+
+
+def _prepare(task: Task, cfg: Any, path: Path, m: Any) -> tuple[Any, DataLoader, dict]:
+    """The model to measure, its data and what the result records about both."""
+    model, splits, record = load_trained(task, cfg, path, m.checkpoint)
+    data, info = measurement_data(task, splits, m)
+    return model, data, {**record, **info}
 
 
 def _params(m: Any) -> str | None:
@@ -204,8 +288,7 @@ def _params(m: Any) -> str | None:
 
 def _hessian(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
     m = cfg.hessian
-    model, splits = load_trained(task, cfg, path, m.checkpoint)
-    data, info = measurement_data(task, splits, m)
+    model, data, info = _prepare(task, cfg, path, m)
     loss = task.loss_fn()
     common = {"params": _params(m), "seed": m.seed, "progress": cfg.train.progress}
     out: dict[str, Any] = dict(info)
@@ -217,7 +300,7 @@ def _hessian(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
         esd = hessian_esd(model, loss, data, n_iter=m.esd_iter, **common)
         out["esd_plots"] = plot_esd(esd, path / "hessian_esd")
         out["esd"] = esd.to_dict()
-    write_json(path / "hessian.json", out)
+    write_json(path / MEASUREMENT_FILES["hessian"], out)
     eig = out["eigenvalues"]
     print(
         f"hessian trace {out['trace']['total']:.4g} ± {out['trace']['stderr']:.2g}, top "
@@ -229,8 +312,7 @@ def _hessian(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
 
 def _noise(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
     m = cfg.noise_stability
-    model, splits = load_trained(task, cfg, path, m.checkpoint)
-    data, info = measurement_data(task, splits, m)
+    model, data, info = _prepare(task, cfg, path, m)
     results = noise_stability(
         model,
         task.loss_fn(),
@@ -243,7 +325,7 @@ def _noise(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
         progress=cfg.train.progress,
     )
     out = {**info, "results": [r.to_dict() for r in results]}
-    write_json(path / "noise_stability.json", out)
+    write_json(path / MEASUREMENT_FILES["noise_stability"], out)
     for r in results:
         print(f"noise stability sigma={r.sigma:g}: {r.mean:.4g} ± {r.std:.2g}")
     return out
@@ -251,8 +333,7 @@ def _noise(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
 
 def _landscape(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
     m = cfg.landscape
-    model, splits = load_trained(task, cfg, path, m.checkpoint)
-    data, info = measurement_data(task, splits, m)
+    model, data, info = _prepare(task, cfg, path, m)
     result = loss_landscape(
         model,
         task.loss_fn(),
@@ -267,7 +348,7 @@ def _landscape(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
     )
     plots = plot_landscape(result, path / "landscape", kinds=m.plots)
     out = {**info, "file": str(path / "landscape.h5"), "plots": plots}
-    write_json(path / "landscape.json", out)
+    write_json(path / MEASUREMENT_FILES["landscape"], out)
     print(f"loss landscape -> {path / 'landscape.h5'}; plots: {', '.join(plots)}")
     return out
 
@@ -286,6 +367,8 @@ def measure_main(task: Task, kind: str, argv: Sequence[str] | None = None) -> in
     parser = _parser(
         f"python -m {task.domain}_exps.{kind}",
         f"Measure {kind.replace('_', ' ')} of a trained run; writes into its run directory.",
+        task,
+        sections=(kind, "train", "data"),
     )
     args = parser.parse_intermixed_args(argv)
     return _guard(lambda: measure(task, kind, args.overrides))

@@ -38,17 +38,20 @@ def setup(device: str = "auto") -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local_rank, dev)
+
+
+def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
+    """``train.device`` as a device: ``auto`` is CUDA when one is visible, else the CPU."""
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device=cuda but no CUDA device is visible; use train.device=cpu")
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if use_cuda:
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
-        dev = torch.device("cuda", torch.cuda.current_device())
-    else:
-        dev = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistInfo(rank, world, local_rank, dev)
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def teardown() -> None:
@@ -87,14 +90,13 @@ def all_reduce_mean_(tensors: list[Tensor], world: int) -> None:
     torch._foreach_copy_(tensors, [p.view_as(t) for p, t in zip(parts, tensors, strict=True)])
 
 
-def grad_hook(world: int, max_grad_norm: float | None):
+def grad_hook(world: int):
     """The hook a sharpness-aware optimizer calls before its base step (see
-    ``SharpnessAwareOptimizer.grad_hook``): one all-reduce of everything the update uses,
-    then clipping of the update gradient."""
+    ``SharpnessAwareOptimizer.grad_hook``): one all-reduce of everything the update uses.
+    The optimizer's own ``max_grad_norm`` then clips the reduced gradient."""
 
     def hook(grads: list[Tensor], extra: list[Tensor]) -> None:
         all_reduce_mean_(grads + extra, world)
-        clip_(grads, max_grad_norm)
 
     return hook
 

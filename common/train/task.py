@@ -1,24 +1,50 @@
-"""What a domain plugs into the one trainer: data, model, and how a batch is read."""
+"""What a domain plugs into the one trainer: data, model, the loss of a batch, metrics.
+
+A domain hands :mod:`common.train` one :class:`Task`. The trainer, the evaluation, SSAM-F's
+Fisher and every sharpness measurement compute a batch's loss through :meth:`Task.loss`
+and nothing else; a split's metrics come from :attr:`Task.metrics` over all of its outputs
+and targets; :attr:`Task.select` names the metric that picks ``best.pt`` and its
+direction. The trainer knows nothing of labels, cross-entropy or argmax.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
+import numpy as np
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from common.metrics import ACCURACY, LOSS, Metric, accuracy
+from common.train.typed import ConfigError
+
 
 class Splits(Protocol):
-    """Train, validation and test sets of one data set (the domains' split classes)."""
+    """Train, validation and test sets of one data set (the domains' split classes).
+
+    ``train_eval`` holds the training examples with the evaluation transforms (what a
+    measurement on the training split uses); ``labels(split)`` gives class labels for a
+    stratified measurement subset, or None where there are none (regression).
+    """
 
     train: Dataset
     val: Dataset
     test: Dataset
-    num_classes: int
+    train_eval: Dataset
     meta: dict[str, Any]
+
+    def labels(self, split: str) -> np.ndarray | None: ...
+
+
+class BatchLoss(NamedTuple):
+    """The loss of a batch (a 0-dim tensor with its graph), its outputs and targets."""
+
+    loss: Tensor
+    outputs: Tensor
+    targets: Tensor
 
 
 def first_is_input(model: nn.Module, batch: Any) -> Tensor:
@@ -31,9 +57,39 @@ def last_is_target(batch: Any) -> Tensor:
     return batch[-1]
 
 
-def accuracy(logits: Tensor, targets: Tensor) -> dict[str, float]:
-    """Top-1 accuracy in percent."""
-    return {"accuracy": 100.0 * float((logits.argmax(-1) == targets).float().mean())}
+def cross_entropy(outputs: Tensor, targets: Tensor, label_smoothing: float) -> Tensor:
+    """Mean cross-entropy of logits ``(B, C)`` against class ids ``(B,)``."""
+    return nn.functional.cross_entropy(outputs, targets, label_smoothing=label_smoothing)
+
+
+def correct(outputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+    """Per-batch sums for the running training accuracy: 100 x the number correct."""
+    return {"accuracy": 100.0 * (outputs.argmax(-1) == targets).sum()}
+
+
+def classification_metrics(outputs: Tensor, targets: Tensor) -> dict[str, float]:
+    """Top-1 accuracy in percent over a whole split."""
+    return {"accuracy": accuracy(outputs, targets)}
+
+
+@dataclass(frozen=True)
+class Folds:
+    """A task with cross-validation folds: the dotted config keys of the fold and the count."""
+
+    fold_key: str = "data.fold"
+    count_key: str = "data.n_folds"
+
+    def fold(self, cfg: Any) -> int:
+        return int(_get(cfg, self.fold_key))
+
+    def count(self, cfg: Any) -> int:
+        return int(_get(cfg, self.count_key))
+
+
+def _get(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
 
 
 @dataclass(frozen=True)
@@ -42,15 +98,21 @@ class Task:
 
     Attributes:
         domain: run-directory prefix and name in messages (``image``, ``graph``, ...).
-        config_cls: the domain's :class:`~common.train.config.Config` (sub)class.
+        config_cls: the domain's :class:`~common.train.config.Config` subclass.
         default_config: the YAML file used when ``--config`` is not given.
-        build_data: ``cfg -> Splits``; raises a ``UserError`` when data is missing.
+        build_data: ``cfg -> Splits``; raises a ``DataError`` when data is missing.
         build_model: ``(cfg, splits) -> nn.Module`` (on CPU, freshly initialised).
-        forward: ``(model, batch) -> logits``.
-        targets: ``batch -> targets``.
-        collate: the DataLoader's ``collate_fn`` (PyG's Collater for graphs).
-        metrics: ``(logits, targets) -> {name: value}`` over a whole split.
-        metric: the key of ``metrics`` that picks the best checkpoint (higher is better).
+        forward: ``(model, batch) -> outputs``.
+        targets: ``batch -> targets`` (class ids, or floats for regression).
+        criterion: ``(outputs, targets, label_smoothing) -> mean loss`` (float outputs).
+        metrics: ``(outputs, targets) -> {name: value}`` over a whole split; ``loss`` is
+            added by the evaluation.
+        reported: the metrics in tables and summaries, in order, with their labels.
+        select: the metric that picks ``best.pt`` (one of ``reported``, or ``LOSS``).
+        running: ``(outputs, targets) -> {name: sum over the batch}``, shown during
+            training as ``sum / examples`` (no host sync per batch); empty: loss only.
+        collate: ``dataset -> collate_fn`` (PyG's Collater for graphs).
+        folds: cross-validation folds, when the data has them.
     """
 
     domain: str
@@ -60,33 +122,63 @@ class Task:
     build_model: Callable[[Any, Splits], nn.Module]
     forward: Callable[[nn.Module, Any], Tensor] = first_is_input
     targets: Callable[[Any], Tensor] = last_is_target
+    criterion: Callable[[Tensor, Tensor, float], Tensor] = cross_entropy
+    metrics: Callable[[Tensor, Tensor], Mapping[str, float]] = classification_metrics
+    reported: Sequence[Metric] = (ACCURACY,)
+    select: Metric = ACCURACY
+    running: Callable[[Tensor, Tensor], Mapping[str, Tensor]] = correct
     collate: Callable[[Any], Callable[[list[Any]], Any] | None] = lambda dataset: None
-    metrics: Callable[[Tensor, Tensor], Mapping[str, float]] = accuracy
-    metric: str = "accuracy"
+    folds: Folds | None = None
+
+    def __post_init__(self) -> None:
+        names = [m.name for m in self.reported]
+        if self.select != LOSS and self.select.name not in names:
+            raise ValueError(f"select={self.select.name!r} is not among reported {names}")
+
+    def loss(self, model: nn.Module, batch: Any, *, label_smoothing: float = 0.0) -> BatchLoss:
+        """The loss of ``batch`` under ``model``: the one definition every caller uses."""
+        outputs = self.forward(model, batch)
+        targets = self.targets(batch)
+        return BatchLoss(
+            self.criterion(outputs.float(), targets, label_smoothing), outputs, targets
+        )
 
     def loss_fn(self, label_smoothing: float = 0.0) -> Callable[[nn.Module, Any], Tensor]:
-        """``loss(model, batch) -> mean cross-entropy``: what optimizers and measurements use."""
+        """``loss(model, batch) -> mean loss``: the form optimizers and measurements take."""
 
         def loss(model: nn.Module, batch: Any) -> Tensor:
-            return nn.functional.cross_entropy(
-                self.forward(model, batch), self.targets(batch), label_smoothing=label_smoothing
-            )
+            return self.loss(model, batch, label_smoothing=label_smoothing).loss
 
         return loss
 
+    def split_metrics(self, outputs: Tensor, targets: Tensor, loss: float) -> dict[str, float]:
+        """``loss`` and the task's metrics over a whole split."""
+        return {"loss": loss, **self.metrics(outputs, targets)}
 
-def run_dir_for(task: Task, cfg: Any) -> Path:
-    """``cfg.run_dir`` or ``runs/<domain>/<dataset>/<model>/<optimizer>/seed<k>`` (plus
-    ``/fold<f>`` where the data has cross-validation folds)."""
-    if cfg.run_dir:
-        return Path(cfg.run_dir)
-    path = (
-        Path("runs")
-        / task.domain
-        / cfg.data.name
-        / cfg.model.name
-        / cfg.optimizer.name
-        / f"seed{cfg.seed}"
-    )
-    # cross-validated domains: one run per fold
-    return path / f"fold{cfg.data.fold}" if hasattr(cfg.data, "n_folds") else path
+
+def regression_criterion(outputs: Tensor, targets: Tensor, label_smoothing: float) -> Tensor:
+    """Mean squared error of one output per example against float targets."""
+    if label_smoothing:
+        raise ConfigError("train.label_smoothing applies to classification; set it to 0")
+    return nn.functional.mse_loss(outputs.reshape(targets.shape), targets.float())
+
+
+def no_running(outputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+    """No running metric besides the loss (regression)."""
+    del outputs, targets
+    return {}
+
+
+__all__ = [
+    "BatchLoss",
+    "Folds",
+    "Splits",
+    "Task",
+    "classification_metrics",
+    "correct",
+    "cross_entropy",
+    "first_is_input",
+    "last_is_target",
+    "no_running",
+    "regression_criterion",
+]

@@ -19,7 +19,6 @@ import contextlib
 import csv
 import io
 import itertools
-import json
 import math
 import platform
 import resource
@@ -35,7 +34,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from common.batches import batch_size, slice_batch, to_device
@@ -52,22 +51,21 @@ from common.train.checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from common.train.config import (
-    diff_configs,
-    optimizer_kwargs,
-    read_yaml,
-    save_config,
-    to_dict,
+from common.train.config import optimizer_kwargs, read_yaml, save_config, to_dict
+from common.train.rundir import (
+    BEST,
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    SUMMARY,
+    check_domain,
+    metric_record,
+    read_summary,
+    refuse_other_config,
+    run_dir_for,
+    write_record,
 )
-from common.train.task import Splits, Task, run_dir_for
-
-CHECKPOINT, BEST, SUMMARY, METRICS, CONFIG = (
-    "checkpoint.pt",
-    "best.pt",
-    "summary.json",
-    "metrics.csv",
-    "config.yaml",
-)
+from common.train.task import Splits, Task
 
 
 class TrainingError(UserError):
@@ -104,19 +102,34 @@ class SeededDataset(Dataset):
             rng.set_state(saved)
 
 
-def _loader(
-    dataset: Dataset, indices: list[int], size: int, task: Task, workers: int, **kw: Any
-) -> DataLoader:
+def _loader(dataset: Dataset, batches: list[list[int]], task: Task, workers: int) -> DataLoader:
     return DataLoader(
         dataset,
-        batch_size=size,
-        sampler=indices,
+        batch_sampler=batches,
         num_workers=workers,
         collate_fn=task.collate(dataset),
         # its own generator: creating an iterator must not consume the global RNG
         generator=torch.Generator().manual_seed(0),
-        **kw,
     )
+
+
+def epoch_batches(
+    n: int, batch: int, *, world: int, rank: int, seed: int, epoch: int, drop_last: bool
+) -> tuple[list[list[int]], list[int]]:
+    """This process's share of each global batch of an epoch, and each global batch's size.
+
+    One seeded permutation of the ``n`` examples is cut into global batches of ``batch``;
+    process ``rank`` takes every ``world``-th example of each (the order of PyTorch's
+    ``DistributedSampler``), so a global batch holds the same examples whatever the number
+    of processes. The last partial batch is kept unless ``drop_last``; no example is seen
+    twice in an epoch. It is dropped all the same when it has fewer examples than there are
+    processes (a process would have none).
+    """
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+    full, rest = divmod(n, batch)
+    sizes = [batch] * full + ([rest] if rest and not drop_last and rest >= world else [])
+    starts = [k * batch for k in range(len(sizes))]
+    return [perm[a : a + size][rank::world] for a, size in zip(starts, sizes, strict=True)], sizes
 
 
 # -- precision ---------------------------------------------------------------------------
@@ -206,7 +219,7 @@ class Trainer:
     # -- set-up ------------------------------------------------------------------------
     def _check_run_dir(self) -> dict[str, Any] | None:
         """The checkpoint to resume from, if any; refuses a run_dir of another config."""
-        here = to_dict(self.cfg)
+        check_domain(self.run_dir, self.task.domain, "train")
         saved: dict[str, Any] | None = None
         ckpt = None
         if (self.run_dir / CHECKPOINT).exists():
@@ -215,13 +228,7 @@ class Trainer:
         elif (self.run_dir / CONFIG).exists():
             saved = read_yaml(self.run_dir / CONFIG)
         if saved is not None:
-            diffs = diff_configs(saved, here)
-            if diffs:
-                raise UserError(
-                    f"run_dir {self.run_dir} holds a run with a different config:\n  "
-                    + "\n  ".join(diffs)
-                    + "\nrerun with the same settings to resume it, or pass another run_dir"
-                )
+            refuse_other_config(self.run_dir, saved, to_dict(self.cfg))
         return ckpt
 
     def _build(self) -> None:
@@ -246,26 +253,19 @@ class Trainer:
         )
         self.local_batch = D.local_batch_size(cfg.train.batch_size, self.dist.world)
         self.train_set = SeededDataset(self.splits.train, cfg.seed)
-        self.sampler = DistributedSampler(
-            self.train_set,
-            num_replicas=self.dist.world,
-            rank=self.dist.rank,
-            shuffle=True,
-            seed=cfg.seed,
-            drop_last=True,
-        )
-        self.steps_per_epoch = self.sampler.num_samples // self.local_batch
+        self.steps_per_epoch = len(self._epoch_plan(0)[0])
         if self.steps_per_epoch == 0:
             raise UserError(
                 f"the training set has {len(self.train_set)} examples, fewer than one global "
-                f"batch (train.batch_size={cfg.train.batch_size}): lower train.batch_size"
+                f"batch (train.batch_size={cfg.train.batch_size}): lower train.batch_size "
+                "or set train.drop_last=false"
             )
         planned = cfg.train.epochs * self.steps_per_epoch
         self.total_steps = min(planned, cfg.train.max_steps or planned)
         self.optimizer = self._optimizer()
         self.sa = isinstance(self.optimizer, SharpnessAwareOptimizer)
         if self.sa:
-            self.optimizer.grad_hook = D.grad_hook(self.dist.world, cfg.train.max_grad_norm)
+            self.optimizer.grad_hook = D.grad_hook(self.dist.world)
         self.scheduler = LambdaLR(
             self.optimizer,
             lr_factor(cfg.schedule, self.steps_per_epoch, self.total_steps, cfg.optimizer.lr),
@@ -273,21 +273,32 @@ class Trainer:
         if cfg.train.precision == "fp16" and dev.type == "cpu":
             self.say("warning: fp16 on CPU is slow and meant for testing; bf16 is the CPU choice")
         self.scaler = LossScaler() if cfg.train.precision == "fp16" else None
-        self.criterion = task.loss_fn(cfg.train.label_smoothing)
-        self.plain_loss = task.loss_fn(0.0)
 
     def _optimizer(self) -> Optimizer:
         o = self.cfg.optimizer
         kw = optimizer_kwargs(o)
-        options = OPTIMIZERS[o.name].options
-        if "epochs" in options and kw.get("epochs") is None:
+        info = OPTIMIZERS[o.name]
+        if "epochs" in info.options and kw.get("epochs") is None:
             kw["epochs"] = self.cfg.train.epochs  # SSAM-D's drop-rate schedule spans the run
-        if "seed" in options and kw.get("seed") is None:
+        if "seed" in info.options and kw.get("seed") is None:
             kw["seed"] = derived_seed(self.cfg.seed, f"optimizer.{o.name}")
+        if info.sharpness_aware and self.cfg.train.max_grad_norm is not None:
+            kw["max_grad_norm"] = self.cfg.train.max_grad_norm  # clips the base step's gradient
         try:
             return create_optimizer(o.name, self.model, **kw)
         except ValueError as e:
             raise UserError(f"optimizer: {e}") from None
+
+    def _epoch_plan(self, epoch: int) -> tuple[list[list[int]], list[int]]:
+        return epoch_batches(
+            len(self.train_set),
+            self.local_batch * self.dist.world,
+            world=self.dist.world,
+            rank=self.dist.rank,
+            seed=self.cfg.seed,
+            epoch=epoch,
+            drop_last=self.cfg.train.drop_last,
+        )
 
     # -- state ---------------------------------------------------------------------------
     def _checkpoint_state(self) -> dict[str, Any]:
@@ -299,6 +310,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "config": to_dict(self.cfg),
+            "domain": self.task.domain,
             "world": self.dist.world,
             **vars(self.state),
             "rng": [r for r, _ in local],
@@ -333,44 +345,45 @@ class Trainer:
         )
 
     # -- one step ------------------------------------------------------------------------
-    def _micro_batches(self, batch: Any) -> list[tuple[Any, float]]:
+    def _micro_batches(self, batch: Any, share: float) -> list[tuple[Any, float]]:
+        """The step's micro-batches, each with its weight in the global batch's mean loss."""
         n, k = batch_size(batch), self.cfg.train.accum_steps
         bounds = [round(i * n / k) for i in range(k + 1)]
         return [
-            (slice_batch(batch, a, b), (b - a) / n) for a, b in itertools.pairwise(bounds) if b > a
+            (slice_batch(batch, a, b), share * (b - a) / n)
+            for a, b in itertools.pairwise(bounds)
+            if b > a
         ]
 
-    def _step(self, batch: Any) -> tuple[float, float]:
-        """One optimizer step; returns (loss at the first pass, its accuracy)."""
+    def _step(self, batch: Any, share: float) -> dict[str, float]:
+        """One optimizer step; returns the first pass's loss and the task's running sums.
+
+        ``share``: this process's part of the global batch times the number of processes
+        (1 except in a last partial batch split unevenly), so that the averaged gradient
+        is the global batch's mean. The loss is read once per step (one host sync), which
+        also checks that no pass of the step had a non-finite loss.
+        """
         cfg, task, dev = self.cfg, self.task, self.dist.device
-        micro = self._micro_batches(batch)
-        seen: dict[str, Tensor] = {}
+        micro = self._micro_batches(batch, share)
+        first: dict[str, Tensor] = {}
+        every_pass: list[Tensor] = []
 
         def closure() -> Tensor:
             total = torch.zeros((), device=dev)
-            correct = torch.zeros((), device=dev)
+            sums: dict[str, Tensor] = {}
             for i, (mb, weight) in enumerate(micro):
                 sync = not self.sa and i == len(micro) - 1
                 quiet = self.dist.distributed and not sync
                 with self.net.no_sync() if quiet else contextlib.nullcontext():
                     with _autocast(cfg.train.precision, dev):
-                        logits = task.forward(self.net, mb)
-                    targets = task.targets(mb)
-                    loss = nn.functional.cross_entropy(
-                        logits.float(), targets, label_smoothing=cfg.train.label_smoothing
-                    )
-                    value = loss.detach()
-                    if not torch.isfinite(value):
-                        raise TrainingError(
-                            f"the loss is {value.item()} at step {self.state.step + 1} (epoch "
-                            f"{self.state.epoch + 1}); stopped. The last good checkpoint is "
-                            f"kept in {self.run_dir / CHECKPOINT}. Lower optimizer.lr, set "
-                            "train.max_grad_norm, or use train.precision=fp32"
-                        )
+                        out = task.loss(self.net, mb, label_smoothing=cfg.train.label_smoothing)
                     scale = self.scaler.scale if self.scaler else 1.0
-                    (loss * (weight * scale)).backward()
-                total += loss.detach() * weight
-                correct += (logits.detach().argmax(-1) == targets).sum()
+                    (out.loss * (weight * scale)).backward()
+                total += out.loss.detach() * weight
+                if not first:
+                    for k, v in task.running(out.outputs.detach().float(), out.targets).items():
+                        sums[k] = sums.get(k, 0) + v
+            every_pass.append(total)
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             if self.scaler:
                 torch._foreach_mul_(grads, 1.0 / self.scaler.scale)
@@ -378,9 +391,9 @@ class Trainer:
                 if finite and not torch.stack(finite).all():  # one host sync, not one per tensor
                     raise _Overflow
             if not self.sa and cfg.train.max_grad_norm is not None:
-                D.clip_(grads, cfg.train.max_grad_norm)  # sharpness-aware: in grad_hook
-            if "loss" not in seen:
-                seen["loss"], seen["correct"] = total, correct
+                D.clip_(grads, cfg.train.max_grad_norm)  # sharpness-aware: the optimizer clips
+            if not first:
+                first.update(sums, loss=total)
             return total
 
         self.optimizer.zero_grad(set_to_none=True)
@@ -392,9 +405,21 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.update(overflow=True)  # type: ignore[union-attr]
         self.scheduler.step()
-        n = batch_size(batch)
-        loss = float(seen["loss"]) if "loss" in seen else math.nan
-        return loss, 100.0 * float(seen.get("correct", 0)) / n
+        if not first:  # every pass overflowed in fp16
+            return {"loss": math.nan}
+        names = list(first)
+        values = torch.stack([first[k].float() for k in names] + [sum(every_pass)]).tolist()
+        if not math.isfinite(values[-1]):
+            self._diverged(values[0])
+        return dict(zip(names, values[:-1], strict=True))
+
+    def _diverged(self, loss: float) -> None:
+        raise TrainingError(
+            f"the loss is {loss} at step {self.state.step + 1} (epoch "
+            f"{self.state.epoch + 1}); stopped. The last good checkpoint is "
+            f"kept in {self.run_dir / CHECKPOINT}. Lower optimizer.lr, set "
+            "train.max_grad_norm, or use train.precision=fp32"
+        )
 
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(self, dataset: Dataset) -> dict[str, float]:
@@ -402,24 +427,26 @@ class Trainer:
         cfg, task, dev = self.cfg, self.task, self.dist.device
         indices = list(range(self.dist.rank, len(dataset), self.dist.world))  # type: ignore[arg-type]
         size = cfg.train.eval_batch_size or self.local_batch
-        logits, targets = [], []
+        batches = [indices[i : i + size] for i in range(0, len(indices), size)]
+        outputs, targets, loss_sum = [], [], 0.0
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
-            for batch in _loader(dataset, indices, size, task, cfg.data.num_workers):
+            for batch in _loader(dataset, batches, task, cfg.data.num_workers):
                 batch = to_device(batch, dev)
                 with _autocast(cfg.train.precision, dev):
-                    logits.append(task.forward(self.model, batch).float())
-                targets.append(task.targets(batch))
+                    out = task.loss(self.model, batch)
+                loss_sum = loss_sum + out.loss.float() * batch_size(batch)
+                outputs.append(out.outputs.float())
+                targets.append(out.targets)
         self.model.train(was_training)
-        parts = D.gather((logits, targets), self.dist.world)
-        all_logits = torch.cat([t for lg, _ in parts for t in lg])
-        all_targets = torch.cat([t for _, tg in parts for t in tg])
-        if not len(all_targets):
+        parts = D.gather((outputs, targets, float(loss_sum)), self.dist.world)
+        all_outputs = [t for out, _, _ in parts for t in out]
+        if not all_outputs:
             return {}
-        out = {"loss": float(nn.functional.cross_entropy(all_logits, all_targets))}
-        out.update(task.metrics(all_logits, all_targets))
-        return out
+        all_targets = torch.cat([t for _, tg, _ in parts for t in tg])
+        loss = sum(s for _, _, s in parts) / len(all_targets)
+        return task.split_metrics(torch.cat(all_outputs), all_targets, loss)
 
     # -- files -----------------------------------------------------------------------------
     def _write_metrics(self) -> None:
@@ -431,20 +458,13 @@ class Trainer:
         writer.writerows(rows)
         write_text(self.run_dir / METRICS, buf.getvalue())
 
-    def _epoch_batches(self, epoch: int, skip: int) -> Iterator[Any]:
-        self.sampler.set_epoch(epoch)
+    def _epoch_batches(self, epoch: int, skip: int) -> Iterator[tuple[Any, float]]:
+        """The epoch's batches from batch ``skip`` on, each with its share (see _step)."""
         self.train_set.epoch = epoch
-        indices = list(self.sampler)[skip * self.local_batch :]
-        loader = _loader(
-            self.train_set,
-            indices,
-            self.local_batch,
-            self.task,
-            self.cfg.data.num_workers,
-            drop_last=True,
-        )
-        for batch in loader:
-            yield to_device(batch, self.dist.device)
+        batches, sizes = self._epoch_plan(epoch)
+        loader = _loader(self.train_set, batches[skip:], self.task, self.cfg.data.num_workers)
+        for batch, mine, size in zip(loader, batches[skip:], sizes[skip:], strict=True):
+            yield to_device(batch, self.dist.device), len(mine) * self.dist.world / size
 
     def _prepare_masks(self, epoch: int) -> None:
         """SSAM-F's Fisher mask and SSAM-D's schedule, at the start of an epoch."""
@@ -453,8 +473,8 @@ class Trainer:
             prepare(
                 epoch,
                 model=self.model,
-                loss_fn=self.plain_loss,
-                data=self._epoch_batches(epoch, 0),
+                loss_fn=self.task.loss_fn(),
+                data=(batch for batch, _ in self._epoch_batches(epoch, 0)),
             )
 
     # -- the loop ------------------------------------------------------------------------
@@ -462,14 +482,16 @@ class Trainer:
         """Trains (or resumes), evaluates, tests the best checkpoint; returns the summary."""
         cfg, st = self.cfg, self.state
         ckpt = self._check_run_dir()
-        if ckpt is not None and ckpt.get("finished") and (self.run_dir / SUMMARY).exists():
+        summary = read_summary(self.run_dir)
+        if ckpt is not None and ckpt.get("finished") and summary is not None:
             self.say(f"{self.run_dir} is already finished; its summary is in {SUMMARY}")
-            return json.loads((self.run_dir / SUMMARY).read_text())
+            return summary
         self._build()
         if ckpt is not None:
             self._resume(ckpt)
         elif self.dist.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_record(self.run_dir, self.task.domain)
             save_config(cfg, self.run_dir / CONFIG)
             self.say(f"training into {self.run_dir}")
         logger = _make_logger(cfg.train.log, self.run_dir, to_dict(cfg), self.dist.main)
@@ -478,7 +500,7 @@ class Trainer:
         while st.epoch < cfg.train.epochs and st.step < self.total_steps:
             if st.batch_in_epoch == 0:
                 self._prepare_masks(st.epoch)
-                st.running = {"loss": 0.0, "correct": 0.0, "n": 0}
+                st.running = {"loss": 0.0, "n": 0}
             run = st.running
             bar = tqdm(
                 self._epoch_batches(st.epoch, st.batch_in_epoch),
@@ -488,18 +510,19 @@ class Trainer:
                 leave=False,
             )
             tick, seen_here = time.perf_counter(), 0
-            for batch in bar:
-                loss, acc = self._step(batch)
+            for batch, share in bar:
+                sums = self._step(batch, share)
                 n = batch_size(batch)
                 st.step += 1
                 st.batch_in_epoch += 1
-                st.examples += n * self.dist.world
-                run["loss"] += loss * n
-                run["correct"] += acc * n / 100
+                st.examples += round(n * self.dist.world / share)
+                run["loss"] += sums.pop("loss") * n
+                for key, value in sums.items():
+                    run[key] = run.get(key, 0.0) + value
                 run["n"] += n
-                seen_here += n * self.dist.world
+                seen_here += round(n * self.dist.world / share)
                 rate = seen_here / max(time.perf_counter() - tick, 1e-9)
-                bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.1f}", ex_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{run['loss'] / run['n']:.4f}", ex_s=f"{rate:.0f}")
                 if cfg.train.checkpoint_every and st.step % cfg.train.checkpoint_every == 0:
                     st.wall_time += time.perf_counter() - started
                     started = time.perf_counter()
@@ -508,13 +531,14 @@ class Trainer:
                     break
             bar.close()
             epoch_done = st.batch_in_epoch >= self.steps_per_epoch
-            run = {k: sum(r[k] for r in D.gather(run, self.dist.world)) for k in run}
+            totals = D.gather(run, self.dist.world)
+            run = {k: sum(r.get(k, 0.0) for r in totals) for k in run}
+            seen = max(run.pop("n"), 1)
             row: dict[str, Any] = {
                 "epoch": st.epoch + 1,
                 "step": st.step,
                 "lr": self.optimizer.param_groups[0]["lr"],
-                "train_loss": run["loss"] / max(run["n"], 1),
-                "train_accuracy": 100.0 * run["correct"] / max(run["n"], 1),
+                **{f"train_{k}": v / seen for k, v in run.items()},
             }
             last = st.step >= self.total_steps or st.epoch + 1 >= cfg.train.epochs
             if (st.epoch + 1) % cfg.train.eval_every == 0 or last:
@@ -537,11 +561,16 @@ class Trainer:
         return summary
 
     def _track_best(self, val: dict[str, float]) -> None:
-        metric = val.get(self.task.metric)
-        best = self.state.best.get("value")
-        if metric is None or (best is not None and metric <= best):
+        select = self.task.select
+        value = val.get(select.name)
+        if value is None or not select.better(value, self.state.best.get("value")):
             return
-        self.state.best = {"value": metric, "epoch": self.state.epoch + 1, "step": self.state.step}
+        self.state.best = {
+            "value": value,
+            "epoch": self.state.epoch + 1,
+            "step": self.state.step,
+            "val": dict(val),
+        }
         if self.dist.main:
             save_checkpoint(
                 self.run_dir / BEST,
@@ -549,32 +578,40 @@ class Trainer:
             )
 
     def _finish(self) -> dict[str, Any]:
-        cfg, st = self.cfg, self.state
-        if st.best:  # the test metric comes from the best checkpoint (else the last weights)
+        cfg, st, task = self.cfg, self.state, self.task
+        state = self._checkpoint_state()  # a collective: every process takes part
+        state["finished"] = True
+        if self.dist.main:  # the last weights and optimizer state, before best.pt is loaded
+            save_checkpoint(self.run_dir / CHECKPOINT, state)
+        del state
+        if st.best:  # the test metrics come from the best checkpoint (else the last weights)
             if self.dist.main:
                 best = load_checkpoint(self.run_dir / BEST, map_location=self.dist.device)
                 self.model.load_state_dict(best["model"])
             D.broadcast_module(self.model, self.dist.world)  # no shared disk needed
         test = self.evaluate(self.splits.test)
-        state = self._checkpoint_state()  # a collective: every process takes part
-        state["finished"] = True
         if not self.dist.main:
             return {}
         last = st.history[-1] if st.history else {}
         summary = {
-            "domain": self.task.domain,
+            "domain": task.domain,
             "dataset": cfg.data.name,
             "synthetic": bool(self.splits.meta.get("synthetic", False)),
             "model": cfg.model.name,
             "optimizer": cfg.optimizer.name,
             "seed": cfg.seed,
             "run_dir": str(self.run_dir),
-            "metric": self.task.metric,
-            "best_epoch": st.best.get("epoch"),
-            f"best_val_{self.task.metric}": st.best.get("value"),
-            **{f"test_{k}": v for k, v in test.items()},
-            "final_train_loss": last.get("train_loss"),
-            "final_train_accuracy": last.get("train_accuracy"),
+            "metrics": [metric_record(m) for m in task.reported],
+            "select": metric_record(task.select),
+            "test": test,
+            "best_val": {
+                "epoch": st.best.get("epoch"),
+                "step": st.best.get("step"),
+                **st.best.get("val", {}),
+            },
+            "final_train": {
+                k[len("train_") :]: v for k, v in last.items() if k.startswith("train_")
+            },
             "epochs": st.epoch,
             "steps": st.step,
             "grad_evals_per_step": OPTIMIZERS[cfg.optimizer.name].evals_per_step(
@@ -590,7 +627,6 @@ class Trainer:
             "data": dict(self.splits.meta),
             "versions": _versions(),
         }
-        save_checkpoint(self.run_dir / CHECKPOINT, state)
         write_json(self.run_dir / SUMMARY, summary)  # last: its presence means "finished"
         return summary
 
