@@ -1,7 +1,10 @@
 """Run directories -> paper-style tables (Markdown + CSV) and a comparison plot.
 
 Everything is read from the files a run directory holds (``summary.json`` and, when
-measured, ``hessian.json`` and ``noise_stability.json``), never from memory::
+measured, ``hessian.json`` and ``noise_stability.json``), never from memory. A row names
+its run, then has one ``test <label>`` column per metric the runs report (``test acc. (%)``,
+``test F1 (%)``, ``test MCC``, ...; "–" where a run does not report it), then the
+sharpness measurements and the training time::
 
     python -m common.tables runs/image --out results/image_table
 """
@@ -14,7 +17,7 @@ import io
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +25,19 @@ from matplotlib.figure import Figure
 
 from common.errors import UserError
 from common.io import write_text
+from common.metrics import Metric
 from common.sharpness.plots import save_figure
 
-#: (key, header, format) of the table's columns, in order
-COLUMNS: tuple[tuple[str, str, str], ...] = (
+#: (key, header, format) of the columns before the metric columns, in order
+RUN_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("domain", "domain", "{}"),
     ("dataset", "data set", "{}"),
     ("model", "model", "{}"),
     ("optimizer", "optimizer", "{}"),
     ("seed", "seed", "{}"),
-    ("test_metric", "test acc. (%)", "{:.2f}"),
+)
+#: (key, header, format) of the columns after the metric columns, in order
+MEASURED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("trace", "Hessian trace", "{:.4g}"),
     ("trace_stderr", "± (s.e.)", "{:.2g}"),
     ("top_eigenvalue", "top eigenvalue", "{:.4g}"),
@@ -39,24 +45,118 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("noise_stability", "noise stability", "{:.4g}"),
     ("wall_time_s", "train time (s)", "{:.0f}"),
 )
+#: keys a summary.json must hold for a table row
+SUMMARY_KEYS = ("domain", "dataset", "model", "optimizer", "seed", "metrics", "test")
+
+# the fix of a bad file: the trainer rewrites summary.json from the finished checkpoint.pt
+_RETRAIN = "delete it and rerun the training command to write it again"
+_REMEASURE = "delete it and measure again"
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+def _read(path: Path, fix: str) -> Any:
+    """The JSON in ``path``, None if there is none; a ``UserError`` saying ``fix`` if it is
+    not JSON."""
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON ({e}); delete it and measure again") from None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError included
+        raise UserError(f"{path} is not valid JSON ({e}); {fix}") from None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _metric(entry: Any) -> Metric:
+    """A :class:`Metric` from its summary.json record; ``ValueError`` if it is not one."""
+    if not (
+        isinstance(entry, dict)
+        and isinstance(entry.get("name"), str)
+        and isinstance(entry.get("label"), str)
+        and isinstance(entry.get("higher_is_better", True), bool)
+    ):
+        raise ValueError(f"{entry!r} is not a {{name, label, higher_is_better}} record")
+    return Metric(entry["name"], entry["label"], entry.get("higher_is_better", True))
+
+
+def _summary(path: Path) -> dict[str, Any]:
+    """summary.json, checked for what a row needs; a ``UserError`` names what is wrong."""
+    summary = _read(path, _RETRAIN)
+    if summary is None:
+        raise UserError(f"{path.parent} has no summary.json: the run has not finished")
+    if not isinstance(summary, dict):
+        raise UserError(f"{path} is not a run summary (a JSON object); {_RETRAIN}")
+    if "metrics" not in summary:
+        raise UserError(
+            f"{path} has no 'metrics' list: it is in an old format (or not a run summary); "
+            f"{_RETRAIN}"
+        )
+    missing = [k for k in SUMMARY_KEYS if k not in summary]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(map(repr, missing))}; {_RETRAIN}")
+    try:
+        if not isinstance(summary["metrics"], list) or not summary["metrics"]:
+            raise ValueError("'metrics' is not a non-empty list")
+        metrics = tuple(map(_metric, summary["metrics"]))
+        test = summary["test"]
+        if not isinstance(test, dict):
+            raise ValueError("'test' is not an object")
+        for key, value in [
+            *((m.name, test.get(m.name)) for m in metrics),
+            ("wall_time_s", summary.get("wall_time_s")),
+        ]:
+            if value is not None and not _number(value):
+                raise ValueError(f"{key} = {value!r} is not a number")
+    except ValueError as e:
+        raise UserError(f"{path} is malformed ({e}); {_RETRAIN}") from None
+    return {**summary, "metrics": metrics}
+
+
+def _measured(path: Path, read: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """The row entries ``read`` takes from a measurement file, {} if there is none; a
+    malformed one is a ``UserError`` naming the file."""
+    data = _read(path, _REMEASURE)
+    if data is None:
+        return {}
+    try:
+        out = read(data)
+        for key, value in out.items():
+            if value is not None and not _number(value):
+                raise ValueError(f"{key} = {value!r} is not a number")
+    except KeyError as e:
+        raise UserError(f"{path} is malformed (no {e}); {_REMEASURE}") from None
+    except (IndexError, TypeError, ValueError) as e:
+        raise UserError(f"{path} is malformed ({e}); {_REMEASURE}") from None
+    return out
+
+
+def _hessian(data: dict[str, Any]) -> dict[str, Any]:
+    if not data["eigenvalues"]["eigenvalues"]:
+        raise ValueError("'eigenvalues' is empty")
+    return {
+        "trace": data["trace"]["total"],
+        "trace_stderr": data["trace"]["stderr"],
+        "top_eigenvalue": data["eigenvalues"]["eigenvalues"][0],
+    }
+
+
+def _noise(data: dict[str, Any]) -> dict[str, Any]:
+    if not data["results"]:
+        raise ValueError("'results' is empty")
+    first = min(data["results"], key=lambda r: r["sigma"])  # the smallest sigma measured
+    return {"noise_sigma": first["sigma"], "noise_stability": first["mean"]}
 
 
 def run_row(run_dir: str | Path) -> dict[str, Any]:
-    """One table row from a finished run directory (measurements if present)."""
+    """One table row from a finished run directory (measurements if present).
+
+    The row holds the run's identity, ``metrics`` (its reported :class:`Metric` s, in
+    order), ``test_<name>`` for each of them, the training time and the measurements.
+    """
     run_dir = Path(run_dir)
-    summary = _read(run_dir / "summary.json")
-    if summary is None:
-        raise UserError(f"{run_dir} has no summary.json: the run has not finished")
-    dataset = summary["dataset"] + (" (synthetic)" if summary.get("synthetic") else "")
+    summary = _summary(run_dir / "summary.json")
+    dataset = str(summary["dataset"]) + (" (synthetic)" if summary.get("synthetic") else "")
     row: dict[str, Any] = {
         "run_dir": str(run_dir),
         "domain": summary["domain"],
@@ -64,19 +164,34 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
         "model": summary["model"],
         "optimizer": summary["optimizer"],
         "seed": summary["seed"],
-        "test_metric": summary.get(f"test_{summary['metric']}"),
+        "metrics": summary["metrics"],
+        **{f"test_{m.name}": summary["test"].get(m.name) for m in summary["metrics"]},
         "wall_time_s": summary.get("wall_time_s"),
     }
-    hessian = _read(run_dir / "hessian.json")
-    if hessian:
-        row["trace"] = hessian["trace"]["total"]
-        row["trace_stderr"] = hessian["trace"]["stderr"]
-        row["top_eigenvalue"] = hessian["eigenvalues"]["eigenvalues"][0]
-    noise = _read(run_dir / "noise_stability.json")
-    if noise:
-        first = noise["results"][0]  # the smallest sigma of the sweep comes first
-        row["noise_sigma"], row["noise_stability"] = first["sigma"], first["mean"]
+    row.update(_measured(run_dir / "hessian.json", _hessian))
+    row.update(_measured(run_dir / "noise_stability.json", _noise))
     return row
+
+
+def _metric_format(metric: Metric) -> str:
+    # percentages with two decimals (as papers print them); coefficients and errors by digits
+    return "{:.2f}" if "%" in metric.label else "{:.4g}"
+
+
+def metric_columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(``test_<name>``, ``test <label>``, format) of every metric the rows report, in
+    first-seen order (a name's first label heads its column); percentages get two
+    decimals, coefficients and errors four digits."""
+    seen: dict[str, Metric] = {}
+    for r in rows:
+        for m in r.get("metrics", ()):
+            seen.setdefault(m.name, m)
+    return [(f"test_{m.name}", f"test {m.label}", _metric_format(m)) for m in seen.values()]
+
+
+def columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(key, header, format) of a table of ``rows``: run, metrics, measurements."""
+    return [*RUN_COLUMNS, *metric_columns(rows), *MEASURED_COLUMNS]
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
@@ -97,8 +212,14 @@ def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
 
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """A Markdown table of ``rows``; columns no row has are left out."""
-    cols = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+    """A Markdown table of ``rows``; "–" where a run lacks a value, and measurement
+    columns no row has are left out."""
+    metric_keys = {k for k, _, _ in metric_columns(rows)}
+    cols = [
+        c
+        for c in columns(rows)
+        if c[0] in metric_keys or any(r.get(c[0]) is not None for r in rows)
+    ]
     lines = [
         "| " + " | ".join(h for _, h, _ in cols) + " |",
         "|" + "|".join(" --- " if f == "{}" else " ---: " for _, _, f in cols) + "|",
@@ -108,29 +229,44 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_table(rows: Sequence[dict[str, Any]], stem: str | Path) -> list[Path]:
-    """``stem.md`` and ``stem.csv``, each written atomically."""
-    stem = Path(stem)
-    md = stem.with_suffix(".md")
+    """``stem.md`` and ``stem.csv`` (every column, ``test_<name>`` per metric; empty where
+    a run lacks a value), each written atomically."""
+    md = Path(f"{stem}.md")  # not with_suffix: "table.v2" keeps its ".v2", as the plot does
     write_text(md, markdown(rows))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["run_dir", *(k for k, _, _ in COLUMNS)])
+    writer = csv.DictWriter(buf, fieldnames=["run_dir", *(k for k, _, _ in columns(rows))])
     writer.writeheader()
     writer.writerows([{k: r.get(k) for k in writer.fieldnames} for r in rows])
-    out = stem.with_suffix(".csv")
+    out = Path(f"{stem}.csv")
     write_text(out, buf.getvalue())
     return [md, out]
 
 
 def plot_rows(rows: Sequence[dict[str, Any]], stem: str | Path) -> list[Path]:
-    """Bar charts of test accuracy, Hessian trace and top eigenvalue per run (PNG + PDF)."""
-    panels = [(k, h) for k, h, _ in COLUMNS if k in ("test_metric", "trace", "top_eigenvalue")]
+    """Bar charts per run (PNG + PDF): the first reported metric (one panel per distinct
+    one, each with the runs that report it first), Hessian trace and top eigenvalue (if
+    measured)."""
+    if not rows:
+        raise ValueError("no rows to plot")
+    firsts: dict[str, Metric] = {}
+    for r in rows:
+        firsts.setdefault(r["metrics"][0].name, r["metrics"][0])
+    panels: list[tuple[str, str, list[dict[str, Any]]]] = [
+        (f"test_{m.name}", f"test {m.label}", [r for r in rows if r["metrics"][0].name == n])
+        for n, m in firsts.items()
+    ]
+    panels += [
+        (k, h, list(rows))
+        for k, h, _ in MEASURED_COLUMNS
+        if k in ("trace", "top_eigenvalue") and any(r.get(k) is not None for r in rows)
+    ]
     fig = Figure(figsize=(4 * len(panels), 3.6), layout="constrained")
-    labels = [f"{r['dataset'].split(' ')[0]}\n{r['optimizer']}" for r in rows]
-    for i, (key, header) in enumerate(panels):
+    for i, (key, header, shown) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
-        values = [r.get(key) if r.get(key) is not None else math.nan for r in rows]
-        ax.bar(range(len(rows)), values, color="tab:blue")
-        ax.set_xticks(range(len(rows)), labels, fontsize=7)
+        labels = [f"{r['dataset'].split(' ')[0]}\n{r['optimizer']}" for r in shown]
+        values = [r.get(key) if r.get(key) is not None else math.nan for r in shown]
+        ax.bar(range(len(shown)), values, color="tab:blue")
+        ax.set_xticks(range(len(shown)), labels, fontsize=7)
         ax.set_title(header)
     return [Path(p) for p in save_figure(fig, str(stem))]
 

@@ -53,21 +53,18 @@ class GraphConfig(Config):
 
 def build_data(cfg: GraphConfig) -> Any:
     d = cfg.data
-    splits = build_graph_data(
+    return build_graph_data(
         d.name,
         d.root,
         fold=d.fold,
         n_folds=d.n_folds,
         val_fraction=d.val_fraction,
         split_seed=d.split_seed,
+        n_examples=d.n_examples,
         download=d.download,
         max_degree=d.max_degree,
         sbm=SBMSpec(n_graphs=d.sbm_graphs, nodes=(d.sbm_min_nodes, d.sbm_max_nodes)),
     )
-    if d.n_examples is not None:  # smoke runs: the first n training graphs of the fold
-        splits.train = splits.train[: d.n_examples]
-        splits.meta["n_train"] = len(splits.train)
-    return splits
 
 
 def build_model(cfg: GraphConfig, splits: Any) -> nn.Module:

@@ -4,6 +4,10 @@ Every loader is the real one: scikit-learn's bundled handwritten digits, torchvi
 classes reading the python pickle batches, and torchvision's ``ImageFolder`` for the
 ImageNet-layout data sets. Downloads happen only where torchvision can do them (CIFAR);
 anything missing is a :class:`DataError` whose message says which files are expected where.
+
+The split (digits' test set, the validation part carved from a training set, the
+``n_examples`` subset) is drawn from ``split_seed`` alone: the run's seed never reaches it, so
+a seed sweep varies training, not the test set. Augmentation draws from torch's RNG.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from torchvision import transforms as T
 from torchvision.datasets.folder import default_loader
 from torchvision.datasets.utils import download_and_extract_archive, extract_archive
 
-from common.errors import UserError
+from common.errors import DataError  # re-exported: the shared data error
 
 DATASETS: tuple[str, ...] = (
     "digits",
@@ -56,13 +60,34 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-class DataError(UserError, RuntimeError):
-    """A data set is missing, corrupt or mis-specified; the message says how to fix it."""
+SPLITS: tuple[str, ...] = ("train", "val", "test", "train_eval")
+
+
+def dataset_labels(dataset: Dataset) -> np.ndarray | None:
+    """Integer label of every item of ``dataset`` in order, read without loading images.
+
+    From the ``targets`` list that torchvision's CIFAR / ImageFolder and :class:`TensorImages`
+    keep, through any nesting of ``Subset``; ``None`` for a dataset without one (or with a
+    ``target_transform``, which ``targets`` would not reflect).
+    """
+    if isinstance(dataset, Subset):
+        inner = dataset_labels(dataset.dataset)
+        return None if inner is None else inner[np.asarray(dataset.indices, dtype=np.int64)]
+    targets = getattr(dataset, "targets", None)
+    if targets is None or getattr(dataset, "target_transform", None) is not None:
+        return None
+    return np.asarray(targets, dtype=np.int64).reshape(-1)
 
 
 @dataclass
 class ImageSplits:
-    """Train / validation / test datasets of ``(CHW float32 tensor, int label)`` items."""
+    """Train / validation / test datasets of ``(CHW float32 tensor, int label)`` items.
+
+    ``train_eval`` holds the examples of ``train`` in the same order, with the evaluation
+    transform (no random crop, flip or cutout) that ``val`` and ``test`` use: what
+    measurements on the training set read. Left ``None`` it is ``train`` itself (no
+    augmentation to remove).
+    """
 
     train: Dataset
     val: Dataset
@@ -71,6 +96,21 @@ class ImageSplits:
     in_channels: int
     image_size: int
     meta: dict[str, Any] = field(default_factory=dict)
+    train_eval: Dataset | None = None
+
+    def __post_init__(self) -> None:
+        if self.train_eval is None:
+            self.train_eval = self.train
+
+    def labels(self, split: str) -> np.ndarray | None:
+        """Class label of every example of ``split`` in dataset order, shape ``(len,)`` int64.
+
+        ``split`` is one of :data:`SPLITS` (``train_eval`` = ``train``). Read from the
+        datasets' label lists, no image is loaded; ``None`` if a split has no such list.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        return dataset_labels(getattr(self, split))
 
 
 class TensorImages(Dataset):
@@ -126,14 +166,16 @@ def _canonical(name: str) -> str:
 
 
 def _carve(
-    n: int, val_fraction: float, seed: int, n_examples: int | None, carve: bool = True
+    n: int, val_fraction: float, split_seed: int, n_examples: int | None, carve: bool = True
 ) -> tuple[list[int], list[int]]:
-    """(train, val) indices of ``range(n)`` from one fixed-seed permutation, each sorted.
+    """(train, val) indices of ``range(n)`` from one ``split_seed`` permutation, each sorted.
 
     The first ``round(val_fraction * n)`` permuted indices are the validation part (when
-    ``carve``); ``n_examples`` keeps the first n of the rest in that same permuted order.
+    ``carve``); ``n_examples`` keeps the first n of the rest in that same permuted order: a
+    random subset (ImageFolder lists its files class by class, so ``range(n_examples)`` would
+    hold few classes), nested as n grows, and never moving the validation part.
     """
-    perm = np.random.default_rng(seed).permutation(n)
+    perm = np.random.default_rng(split_seed).permutation(n)
     n_val = round(val_fraction * n) if carve else 0
     val, train = perm[:n_val], perm[n_val:]
     if n_examples is not None:
@@ -161,45 +203,71 @@ def _subset(dataset: Dataset, indices: list[int], n_total: int) -> Dataset:
 
 def _rgb_splits(
     key: str,
-    train: Dataset,
-    val: Dataset,
+    full_train: Any,
+    eval_tf: Callable,
+    indices: tuple[list[int], list[int]],
+    val: Dataset | None,
     test: Dataset,
-    classes: list[str],
     source: Path,
     size: int,
+    split_seed: int,
 ) -> ImageSplits:
-    """The splits of an RGB data set on disk (CIFAR or an ImageFolder tree), with its meta."""
+    """The splits of an RGB data set on disk (CIFAR or an ImageFolder tree), with its meta.
+
+    ``indices`` = (train, val) of ``full_train`` from :func:`_carve`; ``val`` given means a
+    validation set of its own (the val indices are then empty). ``train_eval`` and a carved
+    ``val`` read ``full_train``'s images through ``eval_tf``.
+    """
+    n = len(full_train)
+    train_idx, val_idx = indices
+    eval_view = _with_transform(full_train, eval_tf)
+    train = _subset(full_train, train_idx, n)
+    train_eval = _subset(eval_view, train_idx, n)
+    if val is None:
+        val = Subset(eval_view, val_idx)
     meta = {
         "dataset": key,
         "n_train": len(train),
         "n_val": len(val),
         "n_test": len(test),
+        "split_seed": split_seed,
         "synthetic": False,
         "source": str(source),
-        "classes": list(classes),
+        "classes": list(full_train.classes),
     }
-    return ImageSplits(train, val, test, len(classes), in_channels=3, image_size=size, meta=meta)
+    return ImageSplits(
+        train,
+        val,
+        test,
+        len(full_train.classes),
+        in_channels=3,
+        image_size=size,
+        meta=meta,
+        train_eval=train_eval,
+    )
 
 
-def _digits(val_fraction: float, n_examples: int | None, seed: int) -> ImageSplits:
+def _digits(val_fraction: float, n_examples: int | None, split_seed: int) -> ImageSplits:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = np.asarray(digits.target)
-    rest, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=seed)
+    rest, test = train_test_split(
+        np.arange(len(y)), test_size=0.2, stratify=y, random_state=split_seed
+    )
     if val_fraction > 0:
         try:
             train, val = train_test_split(
-                rest, test_size=val_fraction, stratify=y[rest], random_state=seed
+                rest, test_size=val_fraction, stratify=y[rest], random_state=split_seed
             )
         except ValueError as e:  # fewer validation digits than classes
             raise DataError(f"val_fraction={val_fraction} is too small for digits: {e}") from None
     else:
         train, val = rest, rest[:0]
     if n_examples is not None:
-        train = train[np.random.default_rng(seed).permutation(len(train))[:n_examples]]
+        train = train[np.random.default_rng(split_seed).permutation(len(train))[:n_examples]]
 
     def part(idx: np.ndarray) -> TensorImages:
         idx = np.sort(idx)
@@ -211,10 +279,12 @@ def _digits(val_fraction: float, n_examples: int | None, seed: int) -> ImageSpli
         "n_train": len(splits[0]),
         "n_val": len(splits[1]),
         "n_test": len(splits[2]),
+        "split_seed": split_seed,
         "synthetic": False,
         "source": "sklearn.datasets.load_digits",
         "classes": [str(c) for c in digits.target_names],
     }
+    # no transforms: train_eval is train
     return ImageSplits(*splits, num_classes=10, in_channels=1, image_size=8, meta=meta)
 
 
@@ -294,7 +364,7 @@ def _cifar(
     val_fraction: float,
     image_size: int | None,
     n_examples: int | None,
-    seed: int,
+    split_seed: int,
 ) -> ImageSplits:
     title, cls, mean, std = _CIFAR[key]
     folder, archive = root / cls.base_folder, root / cls.filename
@@ -346,11 +416,8 @@ def _cifar(
             f"download the data set again. {how}"
         ) from None
 
-    n = len(full_train)
-    train_idx, val_idx = _carve(n, val_fraction, seed, n_examples)
-    train = _subset(full_train, train_idx, n)
-    val = Subset(_with_transform(full_train, eval_tf), val_idx)
-    return _rgb_splits(key, train, val, test, full_train.classes, folder, size)
+    indices = _carve(len(full_train), val_fraction, split_seed, n_examples)
+    return _rgb_splits(key, full_train, eval_tf, indices, None, test, folder, size, split_seed)
 
 
 # --------------------------------------------------------------------------- ImageFolder
@@ -395,7 +462,7 @@ def _folder(
     val_fraction: float,
     image_size: int | None,
     n_examples: int | None,
-    seed: int,
+    split_seed: int,
 ) -> ImageSplits:
     base = root / key
     layout = _folder_layout(key, base)
@@ -434,11 +501,9 @@ def _folder(
                 f"would not match. {layout}"
             )
 
-    n = len(full_train)
-    train_idx, val_idx = _carve(n, val_fraction, seed, n_examples, carve=not both)
-    train = _subset(full_train, train_idx, n)
-    val = held_out[0] if both else Subset(_with_transform(full_train, eval_tf), val_idx)
-    return _rgb_splits(key, train, val, test, full_train.classes, base, size)
+    indices = _carve(len(full_train), val_fraction, split_seed, n_examples, carve=not both)
+    val = held_out[0] if both else None
+    return _rgb_splits(key, full_train, eval_tf, indices, val, test, base, size, split_seed)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -454,9 +519,12 @@ def build_image_data(
     val_fraction: float = 0.1,
     image_size: int | None = None,
     n_examples: int | None = None,
-    seed: int = 0,
+    split_seed: int = 0,
 ) -> ImageSplits:
     """Build the train / val / test splits of image data set ``name`` (one of :data:`DATASETS`).
+
+    Which examples land in which split depends on ``split_seed`` alone (and the options
+    below), never on the run's seed or the global RNGs.
 
     Args:
         name: data set name (case, ``-`` and ``_`` are ignored: ``"CIFAR-10"`` works).
@@ -465,12 +533,15 @@ def build_image_data(
         augment: random crop + horizontal flip on the training split (not for ``digits``).
         cutout: side of the Cutout square on training images; 0 disables it (not ``digits``).
         val_fraction: part of the training set held out for validation, by a permutation
-            seeded with ``seed`` (for ``digits`` a stratified split; ignored for ImageFolder
-            sets that have both ``val`` and ``test``).
+            seeded with ``split_seed`` (for ``digits`` a stratified split; ignored for
+            ImageFolder sets that have both ``val`` and ``test``).
         image_size: side of the images the model sees (CIFAR: 32, resized when different;
             ImageFolder: 224; ignored for ``digits``, which are 8x8).
-        n_examples: keep only the first n of a ``seed``-permutation of the training part.
-        seed: seeds the split, not the augmentation (seed torch for that).
+        n_examples: keep a random n of the training part (the first n of a
+            ``split_seed`` permutation, not the first n files); val and test are unchanged.
+        split_seed: seeds the split: digits' test set, the validation carve and the
+            ``n_examples`` subset; recorded as ``meta["split_seed"]``. Not the augmentation
+            (that draws from torch's RNG).
 
     Raises:
         DataError: unknown name, bad option, or a data set that is missing or corrupt.
@@ -484,19 +555,23 @@ def build_image_data(
         raise DataError(f"n_examples must be >= 1 or None, got {n_examples}.")
     if image_size is not None and image_size < 1:
         raise DataError(f"image_size must be >= 1 or None, got {image_size}.")
+    if int(split_seed) < 0:
+        raise DataError(f"split_seed must be >= 0, got {split_seed}.")
+    split_seed = int(split_seed)
     if key == "digits":
-        return _digits(val_fraction, n_examples, seed)
+        return _digits(val_fraction, n_examples, split_seed)
     root = Path(root).expanduser()
     if key in _CIFAR:
         return _cifar(
-            key, root, download, augment, cutout, val_fraction, image_size, n_examples, seed
+            key, root, download, augment, cutout, val_fraction, image_size, n_examples, split_seed
         )
-    return _folder(key, root, augment, cutout, val_fraction, image_size, n_examples, seed)
+    return _folder(key, root, augment, cutout, val_fraction, image_size, n_examples, split_seed)
 
 
 __all__ = [
     "DATASETS",
     "FOLDER_DATASETS",
+    "SPLITS",
     "CIFAR10Files",
     "CIFAR100Files",
     "Cutout",
@@ -505,4 +580,5 @@ __all__ = [
     "TensorImages",
     "build_image_data",
     "checked_loader",
+    "dataset_labels",
 ]

@@ -7,7 +7,9 @@ labels 1..3) and ``_node_attributes.txt``, as in https://chrsmrrs.github.io/data
 
 Graph ``g`` (see :func:`toy_graphs`) has class ``g % 2`` and ``4 + (g // 2) % 4`` nodes;
 class 0 graphs are cycles, class 1 graphs stars with one extra edge between two leaves, so
-tests can recompute every degree and label a loader must return.
+tests can recompute every degree and label a loader must return. With ``by_class=True`` the
+same graphs are written class by class (all of class 0 first), as PROTEINS or IMDB-BINARY
+list theirs, so "the first n graphs" is a one-class sample.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ class ToyGraph:
         return deg
 
 
-def toy_graphs(n_graphs: int = 20) -> list[ToyGraph]:
+def toy_graphs(n_graphs: int = 20, by_class: bool = False) -> list[ToyGraph]:
+    """The graphs in the order they are written (class 0 first if ``by_class``)."""
     graphs = []
     for g in range(n_graphs):
         label, n = g % 2, 4 + (g // 2) % 4
@@ -46,6 +49,8 @@ def toy_graphs(n_graphs: int = 20) -> list[ToyGraph]:
             edges = [(0, i) for i in range(1, n)] + [(1, 2)]
         edges = sorted((min(e), max(e)) for e in edges)
         graphs.append(ToyGraph(n, edges, label, [1 + (i + g) % 3 for i in range(n)]))
+    if by_class:
+        graphs.sort(key=lambda graph: graph.label)  # stable: within a class, as before
     return graphs
 
 
@@ -56,13 +61,14 @@ def write_tu_dataset(
     n_graphs: int = 20,
     node_labels: bool = True,
     node_attributes: bool = False,
+    by_class: bool = False,
 ) -> Path:
     """Write the toy set in TU raw text format under ``root/name/raw``; return that folder."""
     raw = Path(root) / name / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     a, indicator, labels, nlabels, nattrs = [], [], [], [], []
     offset = 0
-    for g, graph in enumerate(toy_graphs(n_graphs), start=1):
+    for g, graph in enumerate(toy_graphs(n_graphs, by_class), start=1):
         both = sorted([(i, j) for i, j in graph.edges] + [(j, i) for i, j in graph.edges])
         a += [f"{i + offset + 1}, {j + offset + 1}" for i, j in both]
         indicator += [str(g)] * graph.n

@@ -9,12 +9,13 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from torch_geometric.data import Batch
 from torch_geometric.datasets import TUDataset
 
 from common.errors import UserError
 from graph_exps.data import (
+    SPLITS,
     TU_URL,
     DataError,
     SBMSpec,
@@ -23,6 +24,7 @@ from graph_exps.data import (
     collate,
     expected_mean_degree,
     fold_indices,
+    graph_labels,
     sbm_block_sizes,
     sbm_edge_probabilities,
     write_sbm_dataset,
@@ -168,6 +170,8 @@ def test_bad_options(tmp_path):
         fold_indices([0, 1] * 3, n_folds=7)
     with pytest.raises(DataError, match="max_degree"):
         build_graph_data(TOY, tmp_path, max_degree=0, download=False)
+    with pytest.raises(DataError, match="split_seed"):
+        build_graph_data(TOY, tmp_path, split_seed=-1, download=False)
 
 
 # --------------------------------------------------------------------------- folds
@@ -213,7 +217,7 @@ def test_build_uses_the_folds(tmp_path):
     write_tu_dataset(tmp_path)
     y = [g.label for g in toy_graphs()]
     for fold in (0, 7):
-        splits = build_graph_data(TOY, tmp_path, fold=fold, seed=2, download=False)
+        splits = build_graph_data(TOY, tmp_path, fold=fold, split_seed=2, download=False)
         want = fold_indices(y, fold=fold, seed=2)
         got = [list(getattr(splits, p).indices()) for p in ("train", "val", "test")]
         assert got == [w.tolist() for w in want]
@@ -311,3 +315,95 @@ def test_sbm_classes_have_equal_mean_degree(sbm_root):
     for c in (0, 1):
         assert means[c] == pytest.approx(means["expected"], rel=0.08)
     assert means[0] == pytest.approx(means[1], rel=0.1)
+
+
+# --------------------------------------------------------------------------- split seed
+
+
+def split_indices(splits) -> list[list[int]]:
+    return [list(getattr(splits, p).indices()) for p in ("train", "val", "test")]
+
+
+def test_split_depends_only_on_split_seed(tmp_path):
+    write_tu_dataset(tmp_path, n_graphs=40)
+
+    def build(run_seed, **kw):  # the global RNGs seeded as a run with run_seed would
+        torch.manual_seed(run_seed)
+        np.random.seed(run_seed)
+        return build_graph_data(TOY, tmp_path, n_folds=5, download=False, **kw)
+
+    a, b, c = build(0), build(1), build(0, split_seed=4)
+    assert split_indices(a) == split_indices(b)
+    assert all(np.array_equal(a.labels(p), b.labels(p)) for p in SPLITS)
+    assert split_indices(a)[2] != split_indices(c)[2]  # another test fold
+    assert split_indices(a)[1] != split_indices(c)[1]  # and validation part
+    assert (a.meta["split_seed"], c.meta["split_seed"]) == (0, 4)
+    with pytest.raises(TypeError, match="seed"):  # the run seed has no way in
+        build_graph_data(TOY, tmp_path, seed=1, download=False)
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def assert_labels(splits) -> None:
+    for part in SPLITS:
+        ds = getattr(splits, part)
+        got = splits.labels(part)
+        assert got.dtype == np.int64 and got.shape == (len(ds),)
+        assert got.tolist() == [int(d.y) for d in ds]
+
+
+def test_labels_and_train_eval(tmp_path, sbm_root, monkeypatch):
+    write_tu_dataset(tmp_path / "labels")
+    write_tu_dataset(tmp_path / "degrees", node_labels=False)
+    cases = [
+        build_graph_data(TOY, tmp_path / "labels", download=False),
+        build_graph_data(TOY, tmp_path / "degrees", fold=3, download=False),  # a transform
+        build_graph_data("sbm", sbm_root, sbm=SMALL_SBM, download=False),
+    ]
+    toy = [g.label for g in toy_graphs()]
+    for splits in cases:
+        assert splits.train_eval is splits.train  # no augmentation to remove
+        assert_labels(splits)
+    assert cases[0].labels("test").tolist() == [toy[i] for i in cases[0].test.indices()]
+    # a train sliced after building (the smoke runs' first n) is followed
+    splits = cases[1]
+    splits.train = splits.train[:5]
+    assert splits.train_eval is splits.train and len(splits.labels("train_eval")) == 5
+    assert_labels(splits)
+    # the labels come from the stored y, not from graph-by-graph loads
+    want = [{p: s.labels(p).tolist() for p in SPLITS} for s in cases]
+
+    def boom(self, idx):
+        raise AssertionError(f"labels() loaded graph {idx}")
+
+    monkeypatch.setattr(TUDataset, "get", boom)
+    with pytest.raises(AssertionError, match="loaded graph"):
+        cases[0].train[0]
+    assert [{p: s.labels(p).tolist() for p in SPLITS} for s in cases] == want
+    picked = Subset(cases[0].test, [1, 0])
+    assert graph_labels(picked).tolist() == want[0]["test"][::-1]
+    with pytest.raises(ValueError, match="train_eval"):
+        cases[0].labels("training")
+
+
+# --------------------------------------------------------------------------- n_examples
+
+
+def test_n_examples_is_a_seeded_random_subset(tmp_path):
+    write_tu_dataset(tmp_path, n_graphs=40, by_class=True)  # 20 class-0 graphs, then class 1
+    counts: Counter = Counter()
+    for split_seed in range(6):
+        kw = {"split_seed": split_seed, "n_folds": 5, "download": False}
+        full = build_graph_data(TOY, tmp_path, **kw)
+        s = build_graph_data(TOY, tmp_path, n_examples=6, **kw)
+        again = build_graph_data(TOY, tmp_path, n_examples=6, **kw)
+        assert split_indices(s) == split_indices(again)
+        assert len(s.train) == s.meta["n_train"] == 6
+        assert set(s.train.indices()) <= set(full.train.indices())
+        assert split_indices(s)[1:] == split_indices(full)[1:]  # val and test unchanged
+        assert full.labels("train")[:6].tolist() == [0] * 6  # what "the first n" gives
+        counts.update(s.labels("train").tolist())
+    assert min(counts[0], counts[1]) >= 9  # of 36 draws, about 18 each
+    with pytest.raises(DataError, match="n_examples"):
+        build_graph_data(TOY, tmp_path, n_examples=0, download=False)

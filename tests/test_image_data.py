@@ -10,6 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+import torchvision
 from image_fixtures import (
     CIFAR10_NAMES,
     cifar_pixel,
@@ -29,8 +30,12 @@ from image_exps.data import (
     DATASETS,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    SPLITS,
+    CIFAR10Files,
+    CIFAR100Files,
     Cutout,
     DataError,
+    TensorImages,
     build_image_data,
 )
 
@@ -103,10 +108,10 @@ def test_cifar_without_augment_train_equals_eval(tmp_path):
 
 def test_cifar_val_carve_and_n_examples_are_deterministic(tmp_path):
     write_cifar10(tmp_path, n_per_batch=8)  # 40 training images
-    a = build_image_data("cifar10", tmp_path, download=False, seed=3, n_examples=7)
-    b = build_image_data("cifar10", tmp_path, download=False, seed=3, n_examples=7)
-    c = build_image_data("cifar10", tmp_path, download=False, seed=4, n_examples=7)
-    full = build_image_data("cifar10", tmp_path, download=False, seed=3)
+    a = build_image_data("cifar10", tmp_path, download=False, split_seed=3, n_examples=7)
+    b = build_image_data("cifar10", tmp_path, download=False, split_seed=3, n_examples=7)
+    c = build_image_data("cifar10", tmp_path, download=False, split_seed=4, n_examples=7)
+    full = build_image_data("cifar10", tmp_path, download=False, split_seed=3)
     assert len(a.val) == 4 and len(a.train) == 7 and a.meta["n_train"] == 7
     assert a.val.indices == b.val.indices and a.train.indices == b.train.indices
     assert (a.val.indices, a.train.indices) != (c.val.indices, c.train.indices)
@@ -214,7 +219,7 @@ def colour_class(x: torch.Tensor) -> int:
 
 def test_image_folder_train_test_carves_val(tmp_path):
     write_image_folder(tmp_path, "flowers", ("train", "test"), n_per_class=4)
-    s = build_image_data("flowers", tmp_path, val_fraction=0.25, image_size=8, seed=1)
+    s = build_image_data("flowers", tmp_path, val_fraction=0.25, image_size=8, split_seed=1)
     assert (s.num_classes, s.in_channels, s.image_size) == (3, 3, 8)
     assert (len(s.train), len(s.val), len(s.test)) == (9, 3, 12)
     assert s.meta["classes"] == ["daisy", "rose", "tulip"]
@@ -230,9 +235,9 @@ def test_image_folder_train_test_carves_val(tmp_path):
     first = [s.val[i][0] for i in range(3)]
     torch.manual_seed(1)
     assert all(torch.equal(a, s.val[i][0]) for i, a in enumerate(first))
-    again = build_image_data("flowers", tmp_path, val_fraction=0.25, image_size=8, seed=1)
+    again = build_image_data("flowers", tmp_path, val_fraction=0.25, image_size=8, split_seed=1)
     assert again.val.indices == s.val.indices and again.train.indices == s.train.indices
-    small = build_image_data("flowers", tmp_path, image_size=8, seed=1, n_examples=2)
+    small = build_image_data("flowers", tmp_path, image_size=8, split_seed=1, n_examples=2)
     assert len(small.train) == 2
 
 
@@ -320,7 +325,7 @@ def test_digits_split_sizes_stratified_deterministic():
         counts = Counter(part.targets)
         assert all(abs(counts[c] - frac * total[c]) <= 1.5 for c in range(10))
     again = build_image_data("digits", "unused")
-    other = build_image_data("digits", "unused", seed=1)
+    other = build_image_data("digits", "unused", split_seed=1)
     assert torch.equal(again.test.images, s.test.images) and again.val.targets == s.val.targets
     assert not torch.equal(other.test.images, s.test.images)
     # augmentation options are ignored: items are the raw images
@@ -341,3 +346,172 @@ def test_unknown_name_and_bad_options():
         build_image_data("digits", ".", val_fraction=0.001)
     with pytest.raises(DataError, match="n_examples"):
         build_image_data("digits", ".", n_examples=0)
+    with pytest.raises(DataError, match="split_seed"):
+        build_image_data("digits", ".", split_seed=-1)
+
+
+# --------------------------------------------------------------------------- split seed
+
+
+def build_under_run_seed(run_seed: int, *args, **kwargs):
+    """build_image_data after seeding the global RNGs as a run with ``run_seed`` would."""
+    torch.manual_seed(run_seed)
+    np.random.seed(run_seed)
+    return build_image_data(*args, **kwargs)
+
+
+def test_split_depends_only_on_split_seed_digits():
+    a = build_under_run_seed(0, "digits", "unused", n_examples=100)
+    b = build_under_run_seed(1, "digits", "unused", n_examples=100)
+    c = build_under_run_seed(0, "digits", "unused", n_examples=100, split_seed=7)
+    for part in ("train", "val", "test"):
+        assert torch.equal(getattr(a, part).images, getattr(b, part).images)
+        assert np.array_equal(a.labels(part), b.labels(part))
+    assert not torch.equal(a.test.images, c.test.images)
+    assert not torch.equal(a.train.images, c.train.images)
+    assert (a.meta["split_seed"], c.meta["split_seed"]) == (0, 7)
+    with pytest.raises(TypeError, match="seed"):  # the run seed has no way in
+        build_image_data("digits", "unused", seed=1)
+
+
+def test_split_depends_only_on_split_seed_cifar(tmp_path):
+    write_cifar10(tmp_path, n_per_batch=8)  # 40 training images
+    kw = {"download": False, "n_examples": 10}
+    a = build_under_run_seed(0, "cifar10", tmp_path, **kw)
+    b = build_under_run_seed(1, "cifar10", tmp_path, **kw)
+    c = build_under_run_seed(0, "cifar10", tmp_path, split_seed=2, **kw)
+    assert a.val.indices == b.val.indices and a.train.indices == b.train.indices
+    assert a.train_eval.indices == b.train_eval.indices
+    assert a.val.indices != c.val.indices and a.train.indices != c.train.indices
+    assert (a.meta["split_seed"], b.meta["split_seed"], c.meta["split_seed"]) == (0, 0, 2)
+    with pytest.raises(TypeError, match="seed"):
+        build_image_data("cifar10", tmp_path, download=False, seed=1)
+
+
+def test_split_depends_only_on_split_seed_image_folder(tmp_path):
+    write_image_folder(tmp_path, "flowers", ("train", "test"), n_per_class=6)
+    kw = {"image_size": 8, "val_fraction": 0.25}
+    a = build_under_run_seed(0, "flowers", tmp_path, split_seed=3, **kw)
+    b = build_under_run_seed(1, "flowers", tmp_path, split_seed=3, **kw)
+    c = build_under_run_seed(0, "flowers", tmp_path, split_seed=4, **kw)
+    assert a.val.indices == b.val.indices and a.train.indices == b.train.indices
+    assert a.val.indices != c.val.indices
+    assert a.meta["split_seed"] == 3
+
+
+# --------------------------------------------------------------------------- train_eval
+
+
+def test_cifar_train_eval_is_train_with_the_eval_transform(tmp_path):
+    write_cifar10(tmp_path, n_per_batch=8)
+    s = build_image_data("cifar10", tmp_path, download=False, cutout=8, n_examples=12)
+    assert len(s.train_eval) == len(s.train) == 12
+    assert list(s.train_eval.indices) == list(s.train.indices)
+    assert "Random" not in repr(s.train_eval.dataset.transform)
+    assert "Cutout" not in repr(s.train_eval.dataset.transform)
+    for i, idx in enumerate(s.train.indices):
+        want = expected_cifar(idx, CIFAR10_MEAN, CIFAR10_STD)
+        torch.manual_seed(i)
+        x1, y1 = s.train_eval[i]
+        torch.manual_seed(i + 100)
+        x2, y2 = s.train_eval[i]
+        torch.testing.assert_close(x1, want)
+        assert torch.equal(x1, x2) and y1 == y2 == s.train[i][1] == idx % 10
+        draws = []
+        for seed in range(4):  # the augmented image of the same example follows torch's RNG
+            torch.manual_seed(seed)
+            draws.append(s.train[i][0])
+        assert not all(torch.equal(draws[0], d) for d in draws[1:])
+        assert not torch.equal(draws[0], want)
+
+
+def test_train_eval_without_subset_and_for_digits(tmp_path):
+    write_image_folder(
+        tmp_path, "cub200", ("train", "val", "test"), n_per_class={"train": 2, "val": 1, "test": 3}
+    )
+    s = build_image_data("cub200", tmp_path, image_size=16)  # own val: train is the whole set
+    assert isinstance(s.train, torchvision.datasets.ImageFolder)
+    assert s.train_eval.samples == s.train.samples
+    assert "RandomResizedCrop" in repr(s.train.transform)
+    assert repr(s.train_eval.transform) == repr(s.test.transform)
+    d = build_image_data("digits", "unused")
+    assert d.train_eval is d.train  # no transforms to remove
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def assert_labels(splits) -> None:
+    """labels(split) equals the labels of the items, in order, for every split."""
+    for part in SPLITS:
+        ds = getattr(splits, part)
+        got = splits.labels(part)
+        assert got.dtype == np.int64 and got.shape == (len(ds),)
+        assert got.tolist() == [ds[i][1] for i in range(len(ds))]
+
+
+def no_item_loads(monkeypatch) -> None:
+    """Any item read from the data sets' classes fails from now on."""
+
+    def boom(self, index):
+        raise AssertionError(f"labels() loaded item {index} of {type(self).__name__}")
+
+    for cls in (CIFAR10Files, CIFAR100Files, torchvision.datasets.ImageFolder, TensorImages):
+        monkeypatch.setattr(cls, "__getitem__", boom)
+
+
+def test_labels_match_the_items_without_loading_them(tmp_path, monkeypatch):
+    write_cifar10(tmp_path, n_per_batch=8)
+    write_cifar100(tmp_path, n_train=20, n_test=10)
+    write_image_folder(tmp_path, "flowers", ("train", "test"), n_per_class=4)
+    write_image_folder(
+        tmp_path, "cub200", ("train", "val", "test"), n_per_class={"train": 2, "val": 1, "test": 3}
+    )
+    cases = [
+        build_image_data("cifar10", tmp_path, download=False, n_examples=9, split_seed=1),
+        build_image_data("cifar100", tmp_path, download=False, val_fraction=0.2),
+        build_image_data("flowers", tmp_path, image_size=8, val_fraction=0.25, n_examples=5),
+        build_image_data("cub200", tmp_path, image_size=8),
+        build_image_data("digits", "unused", n_examples=77),
+    ]
+    for splits in cases:
+        assert_labels(splits)
+    want = [{p: s.labels(p).tolist() for p in SPLITS} for s in cases]
+    assert want[0]["train"] == [i % 10 for i in cases[0].train.indices]
+    no_item_loads(monkeypatch)
+    with pytest.raises(AssertionError, match="loaded item"):
+        cases[0].train[0]
+    assert [{p: s.labels(p).tolist() for p in SPLITS} for s in cases] == want
+    with pytest.raises(ValueError, match="train_eval"):
+        cases[0].labels("training")
+
+
+def test_labels_none_without_a_label_list():
+    images = torch.zeros(3, 1, 2, 2)
+    s = build_image_data("digits", "unused")
+    s.val = [(images[i], 0) for i in range(3)]  # a plain list: nothing to read labels from
+    assert s.labels("val") is None
+    s.test = Subset(TensorImages(images, [2, 0, 1]), [2, 0])
+    assert s.labels("test").tolist() == [1, 2]
+
+
+# --------------------------------------------------------------------------- n_examples
+
+
+def test_n_examples_is_a_seeded_random_subset_not_the_first_files(tmp_path):
+    # ImageFolder lists files class by class: the first 6 are all "a", the next 6 "b", ...
+    write_image_folder(
+        tmp_path, "flowers", ("train", "test"), classes=("a", "b", "c", "d"), n_per_class=6
+    )
+    counts: Counter = Counter()
+    for split_seed in range(8):
+        kw = {"image_size": 8, "split_seed": split_seed}
+        full = build_image_data("flowers", tmp_path, **kw)
+        s = build_image_data("flowers", tmp_path, n_examples=4, **kw)
+        again = build_image_data("flowers", tmp_path, n_examples=4, **kw)
+        assert len(s.train) == 4 and s.train.indices == again.train.indices
+        assert set(s.train.indices) <= set(full.train.indices)
+        assert s.val.indices == full.val.indices  # the subset leaves validation alone
+        assert full.labels("train")[:4].tolist() == [0, 0, 0, 0]  # what "the first n" gives
+        counts.update(s.labels("train").tolist())
+    assert sorted(counts) == [0, 1, 2, 3] and min(counts.values()) >= 4  # of 32 draws

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -16,17 +17,17 @@ import torch
 
 from common.optim import OPTIMIZERS
 from common.train.cli import measure_main, train_main
-from common.train.config import Config, ScheduleConfig, load_config
+from common.train.config import ScheduleConfig, load_config
 from common.train.trainer import Trainer, lr_factor, train
-from image_exps.task import TASK
+from image_exps.task import TASK, ImageConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 # 256 training digits in batches of 32: 8 steps an epoch, about a second a run
 FAST = ["train.progress=false", "data.n_examples=256", "train.batch_size=32"]
 
 
-def cfg_for(run_dir: Path, *overrides: str) -> Config:
-    return load_config(Config, TASK.default_config, [*FAST, f"run_dir={run_dir}", *overrides])
+def cfg_for(run_dir: Path, *overrides: str) -> ImageConfig:
+    return load_config(ImageConfig, TASK.default_config, [*FAST, f"run_dir={run_dir}", *overrides])
 
 
 def weights(run_dir: Path, name: str = "checkpoint.pt") -> dict[str, torch.Tensor]:
@@ -73,11 +74,11 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, monkeypatch, optim
     broken = tmp_path / "broken"
     real_step, calls = Trainer._step, []
 
-    def dying_step(self, batch):
+    def dying_step(self, batch, share):
         calls.append(1)
         if len(calls) == 11:  # mid-epoch 2, after the checkpoint of step 9
             raise KeyboardInterrupt
-        return real_step(self, batch)
+        return real_step(self, batch, share)
 
     monkeypatch.setattr(Trainer, "_step", dying_step)
     with pytest.raises(KeyboardInterrupt):
@@ -92,7 +93,7 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, monkeypatch, optim
     assert_bit_identical(weights(whole, "best.pt"), weights(broken, "best.pt"))
     assert metrics_rows(whole) == metrics_rows(broken)
     a = json.loads((whole / "summary.json").read_text())
-    assert a["test_accuracy"] == summary["test_accuracy"]
+    assert a["test"] == summary["test"]
 
 
 def test_resume_after_sigkill_is_bit_identical(tmp_path) -> None:
@@ -133,7 +134,7 @@ def test_run_dir_with_another_config_is_refused(tmp_path, capsys) -> None:
 
 def test_default_run_dir_layout(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    cfg = load_config(Config, TASK.default_config, [*FAST, "optimizer.name=sam", "seed=3"])
+    cfg = load_config(ImageConfig, TASK.default_config, [*FAST, "optimizer.name=sam", "seed=3"])
     assert Trainer(TASK, cfg).run_dir == Path("runs/image/digits/cnn/sam/seed3")
 
 
@@ -155,8 +156,9 @@ def test_every_optimizer_trains_through_step_closure(tmp_path, name, monkeypatch
     evals = OPTIMIZERS[name].evals_per_step()
     assert summary["grad_evals_per_step"] == evals
     if name != "ssamf":  # (its Fisher mask adds per-example losses)
-        # two steps of `evals` passes, then one loss over all of val and one over test
-        assert len(calls) == 2 * evals + 2
+        # two steps of `evals` passes, then one loss per batch of val and of test
+        n_val, n_test = len(TASK.build_data(cfg_for(tmp_path)).val), 360
+        assert len(calls) == 2 * evals + math.ceil(n_val / 32) + math.ceil(n_test / 32)
     assert all(torch.isfinite(t).all() for t in weights(tmp_path).values())
 
 
@@ -221,7 +223,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path) -> None:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
     s1 = json.loads((tmp_path / "one" / "summary.json").read_text())
     s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
-    assert s2["world_size"] == 2 and s1["test_accuracy"] == s2["test_accuracy"]
+    assert s2["world_size"] == 2 and s1["test"]["accuracy"] == s2["test"]["accuracy"]
 
 
 def test_two_processes_run_every_pass_locally_for_sam(tmp_path) -> None:

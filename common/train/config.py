@@ -17,7 +17,7 @@ import copy
 import dataclasses
 import difflib
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +28,7 @@ from common.train.typed import (
     apply_overrides,
     build,
     config_help,
-    diff_configs,
+    diff_configs as _diff_configs,
     flat_keys,
     flatten,
     from_dict,
@@ -118,6 +118,14 @@ class ModelConfig:
     dropout: float = keyfield(0.0, "dropout probability", min=0, lt=1)
 
 
+def diff_configs(
+    a: Mapping[str, Any], b: Mapping[str, Any], *, ignore: Collection[str] = RUNTIME_KEYS
+) -> list[str]:
+    """``["optimizer.lr: 0.1 -> 0.01", ...]``: the keys whose values differ, runtime keys
+    (:data:`RUNTIME_KEYS`) left out unless ``ignore`` says otherwise."""
+    return _diff_configs(a, b, ignore=ignore)
+
+
 # ----------------------------------------------------------------- optimizer section
 #: Passed by the trainer from ``train.max_grad_norm`` (it clips every optimizer alike).
 _NOT_IN_SECTION = frozenset({"max_grad_norm"})
@@ -153,7 +161,7 @@ def _check_optimizer(opt: Any, prefix: str) -> None:
     for name in _WRAPPER_OPTIONS:
         if getattr(opt, name) is not None and name not in info.specs:
             has = (
-                f"its options: {', '.join(n for n in info.specs if n not in _NOT_IN_SECTION)}"
+                f"its options: {', '.join(sorted(set(info.specs) - _NOT_IN_SECTION))}"
                 if info.sharpness_aware
                 else "it has no sharpness-aware options"
             )
@@ -184,7 +192,7 @@ def _optimizer_section() -> type:
     own options (None = that optimizer's default), read from the registry."""
     owners = _owners()
     fields: list[tuple[str, Any, Any]] = [
-        ("name", str, keyfield("sgd", "optimizer (registry name)", choices=tuple(OPTIMIZERS))),
+        ("name", str, keyfield("sgd", "optimizer (registry name)", choices=tuple(sorted(OPTIMIZERS)))),
         ("base", str, keyfield("sgd", "base of a sharpness-aware optimizer", choices=tuple(BASES))),
     ]
     fields += [_option_field(n, o, ()) for n, o in BASE_OPTIONS.items()]
@@ -218,7 +226,7 @@ def optimizer_kwargs(opt: Any) -> dict[str, Any]:
     ``base`` (sharpness-aware optimizers only), ``lr``, ``weight_decay`` and every option
     that is not None.
     """
-    validate(opt)
+    validate(opt, prefix="optimizer")
     kw: dict[str, Any] = {}
     if OPTIMIZERS[opt.name].sharpness_aware:
         kw["base"] = opt.base

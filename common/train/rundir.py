@@ -17,7 +17,7 @@ from typing import Any
 
 from common.errors import RunDirError, UserError
 from common.io import write_json
-from common.train.config import RUNTIME_KEYS, diff_configs
+from common.train.config import diff_configs
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -78,14 +78,9 @@ def check_domain(run_dir: Path, domain: str, command: str) -> None:
         )
 
 
-def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """Result-changing keys whose values differ (runtime keys such as the device are not)."""
-    return diff_configs(saved, current, ignore=RUNTIME_KEYS)
-
-
 def refuse_other_config(run_dir: Path, saved: Mapping[str, Any], current: Mapping[str, Any]):
     """Raises when ``run_dir`` holds a run whose config differs from ``current``."""
-    diffs = config_differences(saved, current)
+    diffs = diff_configs(saved, current)  # runtime keys such as the device may change
     if diffs:
         raise RunDirError(
             f"run_dir {run_dir} holds a run with a different config:\n  "

@@ -414,8 +414,9 @@ class Trainer:
         return dict(zip(names, values[:-1], strict=True))
 
     def _diverged(self, loss: float) -> None:
+        where = "the loss" if not math.isfinite(loss) else "a later gradient pass's loss"
         raise TrainingError(
-            f"the loss is {loss} at step {self.state.step + 1} (epoch "
+            f"{where} is not finite (first pass: {loss}) at step {self.state.step + 1} (epoch "
             f"{self.state.epoch + 1}); stopped. The last good checkpoint is "
             f"kept in {self.run_dir / CHECKPOINT}. Lower optimizer.lr, set "
             "train.max_grad_norm, or use train.precision=fp32"

@@ -399,11 +399,14 @@ def _validate(obj: Any, prefix: str) -> None:
         check(prefix)
 
 
-def validate(cfg: Any) -> None:
-    """Checks types, choices, bounds and optimizer-option consistency; raises ConfigError."""
+def validate(cfg: Any, *, prefix: str = "") -> None:
+    """Checks types, choices, bounds and the sections' own checks; raises ConfigError.
+
+    ``prefix``: the dotted key of ``cfg`` when it is one section (for the messages).
+    """
     if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
         raise TypeError(f"validate expects a config instance, got {cfg!r}")
-    _validate(cfg, "")
+    _validate(cfg, prefix)
 
 
 # ----------------------------------------------------------------------- plain / yaml

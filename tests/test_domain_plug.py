@@ -1,0 +1,206 @@
+"""The domain plug: a domain defined only in this file (a regression task with its own
+loss and a metric where lower is better) trains, resumes, selects best.pt, is measured and
+tabulated without anything in common/ knowing about it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.utils.data import TensorDataset
+
+from common import tables
+from common.metrics import PEARSON, Metric, pearson
+from common.train.cli import measure, measure_main, train_main
+from common.train.config import Config, DataConfig, load_config
+from common.train.task import Task, no_running
+from common.train.trainer import Trainer, train
+from common.train.typed import keyfield
+
+MSE = Metric("mse", "MSE", higher_is_better=False)
+CONFIG = Path(__file__).with_name("toy_regression.yaml")
+
+
+@dataclass
+class ToyDataConfig(DataConfig):
+    name: str = "toyreg"
+    noise: float = keyfield(0.3, "target noise", min=0)
+
+
+@dataclass
+class ToyConfig(Config):
+    data: ToyDataConfig = field(default_factory=ToyDataConfig)
+
+
+@dataclass
+class ToySplits:
+    train: TensorDataset
+    val: TensorDataset
+    test: TensorDataset
+    meta: dict
+
+    @property
+    def train_eval(self) -> TensorDataset:
+        return self.train
+
+    def labels(self, split: str) -> None:
+        return None  # regression: nothing to stratify by
+
+
+def build_data(cfg: ToyConfig) -> ToySplits:
+    rng = np.random.default_rng(cfg.data.split_seed)
+    x = torch.tensor(rng.normal(size=(240, 4)), dtype=torch.float32)
+    w = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    y = x @ w + cfg.data.noise * torch.tensor(rng.normal(size=240), dtype=torch.float32)
+    parts = [TensorDataset(x[a:b], y[a:b]) for a, b in ((0, 160), (160, 200), (200, 240))]
+    return ToySplits(*parts, meta={"synthetic": True, "split_seed": cfg.data.split_seed})
+
+
+def build_model(cfg: ToyConfig, splits: ToySplits) -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+
+
+CRITERION_CALLS: list[int] = []
+
+
+def half_mse(outputs: Tensor, targets: Tensor, label_smoothing: float) -> Tensor:
+    """A loss no built-in knows: half the mean squared error."""
+    CRITERION_CALLS.append(1)
+    return 0.5 * nn.functional.mse_loss(outputs.squeeze(-1), targets)
+
+
+def metrics(outputs: Tensor, targets: Tensor) -> dict[str, float]:
+    mse = float(nn.functional.mse_loss(outputs.squeeze(-1), targets))
+    return {"mse": mse, "pearson": pearson(outputs, targets)}
+
+
+TASK = Task(
+    domain="toy",
+    config_cls=ToyConfig,
+    default_config=CONFIG,
+    build_data=build_data,
+    build_model=build_model,
+    criterion=half_mse,
+    metrics=metrics,
+    reported=(MSE, PEARSON),
+    select=MSE,
+    running=no_running,
+)
+
+FAST = ["train.progress=false", "train.batch_size=32", "optimizer.lr=0.05"]
+
+
+def cfg_for(run_dir: Path, *overrides: str) -> ToyConfig:
+    return load_config(ToyConfig, None, [*FAST, f"run_dir={run_dir}", *overrides])
+
+
+def rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def weights(path: Path) -> dict[str, Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_regression_trains_selects_the_lowest_validation_mse(tmp_path) -> None:
+    summary = train(TASK, cfg_for(tmp_path, "train.epochs=6"))
+    history = rows(tmp_path)
+    assert "train_accuracy" not in history[0]  # no argmax anywhere for a regression task
+    val_mse = [float(r["val_mse"]) for r in history]
+    best = int(np.argmin(val_mse))
+    assert summary["best_val"]["epoch"] == best + 1
+    assert summary["best_val"]["mse"] == pytest.approx(val_mse[best])
+    assert summary["select"] == {"name": "mse", "label": "MSE", "higher_is_better": False}
+    assert [m["name"] for m in summary["metrics"]] == ["mse", "pearson"]
+    assert summary["test"]["pearson"] > 0.5 and math.isfinite(summary["test"]["mse"])
+    # the validation loss is the task's own loss (half the MSE), not cross-entropy
+    assert float(history[best]["val_loss"]) == pytest.approx(val_mse[best] / 2, rel=1e-5)
+
+
+def test_the_task_loss_is_the_only_loss(tmp_path) -> None:
+    CRITERION_CALLS.clear()
+    cfg = cfg_for(tmp_path, "train.max_steps=3", "optimizer.name=sam", "train.accum_steps=2")
+    train(TASK, cfg)
+    # 3 SAM steps of 2 passes x 2 micro-batches, then 2 val batches of 32 and 2 test batches
+    assert len(CRITERION_CALLS) == 3 * 2 * 2 + 2 + 2
+    CRITERION_CALLS.clear()
+    run = [f"run_dir={tmp_path}", "train.progress=false", "hessian.n_probes=2"]
+    measure(TASK, "hessian", [*run, "hessian.batch_size=40"])
+    assert CRITERION_CALLS  # the measurement went through the same criterion
+
+
+def test_resume_is_bit_identical_for_a_new_domain(tmp_path, monkeypatch) -> None:
+    common = ["train.epochs=3", "train.checkpoint_every=2", "optimizer.name=nso"]
+    whole = tmp_path / "whole"
+    train(TASK, cfg_for(whole, *common))
+    real, calls = Trainer._step, []
+
+    def dying(self, batch, share):
+        calls.append(1)
+        if len(calls) == 9:
+            raise KeyboardInterrupt
+        return real(self, batch, share)
+
+    monkeypatch.setattr(Trainer, "_step", dying)
+    broken = tmp_path / "broken"
+    with pytest.raises(KeyboardInterrupt):
+        train(TASK, cfg_for(broken, *common))
+    monkeypatch.setattr(Trainer, "_step", real)
+    summary = train(TASK, cfg_for(broken, *common))
+    assert summary["resumed"] == 1
+    for name in ("checkpoint.pt", "best.pt"):
+        a, b = weights(whole / name), weights(broken / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in rows(whole)] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in rows(broken)
+    ]
+
+
+def test_measured_and_tabulated_with_the_metric_names(tmp_path, capsys) -> None:
+    train(TASK, cfg_for(tmp_path, "train.epochs=2"))
+    run = [f"run_dir={tmp_path}", "train.progress=false"]
+    assert measure_main(TASK, "hessian", [*run, "hessian.n_probes=3"]) == 0
+    assert measure_main(TASK, "noise_stability", [*run, "noise_stability.n_samples=2"]) == 0
+    hessian = json.loads((tmp_path / "hessian.json").read_text())
+    assert hessian["n_examples"] == 40 and hessian["checkpoint_file"] == "best.pt"
+    table = tables.markdown([tables.run_row(tmp_path)])
+    header = table.splitlines()[0]
+    assert "test MSE" in header and "test Pearson" in header and "acc." not in header
+    assert "toyreg (synthetic)" in table
+
+
+def test_domain_keys_of_one_domain_are_unknown_to_another(tmp_path, capsys) -> None:
+    assert train_main(TASK, [*FAST, f"run_dir={tmp_path}", "data.cutout=16"]) == 2
+    assert "unknown config key 'data.cutout'" in capsys.readouterr().err
+
+
+def test_help_lists_every_key_with_its_default(capsys) -> None:
+    with pytest.raises(SystemExit):
+        train_main(TASK, ["--help"])
+    out = capsys.readouterr().out
+    assert "data.noise=0.3 (float): target noise" in out
+    assert "optimizer.sigma=None" in out and "train.drop_last=True" in out
+
+
+def test_a_run_of_one_domain_is_refused_by_another(tmp_path, capsys) -> None:
+    from image_exps.task import TASK as IMAGE
+
+    train(TASK, cfg_for(tmp_path, "train.max_steps=1", "train.epochs=1"))
+    assert measure_main(IMAGE, "hessian", [f"run_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a toy run" in err and "python -m toy_exps.hessian" in err
+
+
+def test_regression_refuses_label_smoothing(tmp_path, capsys) -> None:
+    from common.train.task import regression_criterion
+
+    with pytest.raises(ValueError, match="label_smoothing"):
+        regression_criterion(torch.zeros(3, 1), torch.zeros(3), 0.1)

@@ -1,0 +1,352 @@
+"""common.tables on run directories written here in the trainer's summary.json format."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common import tables
+from common.errors import UserError
+from common.tables import main, markdown, plot_rows, run_row, write_table
+
+
+def record(name: str, label: str, higher_is_better: bool = True) -> dict[str, Any]:
+    return {"name": name, "label": label, "higher_is_better": higher_is_better}
+
+
+ACC, F1 = record("accuracy", "acc. (%)"), record("f1", "F1 (%)")
+PEARSON, MSE = record("pearson", "Pearson"), record("mse", "MSE", higher_is_better=False)
+
+
+def classification_summary() -> dict[str, Any]:
+    return {
+        "domain": "image",
+        "dataset": "digits",
+        "synthetic": False,
+        "model": "cnn",
+        "optimizer": "sgd",
+        "seed": 0,
+        "run_dir": "runs/image/digits/cnn/sgd/seed0",
+        "metrics": [ACC, F1],
+        "select": ACC,
+        "test": {"loss": 0.12, "accuracy": 96.7, "f1": 95.1},
+        "best_val": {"epoch": 3, "step": 120, "loss": 0.1, "accuracy": 97.0, "f1": 96.0},
+        "wall_time_s": 5.0,
+        "epochs": 3,
+    }
+
+
+def regression_summary() -> dict[str, Any]:
+    return {
+        "domain": "text",
+        "dataset": "stsb",
+        "synthetic": True,
+        "model": "tiny",
+        "optimizer": "sam",
+        "seed": 1,
+        "run_dir": "runs/text/stsb/tiny/sam/seed1",
+        "metrics": [PEARSON, MSE],
+        "select": PEARSON,
+        "test": {"loss": 0.5, "pearson": 0.88123, "mse": 0.5},
+        "best_val": {"epoch": 2, "step": 40, "loss": 0.4, "pearson": 0.9, "mse": 0.4},
+        "wall_time_s": 12.4,
+    }
+
+
+HESSIAN = {
+    "split": "train",
+    "trace": {"total": 123.456, "stderr": 4.5, "per_layer": {}},
+    "eigenvalues": {"eigenvalues": [17.25, 3.0], "n_products": 40},
+}
+# the sweep in a shuffled order: the table takes the smallest sigma
+NOISE = {"split": "train", "results": [{"sigma": 0.05, "mean": 0.9}, {"sigma": 0.01, "mean": 0.1}]}
+
+
+def write_run(
+    root: Path,
+    name: str,
+    summary: dict[str, Any] | str,
+    hessian: dict[str, Any] | str | None = None,
+    noise: dict[str, Any] | str | None = None,
+) -> Path:
+    """A run directory ``root/name`` with its JSON files (a str is written as is)."""
+    run = root / name
+    run.mkdir(parents=True)
+    files = {"summary.json": summary, "hessian.json": hessian, "noise_stability.json": noise}
+    for file, data in files.items():
+        if data is not None:
+            (run / file).write_text(data if isinstance(data, str) else json.dumps(data))
+    return run
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> list[Path]:
+    """A measured classification run and an unmeasured regression run."""
+    return [
+        write_run(tmp_path / "runs", "cls", classification_summary(), HESSIAN, NOISE),
+        write_run(tmp_path / "runs", "reg", regression_summary()),
+    ]
+
+
+def parse(md: str) -> tuple[list[str], list[list[str]]]:
+    """(header, rows of cells) of a Markdown table."""
+    lines = [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines()]
+    return lines[0], lines[2:]
+
+
+HEADER = [
+    "domain",
+    "data set",
+    "model",
+    "optimizer",
+    "seed",
+    "test acc. (%)",
+    "test F1 (%)",
+    "test Pearson",
+    "test MSE",
+    "Hessian trace",
+    "± (s.e.)",
+    "top eigenvalue",
+    "σ",
+    "noise stability",
+    "train time (s)",
+]
+
+
+def test_row_holds_every_metric_and_the_measurements(runs):
+    row = run_row(runs[0])
+    assert [m.name for m in row["metrics"]] == ["accuracy", "f1"]
+    assert row["metrics"][0].label == "acc. (%)" and row["metrics"][0].higher_is_better
+    assert (row["test_accuracy"], row["test_f1"]) == (96.7, 95.1)
+    assert (row["trace"], row["trace_stderr"], row["top_eigenvalue"]) == (123.456, 4.5, 17.25)
+    assert (row["noise_sigma"], row["noise_stability"]) == (0.01, 0.1)
+    reg = run_row(runs[1])
+    assert reg["dataset"] == "stsb (synthetic)"
+    assert not reg["metrics"][1].higher_is_better
+    assert "trace" not in reg and "test_accuracy" not in reg
+
+
+def test_markdown_has_one_column_per_metric_and_dashes_where_a_run_lacks_it(runs):
+    header, cells = parse(markdown([run_row(r) for r in runs]))
+    assert header == HEADER
+    cls, reg = (dict(zip(header, row, strict=True)) for row in cells)
+    assert cls["test acc. (%)"] == "96.70" and cls["test F1 (%)"] == "95.10"
+    assert cls["test Pearson"] == cls["test MSE"] == "–"
+    assert (cls["Hessian trace"], cls["± (s.e.)"], cls["top eigenvalue"]) == (
+        "123.5",
+        "4.5",
+        "17.25",
+    )
+    assert (cls["σ"], cls["noise stability"], cls["train time (s)"]) == ("0.01", "0.1", "5")
+    assert reg["test Pearson"] == "0.8812" and reg["test MSE"] == "0.5"
+    assert reg["test acc. (%)"] == reg["test F1 (%)"] == reg["Hessian trace"] == "–"
+    # names left-aligned, numbers right-aligned
+    rule = markdown([run_row(r) for r in runs]).splitlines()[1].strip("|").split("|")
+    assert [c.strip() for c in rule] == ["---"] * 5 + ["---:"] * (len(HEADER) - 5)
+
+
+def test_metric_columns_follow_first_seen_order(runs):
+    header, _ = parse(markdown([run_row(runs[1]), run_row(runs[0])]))
+    assert header[5:9] == ["test Pearson", "test MSE", "test acc. (%)", "test F1 (%)"]
+
+
+def test_unmeasured_columns_are_left_out_but_reported_metrics_stay(tmp_path):
+    summary = regression_summary()
+    summary["test"] = {"loss": 0.5, "pearson": float("nan")}  # mse not evaluated
+    header, cells = parse(markdown([run_row(write_run(tmp_path, "r", summary))]))
+    assert header == [*HEADER[:5], "test Pearson", "test MSE", "train time (s)"]
+    assert cells[0][5:7] == ["–", "–"]
+
+
+def test_csv_has_a_test_column_per_metric(runs, tmp_path):
+    written = write_table([run_row(r) for r in runs], tmp_path / "out" / "table.v2")
+    assert written == [tmp_path / "out" / "table.v2.md", tmp_path / "out" / "table.v2.csv"]
+    with open(written[1], newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames == [
+        "run_dir",
+        *("domain", "dataset", "model", "optimizer", "seed"),
+        *("test_accuracy", "test_f1", "test_pearson", "test_mse"),
+        *("trace", "trace_stderr", "top_eigenvalue", "noise_sigma", "noise_stability"),
+        "wall_time_s",
+    ]
+    cls, reg = rows
+    assert cls["run_dir"] == str(runs[0])
+    assert (float(cls["test_accuracy"]), float(cls["test_f1"])) == (96.7, 95.1)
+    assert cls["test_pearson"] == cls["test_mse"] == ""
+    assert (float(reg["test_pearson"]), float(reg["test_mse"])) == (0.88123, 0.5)
+    assert reg["test_accuracy"] == reg["trace"] == ""
+    assert written[0].read_text() == markdown([run_row(r) for r in runs])
+
+
+# ---------------------------------------------------------------- the plot
+
+
+def plotted(monkeypatch, rows) -> list[tuple[str, list[str], list[float]]]:
+    """(title, bar labels, bar heights) of each panel ``plot_rows`` draws."""
+    figures = []
+    monkeypatch.setattr(tables, "save_figure", lambda fig, stem: figures.append(fig) or [])
+    plot_rows(rows, "unused")
+    (fig,) = figures
+    return [
+        (
+            ax.get_title(),
+            [t.get_text() for t in ax.get_xticklabels()],
+            [p.get_height() for p in ax.patches],
+        )
+        for ax in fig.axes
+    ]
+
+
+def test_plot_has_a_panel_per_distinct_first_metric(runs, monkeypatch):
+    panels = plotted(monkeypatch, [run_row(r) for r in runs])
+    assert [p[0] for p in panels] == [
+        "test acc. (%)",
+        "test Pearson",
+        "Hessian trace",
+        "top eigenvalue",
+    ]
+    (acc_labels, acc), (pearson_labels, pearson) = (p[1:] for p in panels[:2])
+    assert (acc_labels, acc) == (["digits\nsgd"], [96.7])
+    assert (pearson_labels, pearson) == (["stsb\nsam"], [0.88123])
+    assert panels[2][2][0] == 123.456 and math.isnan(panels[2][2][1])
+
+
+def test_plot_of_runs_that_agree_has_one_metric_panel(tmp_path, monkeypatch):
+    other = classification_summary() | {"optimizer": "sam", "test": {"accuracy": 98.0}}
+    rows = [
+        run_row(write_run(tmp_path, "a", classification_summary())),
+        run_row(write_run(tmp_path, "b", other)),
+    ]
+    panels = plotted(monkeypatch, rows)
+    assert panels == [("test acc. (%)", ["digits\nsgd", "digits\nsam"], [96.7, 98.0])]
+
+
+# ---------------------------------------------------------------- bad run directories
+
+
+def old_format() -> dict[str, Any]:
+    summary = classification_summary()
+    del summary["metrics"], summary["select"], summary["test"]
+    return summary | {"metric": "accuracy", "test_accuracy": 96.7}
+
+
+@pytest.mark.parametrize(
+    ("summary", "match"),
+    [
+        (old_format(), "no 'metrics' list: it is in an old format"),
+        ({k: v for k, v in classification_summary().items() if k != "optimizer"}, "'optimizer'"),
+        ({k: v for k, v in classification_summary().items() if k != "test"}, "lacks 'test'"),
+        (classification_summary() | {"metrics": []}, "malformed.*non-empty list"),
+        (classification_summary() | {"metrics": ["accuracy"]}, "malformed.*'accuracy'"),
+        (classification_summary() | {"metrics": [{"name": "accuracy"}]}, "malformed"),
+        (classification_summary() | {"test": [96.7]}, "malformed.*'test' is not an object"),
+        (classification_summary() | {"test": {"accuracy": "96.7"}}, "accuracy = '96.7'"),
+        (classification_summary() | {"wall_time_s": "5 s"}, "wall_time_s"),
+        ([1, 2], "not a run summary"),
+        ("{not json", "not valid JSON"),
+    ],
+    ids=[
+        "old",
+        "no-optimizer",
+        "no-test",
+        "no-metric",
+        "bare-name",
+        "no-label",
+        "test-list",
+        "test-str",
+        "time-str",
+        "list",
+        "json",
+    ],
+)
+def test_a_bad_summary_is_a_user_error_naming_the_file(tmp_path, summary, match):
+    run = write_run(
+        tmp_path, "run", json.dumps(summary) if not isinstance(summary, str) else summary
+    )
+    with pytest.raises(UserError, match=match) as e:
+        run_row(run)
+    assert str(run / "summary.json") in str(e.value)
+    assert "rerun the training command" in str(e.value)
+
+
+def test_a_run_without_summary_has_not_finished(tmp_path):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(UserError, match=r"has no summary\.json: the run has not finished"):
+        run_row(tmp_path / "run")
+
+
+def without(d: dict[str, Any], *path: str) -> dict[str, Any]:
+    out = json.loads(json.dumps(d))
+    inner = out
+    for key in path[:-1]:
+        inner = inner[key]
+    del inner[path[-1]]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "match"),
+    [
+        ("hessian.json", "{", "not valid JSON"),
+        ("hessian.json", without(HESSIAN, "trace", "total"), "no 'total'"),
+        ("hessian.json", without(HESSIAN, "eigenvalues"), "no 'eigenvalues'"),
+        ("hessian.json", HESSIAN | {"eigenvalues": {"eigenvalues": []}}, "'eigenvalues' is empty"),
+        ("hessian.json", HESSIAN | {"trace": [1.0]}, "malformed"),
+        ("hessian.json", HESSIAN | {"trace": {"total": "big", "stderr": 1}}, "trace = 'big'"),
+        ("hessian.json", [], "malformed"),
+        ("noise_stability.json", {"results": []}, "'results' is empty"),
+        ("noise_stability.json", {"results": [{"sigma": 0.01}]}, "no 'mean'"),
+        ("noise_stability.json", {}, "no 'results'"),
+    ],
+)
+def test_a_bad_measurement_is_a_user_error_saying_to_measure_again(tmp_path, file, content, match):
+    run = write_run(tmp_path, "run", classification_summary())
+    (run / file).write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(UserError, match=match) as e:
+        run_row(run)
+    assert str(e.value).startswith(str(run / file))
+    assert str(e.value).endswith("delete it and measure again")
+
+
+def test_a_nan_stderr_is_a_dash(tmp_path):
+    hessian = HESSIAN | {"trace": {"total": 1.0, "stderr": float("nan")}}  # one probe
+    run = write_run(tmp_path, "run", classification_summary(), hessian)
+    header, cells = parse(markdown([run_row(run)]))
+    assert dict(zip(header, cells[0], strict=True))["± (s.e.)"] == "–"
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_main_writes_the_table_and_the_plot(runs, tmp_path, capsys):
+    out = tmp_path / "results" / "table"
+    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
+    for ext in ("md", "csv", "png", "pdf"):
+        assert Path(f"{out}.{ext}").stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert printed == Path(f"{out}.md").read_text()
+    assert parse(printed)[0] == HEADER
+
+
+def test_main_reports_a_broken_file_in_one_line(runs, tmp_path, capsys):
+    (runs[1] / "summary.json").write_text(json.dumps(old_format()))
+    out = tmp_path / "results" / "table"
+    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert str(runs[1] / "summary.json") in lines[0]
+    assert not Path(f"{out}.md").exists()
+
+
+def test_main_without_runs_is_an_error(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: no finished run")
