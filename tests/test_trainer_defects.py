@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from common.train import cli
@@ -71,7 +70,7 @@ def test_measurement_subset_is_seeded_stratified_and_recorded(tmp_path) -> None:
     splits = TASK.build_data(cfg)
     m = cfg.hessian
     m.n_examples, m.split, m.seed = 50, "test", 3
-    loader, info = cli.measurement_data(TASK, splits, m)
+    _, info = cli.measurement_data(TASK, splits, m)
     chosen = info["indices"]
     assert len(chosen) == 50 and chosen != list(range(50)) and info["subset_seed"] == 3
     labels = splits.labels("test")[chosen]

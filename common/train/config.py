@@ -28,7 +28,6 @@ from common.train.typed import (
     apply_overrides,
     build,
     config_help,
-    diff_configs as _diff_configs,
     flat_keys,
     flatten,
     from_dict,
@@ -41,6 +40,9 @@ from common.train.typed import (
     set_key,
     to_dict,
     validate,
+)
+from common.train.typed import (
+    diff_configs as _diff_configs,
 )
 
 __all__ = [
@@ -187,12 +189,15 @@ def _check_optimizer(opt: Any, prefix: str) -> None:
             )
 
 
+_NAMES = tuple(sorted(OPTIMIZERS))
+
+
 def _optimizer_section() -> type:
     """``OptimizerConfig``: name, base, the base options and every registered optimizer's
     own options (None = that optimizer's default), read from the registry."""
     owners = _owners()
     fields: list[tuple[str, Any, Any]] = [
-        ("name", str, keyfield("sgd", "optimizer (registry name)", choices=tuple(sorted(OPTIMIZERS)))),
+        ("name", str, keyfield("sgd", "optimizer (registry name)", choices=_NAMES)),
         ("base", str, keyfield("sgd", "base of a sharpness-aware optimizer", choices=tuple(BASES))),
     ]
     fields += [_option_field(n, o, ()) for n, o in BASE_OPTIONS.items()]
