@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import inspect
 import io
+import math
+import re
+import warnings
 
 import pytest
 import torch
 from conftest import ALL, SHARPNESS_AWARE, assert_same, build, ce, closure_for, data, mlp, snapshot
 from torch import nn
 
-from common.optim import NSO, OPTIMIZERS, SAM, SSAMD, SSAMF, WSAM, create_optimizer
+from common.optim import (
+    BASE_ACCEPTS,
+    BASE_OPTIONS,
+    NSO,
+    OPTIMIZERS,
+    SAM,
+    SSAMD,
+    SSAMF,
+    WSAM,
+    Option,
+    base_accepts,
+    create_optimizer,
+)
 from common.optim.base import SharpnessAwareOptimizer
 
 
@@ -311,3 +327,251 @@ def test_registry_describes_every_optimizer():
     assert OPTIMIZERS["nso"].evals_per_step(num_perturbs=2) == 4
     assert OPTIMIZERS["nso"].evals_per_step(lam=0.3) == 3
     assert OPTIMIZERS["sgd"].evals_per_step() == 1 and not OPTIMIZERS["sgd"].sharpness_aware
+
+
+# ---------------------------------------------------------------- keyword-only options
+
+CLASSES = [SAM, SSAMF, SSAMD, WSAM, NSO]
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_options_after_base_optimizer_are_keyword_only(cls):
+    with pytest.raises(TypeError):
+        cls(mlp().parameters(), torch.optim.SGD, 0.05)
+    kinds = inspect.signature(cls.__init__).parameters.values()
+    positional = [p.name for p in kinds if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert positional == ["self", "params", "base_optimizer"]
+
+
+# ------------------------------------------------------------- unknown-option messages
+
+
+def test_unknown_option_lists_the_wrappers_and_the_bases_options():
+    with pytest.raises(ValueError, match=r"'rh' \(did you mean rho\?\)") as info:
+        create_optimizer("sam", mlp().parameters(), rh=0.1)
+    msg = str(info.value)
+    for name in [*OPTIMIZERS["sam"].specs, *base_accepts(torch.optim.SGD)]:
+        assert re.search(rf"\b{name}\b", msg), name
+    assert "torch.optim.SGD" in msg
+    with pytest.raises(ValueError, match=r"did you mean betas.*torch\.optim\.AdamW"):
+        create_optimizer("nso", mlp().parameters(), base="adamw", beta=(0.9, 0.99))
+    with pytest.raises(ValueError, match="sigma is an option of nso"):
+        create_optimizer("wsam", mlp().parameters(), sigma=0.1)
+
+
+@pytest.mark.parametrize("name,cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam)])
+def test_unknown_option_of_a_plain_optimizer(name, cls):
+    with pytest.raises(ValueError) as info:
+        create_optimizer(name, mlp().parameters(), lr=0.1, weight_decy=0.1, rho=0.05)
+    msg = str(info.value)
+    assert "'weight_decy' (did you mean weight_decay" in msg
+    assert f"torch.optim.{cls.__name__}'s options" in msg
+    assert all(re.search(rf"\b{n}\b", msg) for n in base_accepts(cls))
+    assert "rho is an option of sam, asam, ssamf, ssamd, wsam" in msg
+
+
+# -------------------------------------------------------------- declared options (specs)
+
+
+def test_specs_follow_the_constructors():
+    for name, info in OPTIMIZERS.items():
+        if not info.sharpness_aware:
+            assert dict(info.specs) == {} and dict(info.options) == {}, name
+            continue
+        sig = inspect.signature(info.cls.__init__).parameters
+        keyword = [n for n, p in sig.items() if p.kind is p.KEYWORD_ONLY and n[0] != "_"]
+        assert list(info.specs) == keyword, name  # declaration order = signature order
+        assert list(info.specs)[-1] == "max_grad_norm", name
+        for option, spec in info.specs.items():
+            assert isinstance(spec, Option) and spec.help, (name, option)
+            assert spec.default == sig[option].default == info.options[option], (name, option)
+            spec.check(option, spec.default)  # every default is valid
+
+
+def test_an_option_shared_by_optimizers_is_declared_once():
+    seen: dict[str, list] = {}
+    for info in OPTIMIZERS.values():
+        for option, spec in info.specs.items():
+            seen.setdefault(option, []).append(spec)
+    for option, specs in seen.items():
+        assert all(s == specs[0] for s in specs), option
+    assert len(seen["rho"]) == 5 and len(seen["seed"]) == 2 and len(seen["max_grad_norm"]) == 6
+    assert SAM.OPTIONS["rho"] is SSAMF.OPTIONS["rho"] is SSAMD.OPTIONS["rho"]
+    assert (
+        WSAM.OPTIONS["rho"] is SAM.OPTIONS["rho"] and NSO.OPTIONS["seed"] is SSAMD.OPTIONS["seed"]
+    )
+    assert NSO.OPTIONS["max_grad_norm"] is WSAM.OPTIONS["max_grad_norm"]
+    assert SSAMF.OPTIONS["update_freq"] == SSAMD.OPTIONS["update_freq"]  # defaults 1 and 5
+
+
+def _invalid_values(spec: Option) -> list:
+    """Values ``spec`` must refuse: wrong type, NaN/inf, just past each bound."""
+    if spec.type is bool:
+        return ["yes", 1]
+    if spec.type is str:
+        return ["no-such-choice", 3]
+    wrong = ["0.1", True]
+    if spec.type is int:
+        wrong += [1.5]
+    else:
+        wrong += [math.nan, math.inf, -math.inf]
+    bounds = [spec.min - 1 if spec.min is not None else None, spec.gt, spec.lt]
+    bounds += [spec.max + 1 if spec.max is not None else None]
+    return wrong + [b for b in bounds if b is not None]
+
+
+CASES = [
+    (name, option, value)
+    for name, info in OPTIMIZERS.items()
+    for option, spec in info.specs.items()
+    for value in _invalid_values(spec)
+]
+
+
+@pytest.mark.parametrize("name,option,value", CASES, ids=[f"{n}-{o}-{v!r}" for n, o, v in CASES])
+def test_every_declared_bound_is_enforced_by_the_constructor(name, option, value):
+    with pytest.raises(ValueError, match=rf"^{option}\b.* must be .*, got ") as info:
+        create_optimizer(name, mlp().parameters(), lr=0.1, **{option: value})
+    assert OPTIMIZERS[name].specs[option].describe() in str(info.value)
+
+
+def test_option_check_messages_and_describe():
+    rho, betas = SAM.OPTIONS["rho"], BASE_OPTIONS["betas"]
+    assert rho.describe() == "a number >= 0"
+    assert SSAMF.OPTIONS["sparsity"].describe() == "a number >= 0 and < 1"
+    assert SAM.OPTIONS["max_grad_norm"].describe() == "a number > 0, or None"
+    assert betas.describe() == "a tuple of 2 numbers, each >= 0 and < 1"
+    assert NSO.OPTIONS["distribution"].describe().startswith("one of 'normal', 'laplace'")
+    with pytest.raises(ValueError, match=r"^rho must be a number >= 0, got -1$"):
+        rho.check("rho", -1)
+    rho.check("rho", 0)  # an int is a number
+    betas.check("betas", (0.9, 0.999))
+    betas.check("betas", [0.0, 0.5])  # YAML gives lists
+    for bad in [(0.9,), (0.9, 1.0), (0.9, math.nan), 0.9]:
+        with pytest.raises(ValueError, match="betas must be"):
+            betas.check("betas", bad)
+    Option(float, "unbounded above", max=math.inf).check("x", math.inf)  # only if allowed
+    with pytest.raises(TypeError):
+        Option(list, "not a supported type")
+    with pytest.raises(TypeError):
+        Option(tuple, "a tuple needs a length")
+
+
+def test_base_options_refuse_non_finite_and_out_of_range_values():
+    assert list(BASE_OPTIONS) == ["lr", "weight_decay", "momentum", "nesterov", "betas", "eps"]
+    ok = {"lr": 0.1, "weight_decay": 0, "momentum": 0.9, "nesterov": True, "eps": 1e-8}
+    for name, value in ok.items():
+        BASE_OPTIONS[name].check(name, value)
+    bad = [("lr", math.inf), ("lr", math.nan), ("lr", 0.0), ("weight_decay", math.inf)]
+    bad += [("weight_decay", -1e-4), ("momentum", -0.1), ("nesterov", "yes"), ("eps", 0.0)]
+    for name, value in bad:
+        with pytest.raises(ValueError, match=f"{name} must be"):
+            BASE_OPTIONS[name].check(name, value)
+
+
+def test_base_accepts_says_which_base_takes_an_option():
+    assert {"lr", "momentum", "nesterov", "weight_decay"} <= base_accepts(torch.optim.SGD)
+    assert "momentum" not in base_accepts(torch.optim.Adam)
+    assert {"betas", "eps"} <= base_accepts(torch.optim.AdamW)
+    assert BASE_ACCEPTS["adam"] == base_accepts(torch.optim.Adam)
+    assert "params" not in BASE_ACCEPTS["sgd"] and "self" not in BASE_ACCEPTS["sgd"]
+
+
+# ----------------------------------------------------------------------- max_grad_norm
+
+
+class SpySGD(torch.optim.SGD):
+    """SGD that records the gradients each of its steps uses."""
+
+    def step(self, closure=None):
+        grads = [
+            p.grad.clone() for g in self.param_groups for p in g["params"] if p.grad is not None
+        ]
+        self.__dict__.setdefault("seen", []).append(grads)
+        return super().step(closure)
+
+
+def total_norm(tensors) -> float:
+    return float(torch.linalg.vector_norm(torch.stack([t.double().norm() for t in tensors])))
+
+
+@pytest.mark.parametrize("name", SHARPNESS_AWARE)
+def test_max_grad_norm_clips_the_gradient_of_the_base_step(name):
+    batch, c = data(), 1e-3
+    seen = {}
+    for clip in (None, c, 1e6):
+        model = mlp()
+        opt = build(name, model, batch, base=SpySGD, max_grad_norm=clip)
+        opt.step(closure_for(model, batch))
+        seen[clip] = opt.base_optimizer.seen[0]
+    raw = total_norm(seen[None])
+    assert raw > 10 * c  # there is something to clip
+    assert total_norm(seen[c]) <= c * (1 + 1e-6)
+    for clipped, g in zip(seen[c], seen[None], strict=True):  # scaled, not redirected
+        torch.testing.assert_close(clipped, g * (c / raw), rtol=1e-4, atol=1e-9)
+    assert all(torch.equal(a, b) for a, b in zip(seen[1e6], seen[None], strict=True))
+
+
+def test_max_grad_norm_clips_after_grad_hook():
+    """The trainer all-reduces in grad_hook; clipping must see the reduced gradient."""
+    model, batch = mlp(), data()
+    opt = build("sam", model, batch, base=SpySGD, max_grad_norm=0.01)
+    hooked = []
+
+    def hook(grads, extra):
+        torch._foreach_mul_(grads, 1000.0)  # e.g. a sum over ranks
+        hooked.append(total_norm(grads))
+
+    opt.grad_hook = hook
+    opt.step(closure_for(model, batch))
+    assert hooked[0] > 1.0  # the hook saw the unclipped gradient
+    assert total_norm(opt.base_optimizer.seen[0]) <= 0.01 * (1 + 1e-6)
+
+
+def test_callers_clipping_does_not_reach_the_sam_update():
+    """Why max_grad_norm exists: a clipped g(W) only picks e; the base step uses g(W + e)."""
+    model, batch = mlp(), data()
+    opt = build("sam", model, batch, base=SpySGD)
+    ce(model, batch).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-4)
+    opt.step(closure_for(model, batch))
+    assert total_norm(opt.base_optimizer.seen[0]) > 1e-2
+
+
+def test_nso_with_lam_takes_present_gradients_as_g_of_w():
+    batch, k, lam = data(), 2, 0.3
+    a, b = mlp(), mlp()
+    opt_a = build("nso", a, batch, lam=lam, num_perturbs=k)
+    opt_b = build("nso", b, batch, lam=lam, num_perturbs=k)
+    for _ in range(2):
+        opt_a.zero_grad()
+        ce(a, batch).backward()  # the caller's clean pass at W (moves BN statistics once)
+        calls: list = []
+        opt_a.step(closure_for(a, batch, calls))
+        assert len(calls) == 2 * k  # not 1 + 2k
+        opt_b.zero_grad()
+        calls = []
+        opt_b.step(closure_for(b, batch, calls))
+        assert len(calls) == 1 + 2 * k
+    assert_same(snapshot(a), snapshot(b))  # same update, same BatchNorm statistics
+
+
+def test_nso_without_lam_discards_present_gradients_and_warns_once():
+    batch = data()
+    a, b = mlp(bn=False), mlp(bn=False)
+    opt_a, opt_b = build("nso", a, batch), build("nso", b, batch)
+    with pytest.warns(UserWarning, match="lam=0.*discarded") as record:
+        for _ in range(2):
+            ce(a, batch).backward()
+            torch.nn.utils.clip_grad_norm_(a.parameters(), 1e-4)  # has no effect
+            calls: list = []
+            opt_a.step(closure_for(a, batch, calls))
+            assert len(calls) == 2
+    ours = [w for w in record if "lam=0" in str(w.message)]
+    assert len(ours) == 1 and ours[0].filename == __file__  # points at the caller
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no gradients present: no warning
+        for _ in range(2):
+            opt_b.zero_grad()
+            opt_b.step(closure_for(b, batch))
+    assert_same(snapshot(a), snapshot(b))

@@ -218,6 +218,7 @@ def test_nso_sigma_schedule(schedule, expected):
     got = []
     for _ in range(5):
         got.append(opt.current_sigma())
+        opt.zero_grad()
         opt.step(lambda: (p.sum() * 0).backward())
     assert got == pytest.approx(expected, rel=1e-12, abs=1e-15)
     assert opt.current_sigma() == pytest.approx(0.1)  # constant after the ramp

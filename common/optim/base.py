@@ -4,19 +4,28 @@ A wrapper owns no update rule: it moves the weights to perturbed points, collect
 gradients there, puts the final gradient in ``p.grad`` at the *unperturbed* weights and
 lets the base optimizer (SGD, Adam, ...) step. Wrapper and base share ``param_groups``
 (the same list of the same dicts), so an LR scheduler attached to either drives both.
+
+Gradient clipping. A caller's ``clip_grad_norm_`` between its own ``backward()`` and
+``step(closure)`` does not clip the update: SAM, ASAM, SSAM and WSAM use such gradients as
+g(W) only to choose the ascent direction e (WSAM also in g + α(g̃ − g)), and the base
+step uses the fresh g(W + e); NSO uses them as g(W) with weight λ when ``lam > 0`` and
+discards them when ``lam == 0``. Pass ``max_grad_norm`` instead: it clips (global L2 norm
+over all parameters, ``torch.nn.utils.clip_grad_norm_`` semantics) the gradient the base
+step uses, after ``grad_hook`` (which all-reduces it in distributed training).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from common.bn import disable_running_stats, enable_running_stats
-from common.optim.perturb import swap_data
+from common.optim.options import MAX_GRAD_NORM, Option, check_options, frozen
+from common.optim.perturb import clip_grad_norm_, swap_data
 
 Closure = Callable[[], Any]
 Params = Iterable[Tensor] | Iterable[dict[str, Any]] | nn.Module
@@ -33,17 +42,27 @@ class SharpnessAwareOptimizer(Optimizer):
             in which case ``step(closure)`` also keeps BatchNorm running statistics to the
             first gradient pass of each step; or ``None`` when ``base_optimizer`` is built.
         base_optimizer: an ``Optimizer`` class (built here with ``base_kwargs``) or instance.
-        defaults: the wrapper's own hyper-parameters, added to every param group that does
-            not set them.
+        defaults: the wrapper's per-group hyper-parameters, added to every param group
+            that does not set them; checked (in every group) by ``OPTIONS``.
+        max_grad_norm: clip the global L2 norm of the gradient the base step uses to this,
+            after ``grad_hook``; None: no clipping.
+
+    Subclasses declare every constructor option in ``OPTIONS`` (signature order) and
+    check the ones that are not per group with :meth:`check_options`.
     """
+
+    OPTIONS: ClassVar[Mapping[str, Option]] = frozen(max_grad_norm=MAX_GRAD_NORM)
 
     def __init__(
         self,
         params: Params | None,
         base_optimizer: type[Optimizer] | Optimizer,
         defaults: dict[str, Any],
+        *,
+        max_grad_norm: float | None = None,
         **base_kwargs: Any,
     ) -> None:
+        self.check_options(max_grad_norm=max_grad_norm, **defaults)
         self.model = params if isinstance(params, nn.Module) else None
         if self.model is not None:
             params = [p for p in self.model.parameters() if p.requires_grad]
@@ -71,9 +90,10 @@ class SharpnessAwareOptimizer(Optimizer):
                 "base_optimizer must be a torch.optim.Optimizer subclass (e.g. torch.optim.SGD) "
                 f"or an instance of one, got {base_optimizer!r}"
             )
-        for group in base.param_groups:
+        for i, group in enumerate(base.param_groups):
             for key, value in defaults.items():
                 group.setdefault(key, value)
+                self.OPTIONS[key].check(f"{key} (param group {i})", group[key])
         super().__init__(base.param_groups, {**base.defaults, **defaults})
         self.base_optimizer = base
         self.param_groups = base.param_groups  # one list of dicts for both optimizers
@@ -81,6 +101,12 @@ class SharpnessAwareOptimizer(Optimizer):
         # Called on the gradients the base optimizer is about to use, after W is restored:
         # the trainer all-reduces them here (one reduction per step) and clips them.
         self.grad_hook: GradHook | None = None
+        self.max_grad_norm = max_grad_norm
+
+    @classmethod
+    def check_options(cls, **values: Any) -> None:
+        """Raises ValueError for any value its ``OPTIONS`` declaration does not allow."""
+        check_options(cls.OPTIONS, values)
 
     # -- weights -----------------------------------------------------------------------
     def _swap_in(self, params: list[Tensor], perturbed: list[Tensor]) -> None:
@@ -131,10 +157,13 @@ class SharpnessAwareOptimizer(Optimizer):
                 enable_running_stats(self.model)
 
     def _before_base_step(self, extra: Sequence[Tensor] = ()) -> None:
-        """Runs ``grad_hook`` on the update gradients (p.grad) and ``extra`` tensors."""
+        """Runs ``grad_hook`` on the update gradients (p.grad) and ``extra`` tensors, then
+        clips the update gradients to ``max_grad_norm`` (so clipping sees reduced ones)."""
+        grads = [p.grad for p in self._params() if p.grad is not None]
         if self.grad_hook is not None:
-            grads = [p.grad for p in self._params() if p.grad is not None]
             self.grad_hook(grads, list(extra))
+        if self.max_grad_norm is not None:
+            clip_grad_norm_(grads, self.max_grad_norm)
 
     @staticmethod
     def _require_closure(closure: Closure | None, name: str) -> None:

@@ -11,6 +11,7 @@ from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_map
 
 from common.batches import batch_size, slice_batch
+from common.optim.perturb import norm_dtype
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 
@@ -44,7 +45,9 @@ def fisher_diagonal(
     example. The model runs in eval mode (BatchNorm reads its running statistics and never
     updates them; vmap cannot update them anyway), and its mode is restored afterwards.
     Tensor batches (tuples, dicts) are vectorised with vmap in chunks of ``chunk_size``
-    examples; PyG batches (``to_data_list``) are split into graphs and looped over.
+    examples; PyG batches (``to_data_list``) are split into graphs and looped over. The
+    sums are accumulated and returned in float32, or float64 for float64 parameters:
+    squares of small bfloat16/float16 gradients underflow, and their sums lose digits.
     """
     names = {p: n for n, p in model.named_parameters()}
     unknown = [tuple(p.shape) for p in params if p not in names]
@@ -54,9 +57,9 @@ def fisher_diagonal(
         )
     wrapper = _Loss(model, loss_fn)
     keys = ["model." + names[p] for p in params]
-    numel = sum(p.numel() for p in params)
-    chunk = chunk_size or max(1, CHUNK_BYTES // max(1, 4 * numel))
-    fisher = [torch.zeros_like(p) for p in params]
+    example_bytes = sum(p.numel() * p.element_size() for p in params)  # one example's grads
+    chunk = chunk_size or max(1, CHUNK_BYTES // max(1, example_bytes))
+    fisher = [torch.zeros_like(p, dtype=norm_dtype([p])) for p in params]
     was_training = model.training
     model.eval()
     try:
@@ -89,7 +92,7 @@ def _accumulate_vmap(
     with torch.enable_grad():
         per_example = vmap(grad(one_loss), in_dims=(None, 0))(weights, part)  # k: (B, *shape)
     for f, k in zip(fisher, keys, strict=True):
-        f.add_(per_example[k].square().sum(0))
+        f.add_(per_example[k].to(f.dtype).square().sum(0))
 
 
 def _accumulate_loop(
@@ -102,4 +105,4 @@ def _accumulate_loop(
             grads = torch.autograd.grad(wrapper(single), params, allow_unused=True)
         for f, g in zip(fisher, grads, strict=True):
             if g is not None:
-                f.add_(g.square())
+                f.add_(g.to(f.dtype).square())

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from common.checks import check, check_int, check_number
 from common.optim.base import Closure, Params, SharpnessAwareOptimizer
+from common.optim.options import MAX_GRAD_NORM, SEED, Option, frozen
 from common.optim.perturb import DISTRIBUTIONS, sample_noise_, steal_grads
 from common.rng import generator
 
 SIGMA_SCHEDULES = ("constant", "linear", "exponential")
 _EXP_START = 1e-5  # σ of the exponential schedule at step 0
+_EXP_SIGMA = Option(float, "sigma of an exponential ramp from 1e-5", min=_EXP_START)
 
 
 class NSO(SharpnessAwareOptimizer):
@@ -27,6 +31,11 @@ class NSO(SharpnessAwareOptimizer):
     costs 2k gradient evaluations by default. Besides the weights it holds two
     parameter-sized buffers: the perturbed weights and the gradient sum (W − U is built
     from W + U in place; gradients are taken over, not copied, and averaged by lerp).
+
+    Gradients present when ``step(closure)`` starts (a caller's own backward, clipped or
+    not) are taken as g(W) when λ > 0, saving the clean pass; when λ = 0 (the default)
+    g(W) is not part of G, so they are discarded and a warning says the caller's pass was
+    wasted. Either way the perturbed gradients are fresh: clip G with ``max_grad_norm``.
 
     Args:
         params: parameters, param groups (``sigma`` may differ per group; 0 = no noise),
@@ -42,12 +51,26 @@ class NSO(SharpnessAwareOptimizer):
         schedule_steps: length of the σ ramp in optimizer steps.
         seed: seed of the optimizer's own noise generator (its state is in state_dict, so
             resumed runs draw the same noise). None: drawn from torch's global RNG.
+        max_grad_norm: clip the global norm of G before the base step; None: off.
     """
+
+    OPTIONS = frozen(
+        sigma=Option(float, "NSO noise scale sigma (per group; 0: no noise)", min=0),
+        num_perturbs=Option(int, "NSO noise draws k per step", min=1),
+        use_neg=Option(bool, "NSO antithetic pairs W +- U"),
+        lam=Option(float, "NSO weight lambda of the clean gradient g(W)", min=0, max=1),
+        distribution=Option(str, "NSO noise distribution", choices=DISTRIBUTIONS),
+        sigma_schedule=Option(str, "NSO sigma ramp", choices=SIGMA_SCHEDULES),
+        schedule_steps=Option(int, "NSO sigma ramp length (optimizer steps)", min=1),
+        seed=SEED,
+        max_grad_norm=MAX_GRAD_NORM,
+    )
 
     def __init__(
         self,
         params: Params | None,
         base_optimizer: type[Optimizer] | Optimizer = torch.optim.SGD,
+        *,
         sigma: float = 0.01,
         num_perturbs: int = 1,
         use_neg: bool = True,
@@ -56,26 +79,24 @@ class NSO(SharpnessAwareOptimizer):
         sigma_schedule: str = "constant",
         schedule_steps: int = 1,
         seed: int | None = None,
+        max_grad_norm: float | None = None,
         **base_kwargs: Any,
     ) -> None:
-        check_int("num_perturbs", num_perturbs, 1)
-        check("use_neg", use_neg, isinstance(use_neg, bool), "a bool")
-        check_number("lam", lam, 0.0, 1.0)
-        check(
-            "distribution", distribution, distribution in DISTRIBUTIONS, f"one of {DISTRIBUTIONS}"
+        self.check_options(
+            num_perturbs=num_perturbs,
+            use_neg=use_neg,
+            lam=lam,
+            distribution=distribution,
+            sigma_schedule=sigma_schedule,
+            schedule_steps=schedule_steps,
+            seed=seed,
         )
-        check(
-            "sigma_schedule",
-            sigma_schedule,
-            sigma_schedule in SIGMA_SCHEDULES,
-            f"one of {SIGMA_SCHEDULES}",
+        super().__init__(
+            params, base_optimizer, {"sigma": sigma}, max_grad_norm=max_grad_norm, **base_kwargs
         )
-        check_int("schedule_steps", schedule_steps, 1)
-        super().__init__(params, base_optimizer, {"sigma": sigma}, **base_kwargs)
-        for group in self.param_groups:
-            check_number("sigma", group["sigma"], 0.0)
-            if sigma_schedule == "exponential":
-                check_number("sigma (exponential schedule)", group["sigma"], _EXP_START)
+        if sigma_schedule == "exponential":  # the ramp starts at 1e-5: σ below it is no ramp
+            for group in self.param_groups:
+                _EXP_SIGMA.check("sigma (exponential schedule)", group["sigma"])
         self.num_perturbs, self.use_neg, self.lam = num_perturbs, use_neg, lam
         self.distribution, self.sigma_schedule = distribution, sigma_schedule
         self.schedule_steps = schedule_steps
@@ -87,6 +108,7 @@ class NSO(SharpnessAwareOptimizer):
         self._grad_sum: list[Tensor | None] = []  # running weighted mean of the gradients
         self._weight = 0.0  # Σ update_weight so far in this step
         self._bufs: list[Tensor] | None = None  # the perturbed weights, reused within a step
+        self._warned_discard = False  # the lam == 0 warning, once per optimizer
 
     # -- the manual protocol of the reference implementation ---------------------------
     @torch.no_grad()
@@ -194,10 +216,12 @@ class NSO(SharpnessAwareOptimizer):
 
         def run() -> Any:
             losses = []
-            given = self.lam > 0 and self._has_grads()  # the caller ran the clean pass
+            present = self._has_grads()
+            given = self.lam > 0 and present  # the caller ran the clean pass
             if self.lam > 0 and not given:
                 losses.append(self._run_closure(closure, 0))
-            elif self.lam == 0:
+            elif self.lam == 0 and present:
+                self._warn_discard()
                 self.zero_grad()  # g(W) is not part of the estimate
             self.store_gradients(store_weights=True, update_weight=self.lam)
             weight = (1.0 - self.lam) / (self.num_perturbs * (2 if self.use_neg else 1))
@@ -210,6 +234,18 @@ class NSO(SharpnessAwareOptimizer):
             return losses[0] if losses else None
 
         return self._guarded(run)
+
+    def _warn_discard(self) -> None:
+        if not self._warned_discard:
+            self._warned_discard = True
+            warnings.warn(
+                "NSO.step(closure) found gradients in p.grad with lam=0: g(W) is not part of "
+                "NSO's estimate, so they are discarded. If a backward pass of yours made them, "
+                "that forward and backward pass was wasted, and clipping them had no effect "
+                "(use max_grad_norm). Call zero_grad() before step(closure), or set lam > 0 "
+                "to use them as g(W). (Warned once per optimizer.)",
+                stacklevel=_caller_level(),
+            )
 
     # -- noise, schedule, state --------------------------------------------------------
     def _current_sigmas(self) -> dict[Tensor, float]:
@@ -248,3 +284,13 @@ class NSO(SharpnessAwareOptimizer):
         self._generators = {}
         for key, rng_state in state["generators"].items():
             self._generator(torch.device(key)).set_state(rng_state)
+
+
+def _caller_level() -> int:
+    """``stacklevel`` that points a warning at the first frame outside this package and
+    torch (the caller of ``step``), however many wrappers torch puts around ``step``."""
+    skip = (str(Path(__file__).parent), str(Path(torch.__file__).parent))
+    frame, level = sys._getframe(1), 1  # level 1: the function calling warnings.warn
+    while frame is not None and frame.f_code.co_filename.startswith(skip):
+        frame, level = frame.f_back, level + 1
+    return level

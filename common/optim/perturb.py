@@ -8,6 +8,7 @@ untouched and swapped back, so restoring is exact and costs no memory traffic.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -21,13 +22,37 @@ NORM_EPS = 1e-12
 DISTRIBUTIONS = ("normal", "laplace", "uniform", "binomial", "cauchy")
 
 
+def norm_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
+    """float32, or wider if a tensor is (float64): never below the tensors' precision."""
+    return functools.reduce(torch.promote_types, (t.dtype for t in tensors), torch.float32)
+
+
 def global_norm(tensors: Sequence[Tensor]) -> Tensor:
-    """‖concat(tensors)‖₂ as a 0-dim float32 tensor (0 for an empty list)."""
+    """‖concat(tensors)‖₂ as a 0-dim tensor in :func:`norm_dtype` (0 for an empty list).
+
+    Accumulated in at least float32: a bfloat16/float16 norm loses digits or overflows.
+    """
     if not tensors:
         return torch.zeros(())
-    norms = torch._foreach_norm(list(tensors), 2, dtype=torch.float32)
+    norms = torch._foreach_norm(list(tensors), 2, dtype=norm_dtype(tensors))
     device = norms[0].device
     return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]))
+
+
+def clip_grad_norm_(grads: Sequence[Tensor], max_norm: float) -> None:
+    """Scales ``grads`` in place so that their global norm is at most ``max_norm``.
+
+    ``torch.nn.utils.clip_grad_norm_``'s rule, g·min(1, max_norm/(‖g‖ + 1e-6)), with the
+    norm of :func:`global_norm`; no host sync.
+    """
+    if not grads:
+        return
+    coef = torch.clamp(max_norm / (global_norm(grads) + 1e-6), max=1.0)
+    by_device: dict[torch.device, list[Tensor]] = {}
+    for g in grads:
+        by_device.setdefault(g.device, []).append(g)
+    for device, group in by_device.items():
+        torch._foreach_mul_(group, coef.to(device))
 
 
 def adaptive_scale(params: Sequence[Tensor], eta: float) -> list[Tensor]:

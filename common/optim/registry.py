@@ -1,4 +1,10 @@
-"""The optimizer registry and ``create_optimizer``."""
+"""The optimizer registry and ``create_optimizer``.
+
+``OPTIMIZERS[name].specs`` declares an optimizer's own options (read from its class's
+``OPTIONS``, with the constructor's defaults) and ``BASE_OPTIONS`` the base optimizers'
+that a run configuration offers; ``BASE_ACCEPTS`` / ``base_accepts`` say which of those a
+base class takes.
+"""
 
 from __future__ import annotations
 
@@ -15,25 +21,45 @@ from torch.optim import Optimizer
 
 from common.optim.base import Params
 from common.optim.nso import NSO
+from common.optim.options import BASE_OPTIONS, Option, base_accepts
 from common.optim.sam import SAM
 from common.optim.ssam import SSAMD, SSAMF
 from common.optim.wsam import WSAM
 
+__all__ = [
+    "BASES",
+    "BASE_ACCEPTS",
+    "BASE_OPTIONS",
+    "OPTIMIZERS",
+    "OptimInfo",
+    "Option",
+    "base_accepts",
+    "create_optimizer",
+]
+
 BASES: Mapping[str, type[Optimizer]] = MappingProxyType(
     {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 )
+#: The options each base optimizer in ``BASES`` accepts (``base_accepts``).
+BASE_ACCEPTS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {name: base_accepts(cls) for name, cls in BASES.items()}
+)
 
 
-def _options(cls: type, *, skip: tuple[str, ...] = ()) -> Mapping[str, Any]:
-    """The keyword options of ``cls.__init__`` after (params, base_optimizer), with defaults."""
-    sig = inspect.signature(cls.__init__)
-    out = {
-        name: p.default
-        for name, p in sig.parameters.items()
-        if name not in ("self", "params", "base_optimizer", *skip)
-        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
-    return MappingProxyType(out)
+def _specs(cls: type) -> Mapping[str, Option]:
+    """``cls.OPTIONS`` with the defaults of ``cls.__init__``; both must name the same options.
+
+    Parameters starting with ``_`` are internal (a subclass's per-group defaults).
+    """
+    sig = inspect.signature(cls.__init__).parameters
+    public = [n for n, p in sig.items() if p.kind == p.KEYWORD_ONLY and not n.startswith("_")]
+    declared = list(getattr(cls, "OPTIONS", {}))
+    if public != declared:
+        raise TypeError(
+            f"{cls.__name__}.OPTIONS {declared} differ from its keyword options {public} "
+            "(names and order must match)"
+        )
+    return MappingProxyType({n: cls.OPTIONS[n].with_default(sig[n].default) for n in public})
 
 
 @dataclass(frozen=True)
@@ -44,20 +70,27 @@ class OptimInfo:
         name: registry key.
         cls: the class ``create_optimizer`` builds.
         description: one line for tables and ``--help``.
-        options: the optimizer's own options and their defaults (base-optimizer options
-            such as lr or momentum are not listed here).
-        preset: options fixed by the name (``asam`` = SAM with ``adaptive=True``).
         grad_evals: gradient evaluations (closure calls) one step costs, given the options.
+        specs: the optimizer's own options (``max_grad_norm`` included; base-optimizer
+            options such as lr are in ``BASE_OPTIONS``), in declaration order, with the
+            constructor's defaults; empty for a plain torch optimizer.
+        preset: options fixed by the name (``asam`` = SAM with ``adaptive=True``).
         sharpness_aware: wraps a base optimizer (``base=`` picks it).
+        options: name -> default of ``specs`` (derived).
     """
 
     name: str
     cls: type[Optimizer]
     description: str
-    options: Mapping[str, Any]
     grad_evals: Callable[[Mapping[str, Any]], int]
+    specs: Mapping[str, Option] = field(default_factory=lambda: MappingProxyType({}))
     preset: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     sharpness_aware: bool = True
+    options: Mapping[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        defaults = MappingProxyType({n: s.default for n, s in self.specs.items()})
+        object.__setattr__(self, "options", defaults)
 
     def resolved(self, **cfg: Any) -> dict[str, Any]:
         """Options with defaults, preset and ``cfg`` applied (only this optimizer's own)."""
@@ -75,42 +108,34 @@ def _nso_evals(o: Mapping[str, Any]) -> int:
 
 
 def _base_info(name: str, cls: type[Optimizer]) -> OptimInfo:
-    return OptimInfo(
-        name=name,
-        cls=cls,
-        description=f"torch.optim.{cls.__name__} (no perturbation)",
-        options=MappingProxyType({}),
-        grad_evals=lambda o: 1,
-        sharpness_aware=False,
-    )
+    description = f"torch.optim.{cls.__name__} (no perturbation)"
+    return OptimInfo(name, cls, description, lambda o: 1, sharpness_aware=False)
 
 
-_SAM_OPTIONS = _options(SAM, skip=("extra_defaults",))
+def _sam_evals(o: Mapping[str, Any]) -> int:
+    return 2  # g(W) and g(W + e)
+
+
+def _info(
+    name: str, cls: type[Optimizer], description: str, evals=_sam_evals, **kw: Any
+) -> OptimInfo:
+    return OptimInfo(name, cls, description, evals, _specs(cls), **kw)
+
 
 OPTIMIZERS: Mapping[str, OptimInfo] = MappingProxyType(
     {
         **{name: _base_info(name, cls) for name, cls in BASES.items()},
-        "sam": OptimInfo("sam", SAM, "SAM, Foret et al. 2021", _SAM_OPTIONS, lambda o: 2),
-        "asam": OptimInfo(
+        "sam": _info("sam", SAM, "SAM, Foret et al. 2021"),
+        "asam": _info(
             "asam",
             SAM,
             "adaptive SAM, Kwon et al. 2021 (T = |W| + eta)",
-            _SAM_OPTIONS,
-            lambda o: 2,
             preset=MappingProxyType({"adaptive": True, "eta": 0.01, "rho": 0.5}),
         ),
-        "ssamf": OptimInfo(
-            "ssamf", SSAMF, "Fisher sparse SAM, Mi et al. 2022", _options(SSAMF), lambda o: 2
-        ),
-        "ssamd": OptimInfo(
-            "ssamd", SSAMD, "dynamic sparse SAM, Mi et al. 2022", _options(SSAMD), lambda o: 2
-        ),
-        "wsam": OptimInfo(
-            "wsam", WSAM, "weighted SAM, Yue et al. 2023", _options(WSAM), lambda o: 2
-        ),
-        "nso": OptimInfo(
-            "nso", NSO, "noise stability optimization, Zhang et al. 2024", _options(NSO), _nso_evals
-        ),
+        "ssamf": _info("ssamf", SSAMF, "Fisher sparse SAM, Mi et al. 2022"),
+        "ssamd": _info("ssamd", SSAMD, "dynamic sparse SAM, Mi et al. 2022"),
+        "wsam": _info("wsam", WSAM, "weighted SAM, Yue et al. 2023"),
+        "nso": _info("nso", NSO, "noise stability optimization, Zhang et al. 2024", _nso_evals),
     }
 )
 
@@ -120,16 +145,26 @@ def _close(name: str, valid: list[str]) -> str:
     return f" (did you mean {', '.join(near)}?)" if near else ""
 
 
-def _base_kwargs(cls: type[Optimizer], kwargs: dict[str, Any], name: str) -> None:
-    accepted = [
-        k for k in inspect.signature(cls.__init__).parameters if k not in ("self", "params")
-    ]
-    for key in kwargs:
-        if key not in accepted:
-            raise ValueError(
-                f"unknown option {key!r} for optimizer {name!r}{_close(key, accepted)}; "
-                f"valid: {sorted(accepted)}"
-            )
+def _refuse_unknown(key: str, cfg: Mapping[str, Any], base_cls: type[Optimizer]) -> None:
+    """ValueError naming each unknown option, its likely meaning, and every valid option."""
+    own, accepted = list(OPTIMIZERS[key].specs), sorted(base_accepts(base_cls))
+    unknown = [k for k in cfg if k not in own and k not in accepted]
+    if not unknown:
+        return
+    valid = own + accepted
+    names = ", ".join(f"{k!r}{_close(k, valid)}" for k in unknown)
+    torch_name = f"torch.optim.{base_cls.__name__}"
+    if OPTIMIZERS[key].sharpness_aware:
+        lists = [f"{key}'s options: {', '.join(own)}", f"its base {torch_name}'s: "]
+    else:
+        lists = [f"{torch_name}'s options: "]
+    lists[-1] += ", ".join(accepted)
+    for k in unknown:
+        elsewhere = [n for n, info in OPTIMIZERS.items() if k in info.specs]
+        if elsewhere:
+            lists.append(f"{k} is an option of {', '.join(elsewhere)}")
+    s = "s" if len(unknown) > 1 else ""
+    raise ValueError(f"unknown option{s} {names} for optimizer {key!r}; {'; '.join(lists)}")
 
 
 def create_optimizer(
@@ -138,7 +173,7 @@ def create_optimizer(
     """Builds optimizer ``name`` from a flat config.
 
     ``cfg`` mixes the optimizer's own options (``rho``, ``sigma``, ...; see
-    ``OPTIMIZERS[name].options``) with the base optimizer's (``lr``, ``momentum``,
+    ``OPTIMIZERS[name].specs``) with the base optimizer's (``lr``, ``momentum``,
     ``weight_decay``, ...); ``base`` names the base of the sharpness-aware ones
     (sgd, adam, adamw, or an Optimizer class). ``params`` may be the model itself: a
     sharpness-aware optimizer then lets only the first gradient pass of a step move the
@@ -153,7 +188,7 @@ def create_optimizer(
         raise ValueError(f"unknown optimizer {name!r}{_close(str(name), valid)}; valid: {valid}")
     info = OPTIMIZERS[key]
     if not info.sharpness_aware:
-        _base_kwargs(info.cls, cfg, key)
+        _refuse_unknown(key, cfg, info.cls)
         return info.cls(params.parameters() if isinstance(params, nn.Module) else params, **cfg)
     if isinstance(base, str):
         if base.lower() not in BASES:
@@ -168,7 +203,7 @@ def create_optimizer(
         raise ValueError(
             f"base must be a name in {sorted(BASES)} or an Optimizer class, got {base!r}"
         )
-    own = {**info.preset, **{k: v for k, v in cfg.items() if k in info.options}}
-    rest = {k: v for k, v in cfg.items() if k not in info.options}
-    _base_kwargs(base_cls, rest, f"{key} (base {base_cls.__name__})")
+    _refuse_unknown(key, cfg, base_cls)
+    own = {**info.preset, **{k: v for k, v in cfg.items() if k in info.specs}}
+    rest = {k: v for k, v in cfg.items() if k not in info.specs}
     return info.cls(params, base_cls, **own, **rest)

@@ -8,9 +8,14 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from common.checks import check, check_number
 from common.optim.base import Closure, Params, SharpnessAwareOptimizer
+from common.optim.options import MAX_GRAD_NORM, Option, frozen
 from common.optim.perturb import NORM_EPS, ascent_directions, ascent_point, global_norm
+
+#: Options of every SAM-family optimizer (SAM, ASAM, SSAM-F, SSAM-D, WSAM); per group.
+RHO = Option(float, "SAM neighbourhood radius rho (0: the base optimizer)", min=0)
+ADAPTIVE = Option(bool, "ASAM's scale-invariant neighbourhood (T = |W| + eta)")
+ETA = Option(float, "ASAM offset eta added to |W|", min=0)
 
 
 class SAM(SharpnessAwareOptimizer):
@@ -20,6 +25,10 @@ class SAM(SharpnessAwareOptimizer):
     (T = 1 for SAM, T = |W| + η for ASAM); g̃ = g(W + e) on the same batch; W restored
     bit for bit; base step with g̃.
 
+    Clipping: gradients a caller clips before ``step(closure)`` are g(W), which only
+    chooses the direction of e; the base step uses the fresh g(W + e). Use
+    ``max_grad_norm`` to clip the gradient of the update.
+
     Args:
         params: parameters, param groups (``rho``, ``adaptive``, ``eta`` may differ per
             group, e.g. ``adaptive=False`` for biases as in the official ASAM), or a model.
@@ -27,25 +36,27 @@ class SAM(SharpnessAwareOptimizer):
         rho: neighbourhood radius ρ >= 0; ρ = 0 is the base optimizer exactly.
         adaptive: ASAM's scale-invariant neighbourhood.
         eta: η added to |W| in ASAM (official ASAM 0.01; davda54/sam 0).
+        max_grad_norm: clip the global norm of g(W + e) before the base step; None: off.
     """
+
+    OPTIONS = frozen(rho=RHO, adaptive=ADAPTIVE, eta=ETA, max_grad_norm=MAX_GRAD_NORM)
 
     def __init__(
         self,
         params: Params | None,
         base_optimizer: type[Optimizer] | Optimizer = torch.optim.SGD,
+        *,
         rho: float = 0.05,
         adaptive: bool = False,
         eta: float = 0.0,
-        *,
-        extra_defaults: dict[str, Any] | None = None,
+        max_grad_norm: float | None = None,
+        _group_defaults: dict[str, Any] | None = None,  # a subclass's per-group options
         **base_kwargs: Any,
     ) -> None:
-        defaults = {"rho": rho, "adaptive": adaptive, "eta": eta, **(extra_defaults or {})}
-        super().__init__(params, base_optimizer, defaults, **base_kwargs)
-        for group in self.param_groups:
-            check_number("rho", group["rho"], 0.0)
-            check_number("eta", group["eta"], 0.0)
-            check("adaptive", group["adaptive"], isinstance(group["adaptive"], bool), "a bool")
+        defaults = {"rho": rho, "adaptive": adaptive, "eta": eta, **(_group_defaults or {})}
+        super().__init__(
+            params, base_optimizer, defaults, max_grad_norm=max_grad_norm, **base_kwargs
+        )
 
     def _masks(self, params: list[Tensor]) -> list[Tensor] | None:
         """Per-parameter 0/1 masks on e (sparse SAM); None keeps every coordinate."""

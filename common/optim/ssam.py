@@ -11,13 +11,18 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from common.checks import check, check_int, check_number
 from common.optim.base import Params
 from common.optim.fisher import LossFn, fisher_diagonal
-from common.optim.sam import SAM
+from common.optim.options import MAX_GRAD_NORM, SEED, Option, frozen
+from common.optim.perturb import norm_dtype
+from common.optim.sam import ADAPTIVE, ETA, RHO, SAM
 from common.rng import generator
 
 STRATEGIES = ("weight", "gradient", "random")
+
+#: Options of both SSAM-F and SSAM-D.
+SPARSITY = Option(float, "SSAM fraction of coordinates not perturbed", min=0, lt=1)
+UPDATE_FREQ = Option(int, "SSAM mask update period (epochs)", min=1)
 
 
 def num_live(total: int, sparsity: float) -> int:
@@ -32,23 +37,21 @@ def _distributed() -> bool:
 class _SparseSAM(SAM):
     """SAM whose perturbation keeps a global top-k of coordinates: e ← m ⊙ e.
 
-    Masks live in ``state[p]["mask"]`` as 0/1 tensors of the parameter's dtype.
+    Masks live in ``state[p]["mask"]`` as 0/1 tensors of the parameter's dtype; scores
+    are compared in at least float32 (:func:`norm_dtype`).
     """
 
     def __init__(
         self,
         params: Params | None,
         base_optimizer: type[Optimizer] | Optimizer,
-        rho: float,
+        *,
         sparsity: float,
         update_freq: int,
-        adaptive: bool,
-        eta: float,
-        **base_kwargs: Any,
+        **sam_kwargs: Any,
     ) -> None:
-        check_number("sparsity", sparsity, 0.0, 1.0, hi_open=True)
-        check_int("update_freq", update_freq, 1)
-        super().__init__(params, base_optimizer, rho, adaptive, eta, **base_kwargs)
+        self.check_options(sparsity=sparsity, update_freq=update_freq)
+        super().__init__(params, base_optimizer, **sam_kwargs)
         self.sparsity, self.update_freq = sparsity, update_freq
 
     def mask_update_due(self, epoch: int) -> bool:
@@ -71,8 +74,10 @@ class _SparseSAM(SAM):
             ) from None
 
     def _flat(self, tensors: Iterable[Tensor]) -> Tensor:
-        device = self._params()[0].device
-        return torch.cat([t.reshape(-1).to(device, torch.float32) for t in tensors])
+        """One score vector, in float32 or the parameters' wider dtype (float64)."""
+        params = self._params()
+        device, dtype = params[0].device, norm_dtype(params)
+        return torch.cat([t.reshape(-1).to(device, dtype) for t in tensors])
 
     @staticmethod
     def _sum_over_ranks(flat: Tensor) -> Tensor:
@@ -108,7 +113,8 @@ class SSAMF(_SparseSAM):
 
     Call :meth:`update_mask` (or :meth:`prepare_epoch` at the start of every epoch) before
     the first step; the reference starts from an all-zero mask, i.e. no perturbation at
-    all until its first update.
+    all until its first update. Clipping as in :class:`SAM`: a caller's clipped g(W) only
+    picks e; ``max_grad_norm`` clips the gradient of the base step.
 
     Args:
         rho, adaptive, eta: as in :class:`SAM`.
@@ -116,12 +122,25 @@ class SSAMF(_SparseSAM):
         num_samples: examples whose squared gradients make up the Fisher diagonal.
         update_freq: recompute the mask every this many epochs.
         chunk_size: examples per vectorised per-example-gradient chunk (None: automatic).
+        max_grad_norm: as in :class:`SAM`.
     """
+
+    OPTIONS = frozen(
+        rho=RHO,
+        sparsity=SPARSITY,
+        num_samples=Option(int, "SSAM-F examples in the Fisher estimate", min=1),
+        update_freq=UPDATE_FREQ,
+        adaptive=ADAPTIVE,
+        eta=ETA,
+        chunk_size=Option(int, "SSAM-F per-example gradient chunk", min=1, nullable=True),
+        max_grad_norm=MAX_GRAD_NORM,
+    )
 
     def __init__(
         self,
         params: Params | None,
         base_optimizer: type[Optimizer] | Optimizer = torch.optim.SGD,
+        *,
         rho: float = 0.05,
         sparsity: float = 0.5,
         num_samples: int = 16,
@@ -129,13 +148,20 @@ class SSAMF(_SparseSAM):
         adaptive: bool = False,
         eta: float = 0.0,
         chunk_size: int | None = None,
+        max_grad_norm: float | None = None,
         **base_kwargs: Any,
     ) -> None:
-        check_int("num_samples", num_samples, 1)
-        if chunk_size is not None:
-            check_int("chunk_size", chunk_size, 1)
+        self.check_options(num_samples=num_samples, chunk_size=chunk_size)
         super().__init__(
-            params, base_optimizer, rho, sparsity, update_freq, adaptive, eta, **base_kwargs
+            params,
+            base_optimizer,
+            sparsity=sparsity,
+            update_freq=update_freq,
+            rho=rho,
+            adaptive=adaptive,
+            eta=eta,
+            max_grad_norm=max_grad_norm,
+            **base_kwargs,
         )
         self.num_samples, self.chunk_size = num_samples, chunk_size
 
@@ -171,7 +197,9 @@ class SSAMD(_SparseSAM):
     (dead before this update) with the highest ``growth_strategy`` score come alive, so
     the sparsity never changes. Scores: weight |W|, gradient |g| (summed over ranks),
     random. Call :meth:`prepare_epoch` at the start of every epoch; the update is applied
-    at the next step, when the gradient at W is known.
+    at the next step, when the gradient at W is known. Clipping as in :class:`SAM`: a
+    caller's clipped g(W) only picks e (and the gradient scores); ``max_grad_norm`` clips
+    the gradient of the base step.
 
     Args:
         rho, adaptive, eta: as in :class:`SAM`.
@@ -182,12 +210,30 @@ class SSAMD(_SparseSAM):
         epochs: length of the cosine schedule (the run's number of epochs).
         seed: seed of the optimizer's generator (initial mask, random scores); the same
             on every rank. None: drawn from torch's global RNG.
+        max_grad_norm: as in :class:`SAM`.
     """
+
+    OPTIONS = frozen(
+        rho=RHO,
+        sparsity=SPARSITY,
+        drop_rate=Option(
+            float, "SSAM-D initial fraction of live coordinates replaced", min=0, max=1
+        ),
+        drop_strategy=Option(str, "SSAM-D drop score", choices=STRATEGIES),
+        growth_strategy=Option(str, "SSAM-D growth score", choices=STRATEGIES),
+        update_freq=UPDATE_FREQ,
+        epochs=Option(int, "SSAM-D cosine schedule length (the run's epochs)", min=1),
+        adaptive=ADAPTIVE,
+        eta=ETA,
+        seed=SEED,
+        max_grad_norm=MAX_GRAD_NORM,
+    )
 
     def __init__(
         self,
         params: Params | None,
         base_optimizer: type[Optimizer] | Optimizer = torch.optim.SGD,
+        *,
         rho: float = 0.05,
         sparsity: float = 0.5,
         drop_rate: float = 0.5,
@@ -198,19 +244,26 @@ class SSAMD(_SparseSAM):
         adaptive: bool = False,
         eta: float = 0.0,
         seed: int | None = None,
+        max_grad_norm: float | None = None,
         **base_kwargs: Any,
     ) -> None:
-        check_number("drop_rate", drop_rate, 0.0, 1.0)
-        check("drop_strategy", drop_strategy, drop_strategy in STRATEGIES, f"one of {STRATEGIES}")
-        check(
-            "growth_strategy",
-            growth_strategy,
-            growth_strategy in STRATEGIES,
-            f"one of {STRATEGIES}",
+        self.check_options(
+            drop_rate=drop_rate,
+            drop_strategy=drop_strategy,
+            growth_strategy=growth_strategy,
+            epochs=epochs,
+            seed=seed,
         )
-        check_int("epochs", epochs, 1)
         super().__init__(
-            params, base_optimizer, rho, sparsity, update_freq, adaptive, eta, **base_kwargs
+            params,
+            base_optimizer,
+            sparsity=sparsity,
+            update_freq=update_freq,
+            rho=rho,
+            adaptive=adaptive,
+            eta=eta,
+            max_grad_norm=max_grad_norm,
+            **base_kwargs,
         )
         self.drop_rate, self.epochs = drop_rate, epochs
         self.drop_strategy, self.growth_strategy = drop_strategy, growth_strategy

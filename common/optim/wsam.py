@@ -8,10 +8,10 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from common.checks import check_number
 from common.optim.base import Params
-from common.optim.perturb import steal_grads
-from common.optim.sam import SAM
+from common.optim.options import MAX_GRAD_NORM, Option, frozen
+from common.optim.perturb import clip_grad_norm_, steal_grads
+from common.optim.sam import ADAPTIVE, ETA, RHO, SAM
 
 
 class WSAM(SAM):
@@ -22,6 +22,12 @@ class WSAM(SAM):
     adaptive scaling act on the loss gradient only. γ = 0 is the base optimizer;
     ``decouple=False`` with γ = 0.5 (α = 1) is SAM.
 
+    Clipping: gradients present when ``step(closure)`` starts are taken as g(W), so a
+    caller's clipping reaches g but not g̃ = g(W + e), which a fresh pass computes.
+    ``max_norm`` (the paper's) clips g and g̃ separately, before they are combined;
+    ``max_grad_norm`` clips the gradient the base step uses: g + α(g̃ − g), or g alone
+    with ``decouple`` (the sharpness term α(g̃ − g) applied afterwards is not clipped).
+
     Args:
         params: parameters, param groups, or a model (as in the reference's
             ``WeightedSAM(model, base_optimizer, ...)``).
@@ -30,41 +36,51 @@ class WSAM(SAM):
         gamma: weight γ in [0, 1) of the sharpness term.
         decouple: apply the sharpness term outside the base optimizer.
         max_norm: clip the global norm of g and of g̃ to this (magnitude only); None: off.
+        max_grad_norm: clip the global norm of the base step's gradient; None: off.
     """
+
+    OPTIONS = frozen(
+        rho=RHO,
+        gamma=Option(float, "WSAM weight gamma of the sharpness term", min=0, lt=1),
+        adaptive=ADAPTIVE,
+        eta=ETA,
+        decouple=Option(bool, "WSAM: apply the sharpness term outside the base optimizer"),
+        max_norm=Option(float, "WSAM: clip the norms of g and g~ separately", min=0, nullable=True),
+        max_grad_norm=MAX_GRAD_NORM,
+    )
 
     def __init__(
         self,
         params: Params | None,
         base_optimizer: type[Optimizer] | Optimizer = torch.optim.SGD,
+        *,
         rho: float = 0.05,
         gamma: float = 0.9,
         adaptive: bool = False,
         eta: float = 0.0,
         decouple: bool = True,
         max_norm: float | None = None,
+        max_grad_norm: float | None = None,
         **base_kwargs: Any,
     ) -> None:
-        check_number("gamma", gamma, 0.0, 1.0, hi_open=True)
-        if max_norm is not None:
-            check_number("max_norm", max_norm, 0.0)
+        self.check_options(decouple=decouple, max_norm=max_norm)
         super().__init__(
             params,
             base_optimizer,
-            rho,
-            adaptive,
-            eta,
-            extra_defaults={"gamma": gamma},
+            rho=rho,
+            adaptive=adaptive,
+            eta=eta,
+            max_grad_norm=max_grad_norm,
+            _group_defaults={"gamma": gamma},  # per group, checked there
             **base_kwargs,
         )
-        for group in self.param_groups:
-            check_number("gamma", group["gamma"], 0.0, 1.0, hi_open=True)
         self.decouple = decouple
         self.max_norm = max_norm
         self._grad_at_w: dict[Tensor, Tensor] = {}  # param -> g(W), between the two steps
 
     def _clip(self) -> None:
         if self.max_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self._params(), self.max_norm)
+            clip_grad_norm_([p.grad for p in self._params() if p.grad is not None], self.max_norm)
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
