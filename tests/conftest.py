@@ -73,3 +73,15 @@ def model_and_batch():
 
 
 __all__ = ["ALL", "SHARPNESS_AWARE", "assert_same", "build", "ce", "closure_for", "copy"]
+
+
+def linear_problem(seed: int = 0, dtype: torch.dtype = torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    w0 = torch.randn(3, 4, generator=g, dtype=dtype)
+    x = torch.randn(10, 4, generator=g, dtype=dtype)
+    y = torch.randn(10, 3, generator=g, dtype=dtype)
+
+    def loss(w):
+        return ((x @ w.T - y) ** 2).mean() + (w**4).sum() / 4  # non-quadratic: g(W+e) != g(W)+He
+
+    return w0, loss

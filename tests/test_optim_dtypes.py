@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ALL, build, ce, closure_for, data, mlp, snapshot
+from conftest import ALL, build, ce, closure_for, data, linear_problem, mlp, snapshot
 from torch import nn
 
-from common.optim import SAM, SSAMD, WSAM
+from common.optim import SSAMD, WSAM
 from common.optim.fisher import fisher_diagonal
 from common.optim.perturb import clip_grad_norm_, global_norm
 from common.optim.ssam import num_live
@@ -62,38 +62,8 @@ def test_global_norm_is_at_least_float32_and_never_narrower(dtype):
     assert float(global_norm(grads)) == pytest.approx(1.0, rel=1e-2)
 
 
-def linear_problem_f64():
-    g = torch.Generator().manual_seed(0)
-    w0 = torch.randn(3, 4, generator=g, dtype=torch.float64)
-    x = torch.randn(10, 4, generator=g, dtype=torch.float64)
-    y = torch.randn(10, 3, generator=g, dtype=torch.float64)
-    return w0, lambda w: ((x @ w.T - y) ** 2).mean() + (w**4).sum() / 4
-
-
-@pytest.mark.parametrize(
-    "adaptive,eta", [(False, 0.0), (True, 0.0), (True, 0.01)], ids=["sam", "asam", "asam-eta"]
-)
-def test_sam_step_in_float64_is_the_formula_to_1e12(adaptive, eta):
-    w0, loss = linear_problem_f64()
-    rho, lr = 0.2, 0.05
-    w = w0.clone().requires_grad_()
-    (g,) = torch.autograd.grad(loss(w), w)
-    t = w0.abs() + eta if adaptive else torch.ones_like(w0)
-    e = rho * t**2 * g / (t * g).norm()
-    w_e = (w0 + e).requires_grad_()
-    (g_tilde,) = torch.autograd.grad(loss(w_e), w_e)
-    expected = w0 - lr * g_tilde  # all in float64
-
-    p = nn.Parameter(w0.clone())
-    opt = SAM([p], torch.optim.SGD, rho=rho, adaptive=adaptive, eta=eta, lr=lr)
-    opt.step(lambda: loss(p).backward())
-    assert p.dtype == torch.float64
-    # a float32 norm would be off by ~1e-8 relative in e, ~1e-9 in W
-    torch.testing.assert_close(p.detach(), expected, rtol=0, atol=1e-12)
-
-
 def test_wsam_step_in_float64_is_the_formula_to_1e12():
-    w0, loss = linear_problem_f64()
+    w0, loss = linear_problem(dtype=torch.float64)
     rho, lr, gamma = 0.2, 0.05, 0.8
     alpha = gamma / (1 - gamma)
     w = w0.clone().requires_grad_()

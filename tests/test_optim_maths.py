@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_same, build, ce, closure_for, data, mlp, snapshot
+from conftest import assert_same, build, ce, closure_for, data, linear_problem, mlp, snapshot
 from torch import nn
 
 from common.optim import NSO, SAM, WSAM
@@ -44,22 +44,16 @@ def test_rho_zero_equivalence_would_catch_a_perturbation():
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
-def linear_problem(seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    w0 = torch.randn(3, 4, generator=g)
-    x, y = torch.randn(10, 4, generator=g), torch.randn(10, 3, generator=g)
-
-    def loss(w):
-        return ((x @ w.T - y) ** 2).mean() + (w**4).sum() / 4  # non-quadratic: g(W+e) != g(W)+He
-
-    return w0, loss
+# float64: a float32 norm would be off by ~1e-8 relative in e, ~1e-9 in W
+TOLERANCES = {torch.float32: (1e-6, 1e-7), torch.float64: (0.0, 1e-12)}
 
 
+@pytest.mark.parametrize("dtype", list(TOLERANCES), ids=["float32", "float64"])
 @pytest.mark.parametrize(
     "adaptive,eta", [(False, 0.0), (True, 0.0), (True, 0.01)], ids=["sam", "asam", "asam-eta"]
 )
-def test_sam_and_asam_match_a_direct_computation(adaptive, eta):
-    w0, loss = linear_problem()
+def test_sam_and_asam_match_a_direct_computation(adaptive, eta, dtype):
+    w0, loss = linear_problem(dtype=dtype)
     rho, lr = 0.2, 0.05
     # independent few-line computation of one step
     w = w0.clone().requires_grad_()
@@ -79,7 +73,9 @@ def test_sam_and_asam_match_a_direct_computation(adaptive, eta):
         return out
 
     opt.step(closure)
-    torch.testing.assert_close(p.detach(), expected, rtol=1e-6, atol=1e-7)
+    assert p.dtype == dtype
+    rtol, atol = TOLERANCES[dtype]
+    torch.testing.assert_close(p.detach(), expected, rtol=rtol, atol=atol)
 
 
 def test_sam_norm_is_global_over_param_groups():
