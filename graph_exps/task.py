@@ -98,5 +98,5 @@ TASK = Task(
     forward=forward,
     targets=targets,
     collate=collate,
-    folds=Folds(),
+    folds=Folds(fold_key="data.fold", count_key="data.n_folds"),
 )

@@ -18,6 +18,7 @@ from torch.utils.data import TensorDataset
 
 from common import tables
 from common.metrics import PEARSON, Metric, pearson
+from common.optim import OPTIMIZERS
 from common.train.cli import measure, measure_main, train_main
 from common.train.config import Config, DataConfig, load_config
 from common.train.task import Task, no_running
@@ -204,3 +205,10 @@ def test_regression_refuses_label_smoothing(tmp_path, capsys) -> None:
 
     with pytest.raises(ValueError, match="label_smoothing"):
         regression_criterion(torch.zeros(3, 1), torch.zeros(3), 0.1)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_optimizer_trains_the_new_domain(tmp_path, name) -> None:
+    # SSAM-F's Fisher mask comes from per-example losses of the same criterion
+    summary = train(TASK, cfg_for(tmp_path, f"optimizer.name={name}", "train.max_steps=4"))
+    assert summary["steps"] == 4 and math.isfinite(summary["test"]["mse"])

@@ -94,4 +94,5 @@ def test_cross_validation_reports_mean_and_std_over_folds(tmp_path) -> None:
     assert cv["std"] == pytest.approx((sum((x - mean) ** 2 for x in cv["folds"]) / 3) ** 0.5)
     for fold in range(3):
         assert summary(tmp_path / "run" / f"fold{fold}")["data"]["fold"] == fold
-    assert "(synthetic)" in (tmp_path / "run" / "cv.md").read_text()
+    table = (tmp_path / "run" / "cv.md").read_text()
+    assert "(synthetic)" in table and "test acc. (%) (mean ± std)" in table

@@ -131,7 +131,7 @@ def _result_line(summary: dict[str, Any]) -> str:
 
 # -- cross-validation ----------------------------------------------------------------------
 def cross_validate(task: Task, config: str | Path | None, overrides: Sequence[str]) -> dict:
-    """Trains every fold (``data.fold`` = 0 .. ``data.n_folds`` − 1) and reports the test
+    """Trains every fold (the task's ``folds.fold_key`` = 0 .. count − 1) and reports the test
     metric's mean and standard deviation over folds (``cv.json`` and ``cv.md``, written
     beside the fold run directories)."""
     items = parse_overrides(overrides)
@@ -139,7 +139,8 @@ def cross_validate(task: Task, config: str | Path | None, overrides: Sequence[st
     if task.folds is None:
         raise UserError(f"the {task.domain} domain has no cross-validation folds")
     base = Path(first.run_dir) if first.run_dir else run_dir_for(task, first).parent
-    metric, scores, runs, synthetic = task.reported[0].name, [], [], False
+    reported = task.reported[0]  # the task's headline metric
+    metric, scores, runs, synthetic = reported.name, [], [], False
     for fold in range(task.folds.count(first)):
         fold_items = {
             **items,
@@ -167,7 +168,7 @@ def cross_validate(task: Task, config: str | Path | None, overrides: Sequence[st
     write_json(base / "cv.json", out)
     label = first.data.name + (" (synthetic)" if out["synthetic"] else "")
     table = (
-        f"| data set | optimizer | folds | test {metric} (mean ± std) |\n"
+        f"| data set | optimizer | folds | test {reported.label} (mean ± std) |\n"
         "| --- | --- | ---: | ---: |\n"
         f"| {label} | {first.optimizer.name} | {len(scores)} | {mean:.2f} ± {std:.2f} |\n"
     )

@@ -76,8 +76,8 @@ def classification_metrics(outputs: Tensor, targets: Tensor) -> dict[str, float]
 class Folds:
     """A task with cross-validation folds: the dotted config keys of the fold and the count."""
 
-    fold_key: str = "data.fold"
-    count_key: str = "data.n_folds"
+    fold_key: str  # e.g. "data.fold"
+    count_key: str  # e.g. "data.n_folds"
 
     def fold(self, cfg: Any) -> int:
         return int(_get(cfg, self.fold_key))
