@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from common.train.config import Config, DataConfig, ModelConfig
 from common.train.task import Folds, Task
-from graph_exps.data import SBMSpec, build_graph_data, collate
+from graph_exps.data import SBMSpec, build_graph_data, canonical_name, collate
 from graph_exps.models import build_graph_model
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -98,5 +98,6 @@ TASK = Task(
     forward=forward,
     targets=targets,
     collate=collate,
+    canonical_name=canonical_name,
     folds=Folds(fold_key="data.fold", count_key="data.n_folds"),
 )

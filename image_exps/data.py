@@ -156,7 +156,8 @@ class Cutout:
 # --------------------------------------------------------------------------- helpers
 
 
-def _canonical(name: str) -> str:
+def canonical_name(name: str) -> str:
+    """The registry key of image data set ``name`` (case, ``-`` and ``_`` ignored)."""
     key = str(name).strip().lower().replace("-", "").replace("_", "")
     if key in DATASETS:
         return key
@@ -546,7 +547,7 @@ def build_image_data(
     Raises:
         DataError: unknown name, bad option, or a data set that is missing or corrupt.
     """
-    key = _canonical(name)
+    key = canonical_name(name)
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}.")
     if cutout < 0:

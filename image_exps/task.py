@@ -11,7 +11,7 @@ from torch import nn
 from common.train.config import Config, DataConfig, ModelConfig
 from common.train.task import Task
 from common.train.typed import keyfield
-from image_exps.data import ImageSplits, build_image_data
+from image_exps.data import ImageSplits, build_image_data, canonical_name
 from image_exps.models import build_image_model
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -72,4 +72,5 @@ TASK = Task(
     default_config=CONFIGS / "digits.yaml",
     build_data=build_data,
     build_model=build_model,
+    canonical_name=canonical_name,
 )

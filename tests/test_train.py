@@ -262,13 +262,24 @@ def test_bad_input_exits_with_a_message(tmp_path, capsys, overrides, message) ->
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys) -> None:
-    args = [*FAST, f"run_dir={tmp_path}", "optimizer.lr=1e12", "optimizer.name=sam"]
-    rc = train_main(TASK, [*args, "train.checkpoint_every=1"])
-    err = capsys.readouterr().err
-    assert rc == 2 and "at step" in err and "last good checkpoint" in err
-    assert not (tmp_path / "summary.json").exists()
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
+    args = [*FAST, f"run_dir={tmp_path}", "optimizer.name=sam", "train.checkpoint_every=1"]
+    # lr 1e12 diverges in step 2 (no checkpoint was proven good); 30 in the first epoch's
+    # later steps, after some checkpoints whose next step was still finite
+    for lr, kept in (("1e12", False), ("30", True)):
+        run_dir = tmp_path / lr
+        rc = train_main(TASK, [*args, f"run_dir={run_dir}", f"optimizer.lr={lr}"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "is not finite" in err and "at step" in err, err
+        assert not (run_dir / "summary.json").exists()
+        failed = int(err.split("at step ")[1].split()[0])
+        assert (run_dir / "checkpoint.pt").exists() == kept, err
+        if kept:
+            ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+            assert f"holds step {ckpt['step']}, the last state whose loss was finite" in err
+            assert ckpt["step"] < failed
+            assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
+        else:
+            assert "no checkpoint with a finite loss was written" in err
 
 
 def test_cli_errors_have_no_traceback(tmp_path) -> None:

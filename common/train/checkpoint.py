@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +15,55 @@ from common.errors import UserError
 from common.io import atomic_path
 
 
+def serialize(state: dict[str, Any]) -> bytes:
+    """``state`` as the bytes ``torch.save`` writes (a zip archive with a CRC per record)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def write_checkpoint(path: str | Path, data: bytes) -> None:
+    """Writes serialized checkpoint bytes atomically (temporary file, fsync, rename)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """``torch.save`` to a temporary file beside ``path``, then an atomic rename."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_checkpoint(path, serialize(state))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Reads a checkpoint without unpickling code (``weights_only=True``)."""
+def _damaged(path: Path, why: str, fix: str) -> UserError:
+    return UserError(f"checkpoint {path} is damaged ({why}); {fix}")
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", *, fix: str | None = None
+) -> dict[str, Any]:
+    """Reads a checkpoint after verifying every record's CRC-32 (``torch.save`` writes them,
+    ``torch.load`` does not check them), without unpickling code (``weights_only=True``).
+
+    ``fix``: what the message tells the user to do with a damaged file.
+    """
+    path = Path(path)
+    fix = fix or "delete it and train again"
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every record, compares its CRC
     except FileNotFoundError:
         raise UserError(f"no checkpoint at {path}: train the run first") from None
-    except Exception as e:  # truncated file, wrong format, disallowed pickle global
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        why = "empty file" if path.stat().st_size == 0 else f"{type(e).__name__}: {e}"
+        raise _damaged(path, why, fix) from None
+    if bad is not None:
+        raise _damaged(path, f"record {bad} fails its CRC check", fix)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # wrong format, disallowed pickle global
+        first = (str(e).splitlines() or [""])[0]
         raise UserError(
-            f"cannot read checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0]}); "
-            "it is corrupt or was not written by this project: delete it and train again"
+            f"cannot read checkpoint {path} ({type(e).__name__}: {first}); it was not "
+            f"written by this project: {fix}"
         ) from None
 
 

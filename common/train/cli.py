@@ -9,6 +9,7 @@ Bad input prints ``error: ...`` (no traceback) and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Subset
 
-from common.errors import UserError
+from common.errors import RunDirError, UserError
 from common.io import write_json, write_text
 from common.sharpness import (
     hessian_eigenvalues,
@@ -30,16 +31,19 @@ from common.sharpness import (
     plot_esd,
     plot_landscape,
 )
+from common.sharpness.core import select_params
 from common.train.checkpoint import load_checkpoint, seed_everything
 from common.train.config import (
     RUNTIME_KEYS,
     ConfigError,
     apply_overrides,
     config_help,
+    diff_configs,
     from_dict,
     load_config,
     parse_overrides,
     read_yaml,
+    to_dict,
     validate,
 )
 from common.train.distributed import resolve_device
@@ -50,6 +54,7 @@ from common.train.rundir import (
     MEASUREMENT_FILES,
     SUMMARY,
     check_domain,
+    locked,
     run_dir_for,
 )
 from common.train.task import Task
@@ -59,11 +64,14 @@ EXIT_USAGE = 2
 
 
 def _guard(run: Callable[[], Any]) -> int:
-    """Runs a command; a user error becomes one line on stderr and exit status 2."""
+    """Runs a command; a user error becomes one line on stderr and exit status 2.
+
+    Under torchrun every process meets the same error: only rank 0 prints it."""
     try:
         run()
     except (UserError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
@@ -220,7 +228,19 @@ def load_trained(
     name = BEST if which == "best" else CHECKPOINT
     if which == "best" and not (path / BEST).exists():
         name = CHECKPOINT  # no validation set: the last weights are the result
-    ckpt = load_checkpoint(path / name)
+    ckpt = load_checkpoint(
+        path / name, fix=f"delete {path} and train the run again (its weights are lost)"
+    )
+    trained = ckpt.get("config") if isinstance(ckpt, dict) else None
+    if trained is None or "model" not in ckpt:
+        raise RunDirError(f"{path / name} is not a checkpoint of this project: train again")
+    diffs = diff_configs(trained, to_dict(cfg))
+    if diffs:
+        raise RunDirError(
+            f"{path / CONFIG} and {name} disagree (the run directory's config was edited "
+            "after training):\n  " + "\n  ".join(diffs) + f"\nrestore {CONFIG} to the values "
+            "on the left, or train a new run"
+        )
     finished = (path / SUMMARY).exists()
     if not finished:
         print(
@@ -231,7 +251,13 @@ def load_trained(
     seed_everything(cfg.seed)
     splits = task.build_data(cfg)
     model = task.build_model(cfg, splits)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise RunDirError(
+            f"{path / name} does not fit the model {path / CONFIG} builds "
+            f"({str(e).splitlines()[0]}): the run directory's config and weights disagree"
+        ) from None
     device = resolve_device(cfg.train.device)
     record = {
         "checkpoint": which,
@@ -292,11 +318,19 @@ def _hessian(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
     model, data, info = _prepare(task, cfg, path, m)
     loss = task.loss_fn()
     common = {"params": _params(m), "seed": m.seed, "progress": cfg.train.progress}
+    size = sum(p.numel() for _, p in select_params(model, _params(m)))
+    if m.top_k > size:
+        raise ConfigError(
+            f"hessian.top_k={m.top_k} exceeds the {size} parameters measured: lower it"
+        )
     out: dict[str, Any] = dict(info)
     out["trace"] = hessian_trace(
         model, loss, data, n_probes=m.n_probes, method=m.method, **common
     ).to_dict()
-    out["eigenvalues"] = hessian_eigenvalues(model, loss, data, k=m.top_k, **common).to_dict()
+    steps = max(100, 2 * m.top_k)  # Lanczos needs more steps than eigenvalues wanted
+    out["eigenvalues"] = hessian_eigenvalues(
+        model, loss, data, k=m.top_k, max_iter=steps, **common
+    ).to_dict()
     if m.esd:
         esd = hessian_esd(model, loss, data, n_iter=m.esd_iter, **common)
         out["esd_plots"] = plot_esd(esd, path / "hessian_esd")
@@ -358,9 +392,11 @@ MEASUREMENTS = {"hessian": _hessian, "noise_stability": _noise, "landscape": _la
 
 
 def measure(task: Task, kind: str, overrides: Sequence[str]) -> dict[str, Any]:
-    """Runs measurement ``kind`` on a finished run (``run_dir=PATH`` in ``overrides``)."""
+    """Runs measurement ``kind`` on a finished run (``run_dir=PATH`` in ``overrides``),
+    holding the run directory's lock (no training or other measurement meanwhile)."""
     cfg, path = load_run(task, overrides, kind)
-    return MEASUREMENTS[kind](task, cfg, path)
+    with locked(path, f"python -m {task.domain}_exps.{kind}", create=False):
+        return MEASUREMENTS[kind](task, cfg, path)
 
 
 def measure_main(task: Task, kind: str, argv: Sequence[str] | None = None) -> int:

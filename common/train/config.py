@@ -17,6 +17,8 @@ import copy
 import dataclasses
 import difflib
 import inspect
+import os
+import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -403,5 +405,28 @@ def load_config(
         if applies:
             cfg = trial
     cfg = apply_overrides(cfg, cli)
+    _drop_foreign_base_options(cfg, cli, source)
     validate(cfg)
     return cfg
+
+
+def _drop_foreign_base_options(cfg: Any, cli: Mapping[str, Any], source: str | None) -> None:
+    """A base option the file sets (``momentum: 0.9`` in an SGD config) that the chosen base
+    optimizer does not take (``optimizer.name=adam``) is dropped with a note; on the command
+    line it stays, and validation refuses it."""
+    opt = getattr(cfg, "optimizer", None)
+    info = OPTIMIZERS.get(getattr(opt, "name", None))
+    if info is None or (info.sharpness_aware and opt.base not in BASES):
+        return  # validation names the problem
+    base_cls = BASES[opt.base] if info.sharpness_aware else info.cls
+    accepted = inspect.signature(base_cls.__init__).parameters
+    for name in _BASE_OPTIONS:
+        key, value = f"optimizer.{name}", getattr(opt, name)
+        if value is not None and name not in accepted and key not in cli:
+            setattr(opt, name, None)
+            if os.environ.get("RANK", "0") == "0":  # once under torchrun
+                print(
+                    f"note: {key}={value} (from {source}) is not an option of "
+                    f"torch.optim.{base_cls.__name__}; dropped",
+                    file=sys.stderr,
+                )

@@ -10,8 +10,14 @@ files and nothing else.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
-from collections.abc import Mapping
+import os
+import re
+import socket
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,7 @@ SUMMARY = "summary.json"
 METRICS = "metrics.csv"
 CONFIG = "config.yaml"
 RUN = "run.json"
+LOCK = ".lock"
 
 #: The measurements' outputs, by measurement name.
 MEASUREMENT_FILES = {
@@ -48,6 +55,87 @@ def run_dir_for(task: Any, cfg: Any) -> Path:
         / f"seed{cfg.seed}"
     )
     return path / f"fold{task.folds.fold(cfg)}" if task.folds else path
+
+
+#: Files that mark a directory as a run directory (one of them is enough).
+_OURS = (RUN, CONFIG, CHECKPOINT)
+_TMP = re.compile(r"^\..+\.(\d+)\.tmp$")  # common.io.atomic_path's temporary files
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    """Deletes ``.NAME.PID.tmp`` files of processes that no longer run (a kill mid-write)."""
+    for path in run_dir.iterdir():
+        match = _TMP.match(path.name)
+        if match and not _alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _usable_dir(run_dir: Path, *, create: bool) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"run_dir {run_dir} is a file, not a directory: pass another run_dir")
+    if not create:
+        if not run_dir.is_dir():
+            raise RunDirError(f"{run_dir} does not exist: pass the run_dir of a trained run")
+        return
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(
+            f"cannot create run_dir {run_dir} ({e.strerror}): pass a directory you can write"
+        ) from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise RunDirError(f"run_dir {run_dir} is not writable: pass a directory you can write")
+    names = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK)
+    if names and not any(name in names for name in _OURS):
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise RunDirError(
+            f"run_dir {run_dir} already holds files that are not a run ({shown}): pass a new "
+            "or empty directory"
+        )
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path, command: str, *, create: bool = True) -> Iterator[None]:
+    """Holds ``run_dir`` for one command: an exclusive ``flock`` on ``run_dir/.lock``.
+
+    The lock belongs to the open file, so it dies with its process (a kill -9 never leaves
+    a stale lock) and Linux honours it across NFS clients. A second command on the same
+    directory is refused at once, naming the one that holds it. Stale temporary files of
+    killed writers are removed once the lock is held. ``create``: make the directory
+    (training) or require it (measurements).
+    """
+    run_dir = Path(run_dir)
+    _usable_dir(run_dir, create=create)
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+            raise RunDirError(
+                f"run_dir {run_dir} is in use by {holder}: wait for it to end, or pass "
+                "another run_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.pwrite(
+            fd, f"{command} (pid {os.getpid()} on {socket.gethostname()}, {stamp})".encode(), 0
+        )
+        _remove_stale_temporaries(run_dir)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_record(run_dir: Path, domain: str) -> None:

@@ -113,6 +113,8 @@ class Task:
             training as ``sum / examples`` (no host sync per batch); empty: loss only.
         collate: ``dataset -> collate_fn`` (PyG's Collater for graphs).
         folds: cross-validation folds, when the data has them.
+        canonical_name: ``data.name`` as the domain spells it (``D_I-GITS`` -> ``digits``),
+            applied before the run directory is named; raises for an unknown name.
     """
 
     domain: str
@@ -129,6 +131,7 @@ class Task:
     running: Callable[[Tensor, Tensor], Mapping[str, Tensor]] = correct
     collate: Callable[[Any], Callable[[list[Any]], Any] | None] = lambda dataset: None
     folds: Folds | None = None
+    canonical_name: Callable[[str], str] = str
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.reported]

@@ -16,6 +16,7 @@ synchronise in their single pass as usual.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import io
 import itertools
@@ -38,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from common.batches import batch_size, slice_batch, to_device
-from common.errors import UserError
+from common.errors import RunDirError, UserError
 from common.io import write_json, write_text
 from common.optim import OPTIMIZERS, create_optimizer
 from common.optim.base import SharpnessAwareOptimizer
@@ -49,7 +50,9 @@ from common.train.checkpoint import (
     rng_state,
     save_checkpoint,
     seed_everything,
+    serialize,
     set_rng_state,
+    write_checkpoint,
 )
 from common.train.config import optimizer_kwargs, read_yaml, save_config, to_dict
 from common.train.rundir import (
@@ -57,8 +60,10 @@ from common.train.rundir import (
     CHECKPOINT,
     CONFIG,
     METRICS,
+    RUN,
     SUMMARY,
     check_domain,
+    locked,
     metric_record,
     read_summary,
     refuse_other_config,
@@ -210,11 +215,15 @@ class Trainer:
     """Trains ``task`` with ``cfg`` into its run directory; :meth:`run` does everything."""
 
     def __init__(self, task: Task, cfg: Any) -> None:
+        cfg = copy.deepcopy(cfg)
+        cfg.data.name = task.canonical_name(cfg.data.name)  # one run_dir per data set
         self.task, self.cfg = task, cfg
         self.dist = D.setup(cfg.train.device)
         self.run_dir = run_dir_for(task, cfg)
         self.say = print if self.dist.main else (lambda *a, **k: None)
         self.state = _State()
+        # the last checkpoint, serialized, until a finite loss at its weights proves it good
+        self._pending: bytes | None = None
 
     # -- set-up ------------------------------------------------------------------------
     def _check_run_dir(self) -> dict[str, Any] | None:
@@ -223,7 +232,15 @@ class Trainer:
         saved: dict[str, Any] | None = None
         ckpt = None
         if (self.run_dir / CHECKPOINT).exists():
-            ckpt = load_checkpoint(self.run_dir / CHECKPOINT)
+            ckpt = load_checkpoint(
+                self.run_dir / CHECKPOINT,
+                fix="delete it to train this run again from the start",
+            )
+            if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
+                raise RunDirError(
+                    f"{self.run_dir / CHECKPOINT} is not a training checkpoint of this "
+                    "project: delete it to train the run from the start"
+                )
             saved = ckpt["config"]
         elif (self.run_dir / CONFIG).exists():
             saved = read_yaml(self.run_dir / CONFIG)
@@ -317,13 +334,30 @@ class Trainer:
             "running": [run for _, run in local],
         }
 
-    def _save(self) -> None:
+    def _save(self, *, verified: bool = False) -> None:
+        """Checkpoints the current state. It reaches ``checkpoint.pt`` once it is known to be
+        good: ``verified`` (a finite validation loss at these weights) or, later, when the
+        next step's loss at these weights is finite (:meth:`_flush`). A run that diverges
+        therefore never leaves the diverged weights as its last checkpoint."""
         state = self._checkpoint_state()  # every rank joins the gather
         if self.dist.main:
-            save_checkpoint(self.run_dir / CHECKPOINT, state)
+            self._pending = serialize(state)
+            if verified:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._pending is not None:
+            write_checkpoint(self.run_dir / CHECKPOINT, self._pending)
+            self._pending = None
 
     def _resume(self, ckpt: dict[str, Any]) -> None:
-        self.model.load_state_dict(ckpt["model"])
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise RunDirError(
+                f"{self.run_dir / CHECKPOINT} does not fit the model this config builds "
+                f"({str(e).splitlines()[0]}): the run directory's weights and config disagree"
+            ) from None
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler and ckpt["scaler"]:
@@ -415,11 +449,21 @@ class Trainer:
 
     def _diverged(self, loss: float) -> None:
         where = "the loss" if not math.isfinite(loss) else "a later gradient pass's loss"
+        self._pending = None  # the weights of this step's start gave the non-finite loss
+        path = self.run_dir / CHECKPOINT
+        if self.dist.main and path.exists():
+            kept = load_checkpoint(path)
+            what = (
+                f"{path} holds step {kept['step']}, the last state whose loss was finite; "
+                "rerunning these settings repeats the divergence, so"
+            )
+        else:
+            what = "no checkpoint with a finite loss was written before it;"
         raise TrainingError(
             f"{where} is not finite (first pass: {loss}) at step {self.state.step + 1} (epoch "
-            f"{self.state.epoch + 1}); stopped. The last good checkpoint is "
-            f"kept in {self.run_dir / CHECKPOINT}. Lower optimizer.lr, set "
-            "train.max_grad_norm, or use train.precision=fp32"
+            f"{self.state.epoch + 1}); stopped. {what} lower optimizer.lr, set "
+            "train.max_grad_norm or use train.precision=fp32, in a new run_dir (or delete "
+            f"{self.run_dir})"
         )
 
     # -- evaluation ----------------------------------------------------------------------
@@ -480,7 +524,18 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        """Trains (or resumes), evaluates, tests the best checkpoint; returns the summary."""
+        """Trains (or resumes), evaluates, tests the best checkpoint; returns the summary.
+
+        The run directory is locked for the duration (rank 0 holds the lock)."""
+        hold = (
+            locked(self.run_dir, f"python -m {self.task.domain}_exps.train")
+            if self.dist.main
+            else contextlib.nullcontext()
+        )
+        with hold:
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         cfg, st = self.cfg, self.state
         ckpt = self._check_run_dir()
         summary = read_summary(self.run_dir)
@@ -490,11 +545,14 @@ class Trainer:
         self._build()
         if ckpt is not None:
             self._resume(ckpt)
-        elif self.dist.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_record(self.run_dir, self.task.domain)
-            save_config(cfg, self.run_dir / CONFIG)
+        else:
             self.say(f"training into {self.run_dir}")
+        if self.dist.main:  # also after a resume: either may have been deleted
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not (self.run_dir / RUN).exists():
+                write_record(self.run_dir, self.task.domain)
+            if not (self.run_dir / CONFIG).exists():
+                save_config(cfg, self.run_dir / CONFIG)
         logger = _make_logger(cfg.train.log, self.run_dir, to_dict(cfg), self.dist.main)
         self.model.train()
         started = time.perf_counter()
@@ -513,6 +571,7 @@ class Trainer:
             tick, seen_here = time.perf_counter(), 0
             for batch, share in bar:
                 sums = self._step(batch, share)
+                self._flush()  # this step's loss, at the pending checkpoint's weights, was finite
                 n = batch_size(batch)
                 st.step += 1
                 st.batch_in_epoch += 1
@@ -542,6 +601,7 @@ class Trainer:
                 **{f"train_{k}": v / seen for k, v in run.items()},
             }
             last = st.step >= self.total_steps or st.epoch + 1 >= cfg.train.epochs
+            val: dict[str, float] = {}
             if (st.epoch + 1) % cfg.train.eval_every == 0 or last:
                 val = self.evaluate(self.splits.val)
                 row.update({f"val_{k}": v for k, v in val.items()})
@@ -554,7 +614,7 @@ class Trainer:
                 st.epoch, st.batch_in_epoch = st.epoch + 1, 0
             st.wall_time += time.perf_counter() - started
             started = time.perf_counter()
-            self._save()
+            self._save(verified=math.isfinite(val.get("loss", math.nan)))
             if self.dist.main:
                 self._write_metrics()
         summary = self._finish()

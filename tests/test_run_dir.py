@@ -1,0 +1,288 @@
+"""Run directories that cannot be corrupted: locks, damaged files, foreign or stale files,
+unfinished runs, edited configs, divergence and bad input (each failed before its fix)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from common.train.cli import measure_main, train_main
+from common.train.config import load_config
+from common.train.rundir import locked
+from common.train.trainer import Trainer, train
+from image_exps.task import TASK, ImageConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["train.progress=false", "data.n_examples=256", "train.batch_size=32"]
+
+
+def cfg_for(run_dir: Path, *overrides: str) -> ImageConfig:
+    return load_config(ImageConfig, TASK.default_config, [*FAST, f"run_dir={run_dir}", *overrides])
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "image_exps.train", *FAST, *args]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        command(*args), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("finished")
+    train(TASK, cfg_for(run_dir, "train.epochs=1"))
+    return run_dir
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True)
+    for path in src.iterdir():
+        if path.is_file():
+            (dst / path.name).write_bytes(path.read_bytes())
+    return dst
+
+
+# 1 -- one command per run directory -------------------------------------------------------
+def test_a_second_command_on_a_locked_run_dir_is_refused(tmp_path, capsys) -> None:
+    with locked(tmp_path, "python -m image_exps.train"):
+        assert train_main(TASK, [*FAST, f"run_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "is in use by python -m image_exps.train (pid " in err and "another run_dir" in err
+    assert not (tmp_path / "config.yaml").exists()  # nothing was written into it
+
+
+def test_the_lock_dies_with_a_killed_process(tmp_path) -> None:
+    args = ["train.epochs=2000", "train.checkpoint_every=1", f"run_dir={tmp_path}"]  # minutes
+    first = subprocess.Popen(command(*args), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "checkpoint.pt").exists() and time.time() < deadline:
+            time.sleep(0.02)
+        second = run(*args)
+        assert first.poll() is None, "the first run ended too early to test anything"
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert f"in use by python -m image_exps.train (pid {first.pid}" in second.stderr
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    with locked(tmp_path, "the next command"):  # no stale lock after kill -9
+        assert "the next command" in (tmp_path / ".lock").read_text()
+
+
+def test_measurement_waits_for_no_one_and_is_refused_while_training(finished, capsys) -> None:
+    with locked(finished, "python -m image_exps.train"):
+        assert measure_main(TASK, "hessian", [f"run_dir={finished}"]) == 2
+    assert "is in use by python -m image_exps.train" in capsys.readouterr().err
+
+
+# 2, 3 -- damaged checkpoints --------------------------------------------------------------
+def flip_a_weight_bit(path: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = max(archive.infolist(), key=lambda i: i.file_size)  # the largest tensor
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start + info.file_size // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["bit flip", "64 random bytes", "empty", "truncated"])
+def test_a_damaged_checkpoint_is_refused_on_resume(tmp_path, capsys, damage) -> None:
+    run_dir = tmp_path / "run"
+    trainer_args = [*FAST, f"run_dir={run_dir}", "train.epochs=2", "train.max_steps=4"]
+    with pytest.raises(KeyboardInterrupt), pytest.MonkeyPatch.context() as mp:
+        real = Trainer._step
+        calls = []
+
+        def dying(self, batch, share):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return real(self, batch, share)
+
+        mp.setattr(Trainer, "_step", dying)
+        train(TASK, load_config(ImageConfig, TASK.default_config,
+                                [*trainer_args, "train.checkpoint_every=1"]))  # fmt: skip
+    path = run_dir / "checkpoint.pt"
+    data = path.read_bytes()
+    if damage == "bit flip":
+        flip_a_weight_bit(path)
+    elif damage == "64 random bytes":
+        middle = len(data) // 2
+        path.write_bytes(data[:middle] + os.urandom(64) + data[middle + 64 :])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        path.write_bytes(data[: len(data) // 2])
+    assert train_main(TASK, [*trainer_args, "train.checkpoint_every=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"checkpoint {path} is damaged" in err
+    assert "delete it to train this run again from the start" in err
+    assert not (run_dir / "summary.json").exists()
+
+
+def test_a_damaged_best_checkpoint_is_refused_when_measured(finished, tmp_path, capsys) -> None:
+    run_dir = copy_run(finished, tmp_path / "run")
+    flip_a_weight_bit(run_dir / "best.pt")
+    assert measure_main(TASK, "hessian", [f"run_dir={run_dir}", "hessian.n_probes=2"]) == 2
+    err = capsys.readouterr().err
+    assert "best.pt is damaged" in err and "fails its CRC check" in err
+    assert not (run_dir / "hessian.json").exists()
+
+
+# 4 -- stale temporary files ---------------------------------------------------------------
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".checkpoint.pt.{dead.pid}.tmp"
+    stale.write_bytes(b"partial checkpoint")
+    live = tmp_path / f".notes.json.{os.getpid()}.tmp"  # a writer that still runs
+    live.write_text("{")
+    (tmp_path / "run.json").write_text(json.dumps({"domain": "image"}))
+    train(TASK, cfg_for(tmp_path, "train.max_steps=1", "train.epochs=1"))
+    assert not stale.exists() and live.exists()
+
+
+# 5 -- unusable run directories ------------------------------------------------------------
+def test_unusable_run_dirs_are_refused(tmp_path, capsys) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("not a directory")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "metrics.csv").write_text("my own results\n")
+    (other / "notes.txt").write_text("x")
+    for run_dir, message in (
+        (a_file, "is a file, not a directory"),
+        (a_file / "sub", "cannot create run_dir"),
+        (other, "already holds files that are not a run (metrics.csv, notes.txt)"),
+    ):
+        assert train_main(TASK, [*FAST, f"run_dir={run_dir}"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert (other / "metrics.csv").read_text() == "my own results\n"
+
+
+# 6 -- measuring an unfinished run ---------------------------------------------------------
+def test_measuring_an_unfinished_run_warns_and_records_the_file(tmp_path, capsys) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        real, calls = Trainer._step, []
+
+        def dying(self, batch, share):
+            calls.append(1)
+            if len(calls) == 5:
+                raise KeyboardInterrupt
+            return real(self, batch, share)
+
+        mp.setattr(Trainer, "_step", dying)
+        with pytest.raises(KeyboardInterrupt):
+            train(TASK, cfg_for(tmp_path, "train.checkpoint_every=2"))
+    capsys.readouterr()
+    args = [f"run_dir={tmp_path}", "train.progress=false", "hessian.n_probes=2"]
+    assert measure_main(TASK, "hessian", [*args, "hessian.n_examples=20"]) == 0
+    err = capsys.readouterr().err
+    assert "has not finished training" in err and "measuring checkpoint.pt" in err
+    out = json.loads((tmp_path / "hessian.json").read_text())
+    assert out["checkpoint"] == "best" and out["checkpoint_file"] == "checkpoint.pt"
+    # step 4's checkpoint waited for step 5's loss, which never came: step 2's is on disk
+    assert out["finished"] is False and out["step"] == 2
+
+
+# 7, 8 -- config.yaml edited or deleted ----------------------------------------------------
+def test_an_edited_config_yaml_is_refused_when_measured(finished, tmp_path, capsys) -> None:
+    run_dir = copy_run(finished, tmp_path / "run")
+    text = (run_dir / "config.yaml").read_text().replace("name: cnn", "name: resnet18")
+    (run_dir / "config.yaml").write_text(text)
+    assert measure_main(TASK, "hessian", [f"run_dir={run_dir}"]) == 2
+    err = capsys.readouterr().err
+    assert "config.yaml and best.pt disagree" in err and "model.name: 'cnn' -> 'resnet18'" in err
+
+
+def test_a_deleted_config_yaml_is_written_again_on_resume(tmp_path) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        real, calls = Trainer._step, []
+
+        def dying(self, batch, share):
+            calls.append(1)
+            if len(calls) == 5:
+                raise KeyboardInterrupt
+            return real(self, batch, share)
+
+        mp.setattr(Trainer, "_step", dying)
+        with pytest.raises(KeyboardInterrupt):
+            train(TASK, cfg_for(tmp_path, "train.checkpoint_every=2", "train.epochs=1"))
+    saved = (tmp_path / "config.yaml").read_text()
+    (tmp_path / "config.yaml").unlink()
+    (tmp_path / "run.json").unlink()
+    summary = train(TASK, cfg_for(tmp_path, "train.checkpoint_every=2", "train.epochs=1"))
+    assert summary["resumed"] == 1
+    assert (tmp_path / "config.yaml").read_text() == saved and (tmp_path / "run.json").exists()
+
+
+# 14, 15 -- messages -----------------------------------------------------------------------
+def test_top_k_beyond_the_parameters_names_the_key(finished, capsys) -> None:
+    assert measure_main(TASK, "hessian", [f"run_dir={finished}", "hessian.top_k=100000"]) == 2
+    err = capsys.readouterr().err
+    assert "hessian.top_k=100000 exceeds the" in err and "max_iter" not in err
+
+
+def test_only_rank_zero_prints_a_user_error(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("RANK", "1")
+    assert train_main(TASK, [*FAST, f"run_dir={tmp_path}", "optimizer.lr=-1"]) == 2
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert train_main(TASK, [*FAST, f"run_dir={tmp_path}", "optimizer.lr=-1"]) == 2
+    assert capsys.readouterr().err.count("error: ") == 1
+
+
+# friction ---------------------------------------------------------------------------------
+def test_an_option_the_chosen_base_lacks_is_dropped_from_the_file(tmp_path, capsys) -> None:
+    # digits.yaml sets momentum for SGD; Adam has none
+    cfg = cfg_for(tmp_path, "optimizer.name=adam", "optimizer.lr=0.001")
+    assert cfg.optimizer.momentum is None
+    assert "optimizer.momentum=0.9 (from" in capsys.readouterr().err
+    with pytest.raises(Exception, match="not accepted by optimizer adam"):
+        cfg_for(tmp_path, "optimizer.name=adam", "optimizer.momentum=0.9")  # asked for: refused
+
+
+def test_checkpoint_every_may_change_on_resume(tmp_path) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        real, calls = Trainer._step, []
+
+        def dying(self, batch, share):
+            calls.append(1)
+            if len(calls) == 5:
+                raise KeyboardInterrupt
+            return real(self, batch, share)
+
+        mp.setattr(Trainer, "_step", dying)
+        with pytest.raises(KeyboardInterrupt):
+            train(TASK, cfg_for(tmp_path, "train.checkpoint_every=2", "train.epochs=1"))
+    summary = train(TASK, cfg_for(tmp_path, "train.checkpoint_every=3", "train.epochs=1"))
+    assert summary["resumed"] == 1
+
+
+def test_the_data_set_name_is_spelled_canonically(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    trainer = Trainer(TASK, load_config(ImageConfig, TASK.default_config, ["data.name=D_I-GITS"]))
+    assert trainer.run_dir == Path("runs/image/digits/cnn/sgd/seed0")
+    assert trainer.cfg.data.name == "digits"
+
+
+def test_measuring_a_deleted_run_dir_is_one_line(tmp_path, capsys) -> None:
+    assert measure_main(TASK, "hessian", [f"run_dir={tmp_path / 'gone'}"]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
