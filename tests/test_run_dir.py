@@ -286,3 +286,14 @@ def test_the_data_set_name_is_spelled_canonically(tmp_path, monkeypatch) -> None
 def test_measuring_a_deleted_run_dir_is_one_line(tmp_path, capsys) -> None:
     assert measure_main(TASK, "hessian", [f"run_dir={tmp_path / 'gone'}"]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_under_torchrun_a_user_error_prints_once(tmp_path) -> None:
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "image_exps.train", "train.progress=false", "optimizer.lr=-1",
+        f"run_dir={tmp_path}",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert out.stderr.count("error: optimizer.lr must be > 0") == 1, out.stderr[-2000:]
