@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint bench clean demo tables $(addprefix image-,$(OPTIMIZERS)) \
+.PHONY: install test lint bench faults clean demo tables $(addprefix image-,$(OPTIMIZERS)) \
 	$(addprefix graph-,$(OPTIMIZERS)) graph-cv
 
 # `make image-<optimizer>`: train with the paper's config, then measure the run.
@@ -37,6 +37,12 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -q
+
+# The fault-injection tests with many seeds (make test runs two): kills at random moments
+# and at every write, corrupted files, concurrent commands.
+FAULT_SEEDS ?= $(shell seq 0 19)
+faults: $(STAMP)
+	FLATMINIMA_FAULT_SEEDS="$(FAULT_SEEDS)" $(PY) -m pytest -q tests/test_faults.py
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.optim_step

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -24,7 +23,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from common.errors import UserError
-from common.io import write_text
+from common.io import read_json, write_text
 from common.metrics import Metric
 from common.sharpness.plots import save_figure
 
@@ -54,14 +53,11 @@ _REMEASURE = "delete it and measure again"
 
 
 def _read(path: Path, fix: str) -> Any:
-    """The JSON in ``path``, None if there is none; a ``UserError`` saying ``fix`` if it is
-    not JSON."""
+    """The JSON in ``path`` (its checksum verified), None if there is none; a ``UserError``
+    saying ``fix`` if it is damaged."""
     if not path.exists():
         return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError included
-        raise UserError(f"{path} is not valid JSON ({e}); {fix}") from None
+    return read_json(path, fix=fix)
 
 
 def _number(value: Any) -> bool:
@@ -113,12 +109,19 @@ def _summary(path: Path) -> dict[str, Any]:
     return {**summary, "metrics": metrics}
 
 
-def _measured(path: Path, read: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+def _measured(
+    path: Path, read: Callable[[Any], dict[str, Any]], summary: dict[str, Any]
+) -> dict[str, Any]:
     """The row entries ``read`` takes from a measurement file, {} if there is none; a
-    malformed one is a ``UserError`` naming the file."""
+    malformed one, or one measured before the run finished, is a ``UserError`` naming it."""
     data = _read(path, _REMEASURE)
     if data is None:
         return {}
+    if isinstance(data, dict) and data.get("finished") is False:
+        raise UserError(
+            f"{path} measured the run before it finished (step {data.get('step')} of "
+            f"{summary.get('steps')}); {_REMEASURE}"
+        )
     try:
         out = read(data)
         for key, value in out.items():
@@ -168,8 +171,8 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
         **{f"test_{m.name}": summary["test"].get(m.name) for m in summary["metrics"]},
         "wall_time_s": summary.get("wall_time_s"),
     }
-    row.update(_measured(run_dir / "hessian.json", _hessian))
-    row.update(_measured(run_dir / "noise_stability.json", _noise))
+    row.update(_measured(run_dir / "hessian.json", _hessian, summary))
+    row.update(_measured(run_dir / "noise_stability.json", _noise, summary))
     return row
 
 

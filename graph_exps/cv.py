@@ -1,7 +1,6 @@
 """``python -m graph_exps.cv``: every fold of a data set; see :mod:`common.train.cli`."""
 
-from common.train.cli import cv_main
-from graph_exps.task import TASK
+from common.entry import run
 
 if __name__ == "__main__":
-    raise SystemExit(cv_main(TASK))
+    run("graph_exps.task", "cv")

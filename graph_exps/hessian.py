@@ -1,7 +1,6 @@
 """``python -m graph_exps.hessian``: see :mod:`common.train.cli`."""
 
-from common.train.cli import measure_main
-from graph_exps.task import TASK
+from common.entry import run
 
 if __name__ == "__main__":
-    raise SystemExit(measure_main(TASK, "hessian"))
+    run("graph_exps.task", "hessian")

@@ -1,7 +1,6 @@
 """``python -m image_exps.noise_stability``: see :mod:`common.train.cli`."""
 
-from common.train.cli import measure_main
-from image_exps.task import TASK
+from common.entry import run
 
 if __name__ == "__main__":
-    raise SystemExit(measure_main(TASK, "noise_stability"))
+    run("image_exps.task", "noise_stability")

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from common.io import write_json
 from common.train.cli import measure_main, train_main
-from common.train.config import load_config
+from common.train.config import load_config, save_config
 from common.train.rundir import locked
 from common.train.trainer import Trainer, train
 from image_exps.task import TASK, ImageConfig
@@ -153,7 +154,7 @@ def test_stale_temporaries_of_dead_writers_are_removed(tmp_path) -> None:
     stale.write_bytes(b"partial checkpoint")
     live = tmp_path / f".notes.json.{os.getpid()}.tmp"  # a writer that still runs
     live.write_text("{")
-    (tmp_path / "run.json").write_text(json.dumps({"domain": "image"}))
+    write_json(tmp_path / "run.json", {"domain": "image"})
     train(TASK, cfg_for(tmp_path, "train.max_steps=1", "train.epochs=1"))
     assert not stale.exists() and live.exists()
 
@@ -207,6 +208,12 @@ def test_an_edited_config_yaml_is_refused_when_measured(finished, tmp_path, caps
     run_dir = copy_run(finished, tmp_path / "run")
     text = (run_dir / "config.yaml").read_text().replace("name: cnn", "name: resnet18")
     (run_dir / "config.yaml").write_text(text)
+    assert measure_main(TASK, "hessian", [f"run_dir={run_dir}"]) == 2
+    err = capsys.readouterr().err
+    assert "config.yaml is damaged or was edited (its checksum does not match)" in err
+    # a config.yaml with a valid checksum that still disagrees with the weights
+    cfg = load_config(ImageConfig, run_dir / "config.yaml", ["model.name=resnet18"])
+    save_config(cfg, run_dir / "config.yaml")
     assert measure_main(TASK, "hessian", [f"run_dir={run_dir}"]) == 2
     err = capsys.readouterr().err
     assert "config.yaml and best.pt disagree" in err and "model.name: 'cnn' -> 'resnet18'" in err

@@ -12,6 +12,7 @@ import pytest
 
 from common import tables
 from common.errors import UserError
+from common.io import write_json
 from common.tables import main, markdown, plot_rows, run_row, write_table
 
 
@@ -80,7 +81,10 @@ def write_run(
     files = {"summary.json": summary, "hessian.json": hessian, "noise_stability.json": noise}
     for file, data in files.items():
         if data is not None:
-            (run / file).write_text(data if isinstance(data, str) else json.dumps(data))
+            if isinstance(data, str):
+                (run / file).write_text(data)
+            else:
+                write_json(run / file, data)  # as the trainer writes it: with its checksum
     return run
 
 
@@ -250,7 +254,7 @@ def old_format() -> dict[str, Any]:
         (classification_summary() | {"test": {"accuracy": "96.7"}}, "accuracy = '96.7'"),
         (classification_summary() | {"wall_time_s": "5 s"}, "wall_time_s"),
         ([1, 2], "not a run summary"),
-        ("{not json", "not valid JSON"),
+        ("{not json", "is damaged \\(JSONDecodeError\\)"),
     ],
     ids=[
         "old",
@@ -267,9 +271,7 @@ def old_format() -> dict[str, Any]:
     ],
 )
 def test_a_bad_summary_is_a_user_error_naming_the_file(tmp_path, summary, match):
-    run = write_run(
-        tmp_path, "run", json.dumps(summary) if not isinstance(summary, str) else summary
-    )
+    run = write_run(tmp_path, "run", summary)
     with pytest.raises(UserError, match=match) as e:
         run_row(run)
     assert str(run / "summary.json") in str(e.value)
@@ -294,7 +296,7 @@ def without(d: dict[str, Any], *path: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("file", "content", "match"),
     [
-        ("hessian.json", "{", "not valid JSON"),
+        ("hessian.json", "{", "is damaged \\(JSONDecodeError\\)"),
         ("hessian.json", without(HESSIAN, "trace", "total"), "no 'total'"),
         ("hessian.json", without(HESSIAN, "eigenvalues"), "no 'eigenvalues'"),
         ("hessian.json", HESSIAN | {"eigenvalues": {"eigenvalues": []}}, "'eigenvalues' is empty"),
@@ -308,7 +310,10 @@ def without(d: dict[str, Any], *path: str) -> dict[str, Any]:
 )
 def test_a_bad_measurement_is_a_user_error_saying_to_measure_again(tmp_path, file, content, match):
     run = write_run(tmp_path, "run", classification_summary())
-    (run / file).write_text(content if isinstance(content, str) else json.dumps(content))
+    if isinstance(content, str):
+        (run / file).write_text(content)
+    else:
+        write_json(run / file, content)
     with pytest.raises(UserError, match=match) as e:
         run_row(run)
     assert str(e.value).startswith(str(run / file))
@@ -336,7 +341,7 @@ def test_main_writes_the_table_and_the_plot(runs, tmp_path, capsys):
 
 
 def test_main_reports_a_broken_file_in_one_line(runs, tmp_path, capsys):
-    (runs[1] / "summary.json").write_text(json.dumps(old_format()))
+    write_json(runs[1] / "summary.json", old_format())
     out = tmp_path / "results" / "table"
     assert main([str(tmp_path / "runs"), "--out", str(out)]) == 2
     captured = capsys.readouterr()
@@ -350,3 +355,14 @@ def test_main_reports_a_broken_file_in_one_line(runs, tmp_path, capsys):
 def test_main_without_runs_is_an_error(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error: no finished run")
+
+
+def test_a_changed_digit_fails_the_checksum(tmp_path):
+    run = write_run(tmp_path, "run", classification_summary(), HESSIAN)
+    path = run / "hessian.json"
+    text = path.read_text()
+    total = json.dumps(HESSIAN["trace"]["total"])
+    assert total in text
+    path.write_text(text.replace(total, total[:-1] + str((int(total[-1]) + 1) % 10), 1))
+    with pytest.raises(UserError, match="checksum does not match"):
+        run_row(run)

@@ -1,7 +1,10 @@
 """Plots of loss landscapes and interpolations, from their HDF5 files or results.
 
 Uses matplotlib's object-oriented API (``matplotlib.figure.Figure``, no pyplot), so it
-neither needs nor changes the user's backend. Points not yet computed (NaN) are masked.
+neither needs nor changes the user's backend. Points not yet computed (NaN) are masked, and
+so are the non-finite losses measured. A file is read with
+:func:`~common.sharpness.landscape.read_grid`, which verifies it: a damaged, empty, foreign
+or outdated one raises :class:`~common.sharpness.landscape.GridFileError`.
 """
 
 from __future__ import annotations
@@ -10,13 +13,17 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import h5py
 import numpy as np
 from matplotlib.figure import Figure
 
 from common.io import atomic_path
 from common.sharpness.hessian import DensityResult
-from common.sharpness.landscape import InterpolationResult, LandscapeResult
+from common.sharpness.landscape import (
+    GridFileError,
+    InterpolationResult,
+    LandscapeResult,
+    read_grid,
+)
 
 __all__ = ["plot_interpolation", "plot_landscape"]
 
@@ -39,22 +46,18 @@ def plot_landscape(
 
     2-D: ``<out_prefix>_contour``, ``_contourf`` (filled, with a colour bar) and
     ``_surface`` (3-D), those of them in ``kinds``; 1-D: ``<out_prefix>_1d``; each as
-    ``.png`` and ``.pdf``. ``log`` plots log10 of the loss. Returns the paths written.
+    ``.png`` and ``.pdf``. ``log`` plots log10 of the loss. Returns the paths written. A
+    result is plotted from its file, which must be intact (:class:`GridFileError`).
     """
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ValueError(f"unknown plot kinds {sorted(unknown)}; valid: {list(KINDS)}")
     path = path_h5.path if isinstance(path_h5, LandscapeResult) else os.fspath(path_h5)
-    with h5py.File(path, "r") as f:
-        kind = f.attrs.get("kind")
-        if kind != "loss_landscape":
-            raise ValueError(f"{path} is not a loss landscape file (kind {kind!r})")
-        x = f["xcoords"][...]
-        y = f["ycoords"][...] if "ycoords" in f else None
-        loss = f["loss"][...]
-    z, label = _values(loss, log)
+    grid = read_grid(path, "loss_landscape")
+    x, y = grid["xcoords"], grid.get("ycoords")
+    z, label = _values(grid["loss"], log)
     if z.count() == 0:
-        raise ValueError(f"{path} has no computed point yet")
+        raise GridFileError(f"{path} has no finite computed point yet: run the loss landscape")
     prefix = os.fspath(out_prefix)
     written = []
     if y is None:
@@ -94,12 +97,8 @@ def plot_interpolation(
     if isinstance(result_or_path, InterpolationResult):
         t, loss, metric = result_or_path.t, result_or_path.loss, result_or_path.metric
     else:
-        path = os.fspath(result_or_path)
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("kind") != "interpolation":
-                raise ValueError(f"{path} is not an interpolation file")
-            t, loss = f["t"][...], f["loss"][...]
-            metric = f["metric"][...] if "metric" in f else None
+        grid = read_grid(result_or_path, "interpolation")
+        t, loss, metric = grid["t"], grid["loss"], grid["metric"]
     fig = Figure(figsize=(5, 4), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(t, np.ma.masked_invalid(loss), marker="o", markersize=3, label="loss")

@@ -214,8 +214,16 @@ def load_run(task: Task, overrides: Sequence[str], section: str) -> tuple[Any, P
                 f"{key} belongs to the trained run and cannot change when measuring it; "
                 f"pass {section}.* options (or data.root, train.device) only"
             )
-    saved = read_yaml(path / CONFIG)
-    cfg = apply_overrides(from_dict(task.config_cls, saved, source=str(path / CONFIG)), items)
+    saved = read_yaml(
+        path / CONFIG,
+        verify=f"rerun the run's training command to write it again from {CHECKPOINT}",
+    )
+    trained = from_dict(task.config_cls, saved, source=str(path / CONFIG))
+    try:
+        validate(trained)
+    except ConfigError as e:
+        raise ConfigError(f"{path / CONFIG}: {e}") from None
+    cfg = apply_overrides(trained, items)
     validate(cfg)
     return cfg, path
 

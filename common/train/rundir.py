@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 import socket
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import RunDirError, UserError
-from common.io import write_json
+from common.io import read_json, write_json
 from common.train.config import diff_configs
 
 CHECKPOINT = "checkpoint.pt"
@@ -32,6 +31,21 @@ METRICS = "metrics.csv"
 CONFIG = "config.yaml"
 RUN = "run.json"
 LOCK = ".lock"
+
+#: What every summary.json holds (tables, the CLI and resumes read these).
+SUMMARY_KEYS = (
+    "domain",
+    "dataset",
+    "model",
+    "optimizer",
+    "seed",
+    "metrics",
+    "select",
+    "test",
+    "best_val",
+    "steps",
+    "wall_time_s",
+)
 
 #: The measurements' outputs, by measurement name.
 MEASUREMENT_FILES = {
@@ -81,7 +95,7 @@ def _remove_stale_temporaries(run_dir: Path) -> None:
                 path.unlink()
 
 
-def _usable_dir(run_dir: Path, *, create: bool) -> None:
+def _make_dir(run_dir: Path, *, create: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"run_dir {run_dir} is a file, not a directory: pass another run_dir")
     if not create:
@@ -96,7 +110,11 @@ def _usable_dir(run_dir: Path, *, create: bool) -> None:
         ) from None
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise RunDirError(f"run_dir {run_dir} is not writable: pass a directory you can write")
-    names = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK)
+
+
+def _refuse_foreign(run_dir: Path) -> None:
+    """A directory holding files, none of which a run writes, is someone else's."""
+    names = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK and not _TMP.match(p.name))
     if names and not any(name in names for name in _OURS):
         shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
         raise RunDirError(
@@ -116,7 +134,7 @@ def locked(run_dir: Path, command: str, *, create: bool = True) -> Iterator[None
     (training) or require it (measurements).
     """
     run_dir = Path(run_dir)
-    _usable_dir(run_dir, create=create)
+    _make_dir(run_dir, create=create)
     fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -133,6 +151,8 @@ def locked(run_dir: Path, command: str, *, create: bool = True) -> Iterator[None
             fd, f"{command} (pid {os.getpid()} on {socket.gethostname()}, {stamp})".encode(), 0
         )
         _remove_stale_temporaries(run_dir)
+        if create:
+            _refuse_foreign(run_dir)
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -148,12 +168,11 @@ def recorded_domain(run_dir: Path) -> str | None:
     path = run_dir / RUN
     if not path.exists():
         return None
-    try:
-        return str(json.loads(path.read_text(encoding="utf-8"))["domain"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RunDirError(
-            f"{path} is damaged ({type(e).__name__}); restore it or train into a new run_dir"
-        ) from None
+    fix = "delete it (the next command of the run's domain writes it again)"
+    data = read_json(path, fix=fix)
+    if not isinstance(data, dict) or not isinstance(data.get("domain"), str):
+        raise RunDirError(f"{path} is damaged (no domain); {fix}")
+    return data["domain"]
 
 
 def check_domain(run_dir: Path, domain: str, command: str) -> None:
@@ -182,15 +201,11 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
     path = Path(run_dir) / SUMMARY
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(
-            f"{path} is damaged ({type(e).__name__}); delete it and rerun the training "
-            "command to write it again"
-        ) from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} is not a run summary; delete it and rerun the training")
+    fix = "delete it and rerun the training command to write it again"
+    data = read_json(path, fix=fix)
+    missing = [k for k in SUMMARY_KEYS if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise UserError(f"{path} is not a whole run summary (no {', '.join(missing)}); {fix}")
     return data
 
 

@@ -60,7 +60,6 @@ from common.train.rundir import (
     CHECKPOINT,
     CONFIG,
     METRICS,
-    RUN,
     SUMMARY,
     check_domain,
     locked,
@@ -242,11 +241,35 @@ class Trainer:
                     "project: delete it to train the run from the start"
                 )
             saved = ckpt["config"]
-        elif (self.run_dir / CONFIG).exists():
-            saved = read_yaml(self.run_dir / CONFIG)
+        elif (self.run_dir / CONFIG).exists():  # started, killed before its first checkpoint
+            saved = read_yaml(
+                self.run_dir / CONFIG, verify="delete it: no step of the run was kept yet"
+            )
         if saved is not None:
             refuse_other_config(self.run_dir, saved, to_dict(self.cfg))
+        if ckpt is not None and ckpt.get("best") and self.dist.main:  # found now, not at the end
+            if not (self.run_dir / BEST).exists():
+                raise RunDirError(
+                    f"{self.run_dir / BEST} is missing; the best weights cannot be recomputed: "
+                    f"delete {self.run_dir} and train the run again"
+                )
+            load_checkpoint(
+                self.run_dir / BEST,
+                fix=f"the best weights cannot be recomputed: delete {self.run_dir} and train "
+                "the run again",
+            )
         return ckpt
+
+    def _write_records(self) -> None:
+        """run.json, config.yaml and metrics.csv from the (verified) state: a damaged or
+        deleted one is written again by the next command on the run."""
+        if not self.dist.main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_record(self.run_dir, self.task.domain)
+        save_config(self.cfg, self.run_dir / CONFIG)
+        if self.state.history:
+            self._write_metrics()
 
     def _build(self) -> None:
         cfg, task, dev = self.cfg, self.task, self.dist.device
@@ -373,9 +396,10 @@ class Trainer:
                 f"note: the checkpoint was written by {ckpt['world']} processes, this run has "
                 f"{self.dist.world}; the result will not be bit-identical to an unbroken run"
             )
+        epoch = min(self.state.epoch + 1, self.cfg.train.epochs)  # past the end: finishing
         self.say(
             f"resuming {self.run_dir} from step {self.state.step} "
-            f"(epoch {self.state.epoch + 1}, batch {self.state.batch_in_epoch})"
+            f"(epoch {epoch}, batch {self.state.batch_in_epoch})"
         )
 
     # -- one step ------------------------------------------------------------------------
@@ -538,21 +562,18 @@ class Trainer:
     def _run(self) -> dict[str, Any]:
         cfg, st = self.cfg, self.state
         ckpt = self._check_run_dir()
-        summary = read_summary(self.run_dir)
-        if ckpt is not None and ckpt.get("finished") and summary is not None:
+        summary = read_summary(self.run_dir) if ckpt is not None and ckpt.get("finished") else None
+        if summary is not None:
+            self.state.history = ckpt["history"]
+            self._write_records()
             self.say(f"{self.run_dir} is already finished; its summary is in {SUMMARY}")
-            return summary
+            return {**summary, "run_dir": str(self.run_dir)}  # where it is now
         self._build()
         if ckpt is not None:
             self._resume(ckpt)
         else:
             self.say(f"training into {self.run_dir}")
-        if self.dist.main:  # also after a resume: either may have been deleted
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if not (self.run_dir / RUN).exists():
-                write_record(self.run_dir, self.task.domain)
-            if not (self.run_dir / CONFIG).exists():
-                save_config(cfg, self.run_dir / CONFIG)
+        self._write_records()
         logger = _make_logger(cfg.train.log, self.run_dir, to_dict(cfg), self.dist.main)
         self.model.train()
         started = time.perf_counter()
@@ -642,6 +663,7 @@ class Trainer:
         cfg, st, task = self.cfg, self.state, self.task
         state = self._checkpoint_state()  # a collective: every process takes part
         state["finished"] = True
+        self._pending = None  # superseded by the final state
         if self.dist.main:  # the last weights and optimizer state, before best.pt is loaded
             save_checkpoint(self.run_dir / CHECKPOINT, state)
         del state
@@ -688,6 +710,7 @@ class Trainer:
             "data": dict(self.splits.meta),
             "versions": _versions(),
         }
+        self._write_metrics()
         write_json(self.run_dir / SUMMARY, summary)  # last: its presence means "finished"
         return summary
 

@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import hashlib
 import math
 import re
 import types
@@ -469,12 +470,18 @@ _Loader.add_implicit_resolver(
 )
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, *, verify: str | None = None) -> dict[str, Any]:
     """The top-level mapping of a config YAML file (``1e-3`` read as a float); a missing,
-    unreadable or malformed file raises :class:`ConfigError` naming it."""
+    unreadable or malformed file raises :class:`ConfigError` naming it.
+
+    ``verify``: the file was written by :func:`save_config` and must match its digest
+    line; the value is what the message tells the user to do when it does not.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
+        if verify is not None:
+            _check_digest(path, text, verify)
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} not found") from None
     except UnicodeDecodeError as e:
@@ -499,6 +506,14 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return dict(data)
 
 
+def _check_digest(path: Path, text: str, fix: str) -> None:
+    match = _DIGEST_LINE.search(text)
+    if match is None:
+        raise ConfigError(f"{path} has no checksum line (edited by hand?); {fix}")
+    if _sha256(text[: match.start()]) != match.group(1):
+        raise ConfigError(f"{path} is damaged or was edited (its checksum does not match); {fix}")
+
+
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in data.items():
@@ -518,10 +533,19 @@ def mapping_of(value: Any, what: str, source: str | None) -> Mapping[str, Any]:
     return value
 
 
+_DIGEST_LINE = re.compile(r"^# sha256: ([0-9a-f]{64})\n?\Z", re.M)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def save_config(cfg: Any, path: str | Path) -> None:
-    """Writes ``to_dict(cfg)`` as YAML atomically (temp file, fsync, ``os.replace``)."""
+    """Writes ``to_dict(cfg)`` as YAML atomically (temp file, fsync, ``os.replace``), with
+    a last comment line holding the digest of the rest, which ``read_yaml(path,
+    verify=True)`` checks."""
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False)
-    write_text(path, text)
+    write_text(path, f"{text}# sha256: {_sha256(text)}\n")
 
 
 # --------------------------------------------------------------------------- compare
