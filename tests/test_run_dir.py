@@ -42,6 +42,21 @@ def run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def interrupted(cfg: ImageConfig, at_step: int) -> None:
+    """Trains ``cfg`` until a Ctrl-C in step ``at_step`` (the run directory stays unfinished)."""
+    real, calls = Trainer._step, []
+
+    def dying(self, batch, share):
+        calls.append(1)
+        if len(calls) == at_step:
+            raise KeyboardInterrupt
+        return real(self, batch, share)
+
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt):
+        mp.setattr(Trainer, "_step", dying)
+        train(TASK, cfg)
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("finished")
@@ -106,19 +121,9 @@ def flip_a_weight_bit(path: Path) -> None:
 def test_a_damaged_checkpoint_is_refused_on_resume(tmp_path, capsys, damage) -> None:
     run_dir = tmp_path / "run"
     trainer_args = [*FAST, f"run_dir={run_dir}", "train.epochs=2", "train.max_steps=4"]
-    with pytest.raises(KeyboardInterrupt), pytest.MonkeyPatch.context() as mp:
-        real = Trainer._step
-        calls = []
-
-        def dying(self, batch, share):
-            calls.append(1)
-            if len(calls) == 3:
-                raise KeyboardInterrupt
-            return real(self, batch, share)
-
-        mp.setattr(Trainer, "_step", dying)
-        train(TASK, load_config(ImageConfig, TASK.default_config,
-                                [*trainer_args, "train.checkpoint_every=1"]))  # fmt: skip
+    interrupted(
+        cfg_for(run_dir, "train.epochs=2", "train.max_steps=4", "train.checkpoint_every=1"), 3
+    )
     path = run_dir / "checkpoint.pt"
     data = path.read_bytes()
     if damage == "bit flip":
@@ -180,18 +185,7 @@ def test_unusable_run_dirs_are_refused(tmp_path, capsys) -> None:
 
 # 6 -- measuring an unfinished run ---------------------------------------------------------
 def test_measuring_an_unfinished_run_warns_and_records_the_file(tmp_path, capsys) -> None:
-    with pytest.MonkeyPatch.context() as mp:
-        real, calls = Trainer._step, []
-
-        def dying(self, batch, share):
-            calls.append(1)
-            if len(calls) == 5:
-                raise KeyboardInterrupt
-            return real(self, batch, share)
-
-        mp.setattr(Trainer, "_step", dying)
-        with pytest.raises(KeyboardInterrupt):
-            train(TASK, cfg_for(tmp_path, "train.checkpoint_every=2"))
+    interrupted(cfg_for(tmp_path, "train.checkpoint_every=2"), 5)
     capsys.readouterr()
     args = [f"run_dir={tmp_path}", "train.progress=false", "hessian.n_probes=2"]
     assert measure_main(TASK, "hessian", [*args, "hessian.n_examples=20"]) == 0
@@ -220,18 +214,7 @@ def test_an_edited_config_yaml_is_refused_when_measured(finished, tmp_path, caps
 
 
 def test_a_deleted_config_yaml_is_written_again_on_resume(tmp_path) -> None:
-    with pytest.MonkeyPatch.context() as mp:
-        real, calls = Trainer._step, []
-
-        def dying(self, batch, share):
-            calls.append(1)
-            if len(calls) == 5:
-                raise KeyboardInterrupt
-            return real(self, batch, share)
-
-        mp.setattr(Trainer, "_step", dying)
-        with pytest.raises(KeyboardInterrupt):
-            train(TASK, cfg_for(tmp_path, "train.checkpoint_every=2", "train.epochs=1"))
+    interrupted(cfg_for(tmp_path, "train.checkpoint_every=2", "train.epochs=1"), 5)
     saved = (tmp_path / "config.yaml").read_text()
     (tmp_path / "config.yaml").unlink()
     (tmp_path / "run.json").unlink()
@@ -267,18 +250,7 @@ def test_an_option_the_chosen_base_lacks_is_dropped_from_the_file(tmp_path, caps
 
 
 def test_checkpoint_every_may_change_on_resume(tmp_path) -> None:
-    with pytest.MonkeyPatch.context() as mp:
-        real, calls = Trainer._step, []
-
-        def dying(self, batch, share):
-            calls.append(1)
-            if len(calls) == 5:
-                raise KeyboardInterrupt
-            return real(self, batch, share)
-
-        mp.setattr(Trainer, "_step", dying)
-        with pytest.raises(KeyboardInterrupt):
-            train(TASK, cfg_for(tmp_path, "train.checkpoint_every=2", "train.epochs=1"))
+    interrupted(cfg_for(tmp_path, "train.checkpoint_every=2", "train.epochs=1"), 5)
     summary = train(TASK, cfg_for(tmp_path, "train.checkpoint_every=3", "train.epochs=1"))
     assert summary["resumed"] == 1
 
