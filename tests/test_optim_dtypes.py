@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ALL, build, ce, closure_for, data, linear_problem, mlp, snapshot
+from conftest import ALL, build, ce, closure_for, data, mlp, snapshot
 from torch import nn
 
-from common.optim import SSAMD, WSAM
+from common.optim import SSAMD
 from common.optim.fisher import fisher_diagonal
 from common.optim.perturb import clip_grad_norm_, global_norm
 from common.optim.ssam import num_live
@@ -60,20 +60,6 @@ def test_global_norm_is_at_least_float32_and_never_narrower(dtype):
     clip_grad_norm_(grads, 1.0)  # torch's clip_grad_norm_ takes a float16 norm here: inf
     assert grads[0].dtype == dtype
     assert float(global_norm(grads)) == pytest.approx(1.0, rel=1e-2)
-
-
-def test_wsam_step_in_float64_is_the_formula_to_1e12():
-    w0, loss = linear_problem(dtype=torch.float64)
-    rho, lr, gamma = 0.2, 0.05, 0.8
-    alpha = gamma / (1 - gamma)
-    w = w0.clone().requires_grad_()
-    (g,) = torch.autograd.grad(loss(w), w)
-    w_e = (w0 + rho * g / g.norm()).requires_grad_()
-    (g_tilde,) = torch.autograd.grad(loss(w_e), w_e)
-    expected = w0 - lr * g - lr * alpha * (g_tilde - g)
-    p = nn.Parameter(w0.clone())
-    WSAM([p], torch.optim.SGD, rho=rho, gamma=gamma, lr=lr).step(lambda: loss(p).backward())
-    torch.testing.assert_close(p.detach(), expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)

@@ -96,8 +96,9 @@ def test_sam_norm_is_global_over_param_groups():
     torch.testing.assert_close(torch.cat([a, b]).detach(), ref.detach(), rtol=1e-6, atol=1e-7)
 
 
-def test_wsam_decoupled_matches_a_direct_computation():
-    w0, loss = linear_problem()
+@pytest.mark.parametrize("dtype", list(TOLERANCES), ids=["float32", "float64"])
+def test_wsam_decoupled_matches_a_direct_computation(dtype):
+    w0, loss = linear_problem(dtype=dtype)
     rho, lr, gamma = 0.2, 0.05, 0.8
     alpha = gamma / (1 - gamma)
     w = w0.clone().requires_grad_()
@@ -109,7 +110,8 @@ def test_wsam_decoupled_matches_a_direct_computation():
     p = nn.Parameter(w0.clone())
     opt = WSAM([p], torch.optim.SGD, rho=rho, gamma=gamma, lr=lr)
     opt.step(lambda: loss(p).backward())
-    torch.testing.assert_close(p.detach(), expected, rtol=1e-6, atol=1e-7)
+    rtol, atol = TOLERANCES[dtype]
+    torch.testing.assert_close(p.detach(), expected, rtol=rtol, atol=atol)
 
 
 def test_wsam_max_norm_clips_both_gradients():
