@@ -212,3 +212,14 @@ def test_every_optimizer_trains_the_new_domain(tmp_path, name) -> None:
     # SSAM-F's Fisher mask comes from per-example losses of the same criterion
     summary = train(TASK, cfg_for(tmp_path, f"optimizer.name={name}", "train.max_steps=4"))
     assert summary["steps"] == 4 and math.isfinite(summary["test"]["mse"])
+
+
+def test_a_variant_serves_the_data_set_it_is_for(tmp_path) -> None:
+    # a domain whose metrics depend on the data set (GLUE: CoLA reports MCC, STS-B Pearson)
+    from dataclasses import replace
+
+    loss_only = replace(TASK, reported=(MSE,), select=MSE)
+    varied = replace(TASK, variant=lambda cfg: loss_only if cfg.data.noise > 1 else TASK)
+    assert varied.resolve(cfg_for(tmp_path, "data.noise=2")) is loss_only
+    summary = train(varied, cfg_for(tmp_path, "data.noise=2", "train.max_steps=2"))
+    assert [m["name"] for m in summary["metrics"]] == ["mse"]

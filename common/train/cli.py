@@ -144,6 +144,7 @@ def cross_validate(task: Task, config: str | Path | None, overrides: Sequence[st
     beside the fold run directories)."""
     items = parse_overrides(overrides)
     first = load_config(task.config_cls, config or task.default_config, items)
+    task = task.resolve(first)
     if task.folds is None:
         raise UserError(f"the {task.domain} domain has no cross-validation folds")
     base = Path(first.run_dir) if first.run_dir else run_dir_for(task, first).parent
@@ -403,6 +404,7 @@ def measure(task: Task, kind: str, overrides: Sequence[str]) -> dict[str, Any]:
     """Runs measurement ``kind`` on a finished run (``run_dir=PATH`` in ``overrides``),
     holding the run directory's lock (no training or other measurement meanwhile)."""
     cfg, path = load_run(task, overrides, kind)
+    task = task.resolve(cfg)
     with locked(path, f"python -m {task.domain}_exps.{kind}", create=False):
         return MEASUREMENTS[kind](task, cfg, path)
 

@@ -115,6 +115,8 @@ class Task:
         folds: cross-validation folds, when the data has them.
         canonical_name: ``data.name`` as the domain spells it (``D_I-GITS`` -> ``digits``),
             applied before the run directory is named; raises for an unknown name.
+        variant: ``cfg -> Task`` for a domain whose loss or metrics depend on the data set
+            (GLUE: CoLA reports MCC, STS-B is a regression); see :meth:`resolve`.
     """
 
     domain: str
@@ -132,11 +134,16 @@ class Task:
     collate: Callable[[Any], Callable[[list[Any]], Any] | None] = lambda dataset: None
     folds: Folds | None = None
     canonical_name: Callable[[str], str] = str
+    variant: Callable[[Any], Task] | None = None
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.reported]
         if self.select != LOSS and self.select.name not in names:
             raise ValueError(f"select={self.select.name!r} is not among reported {names}")
+
+    def resolve(self, cfg: Any) -> Task:
+        """The task that serves ``cfg``: this one, or the variant its data set needs."""
+        return self if self.variant is None else self.variant(cfg)
 
     def loss(self, model: nn.Module, batch: Any, *, label_smoothing: float = 0.0) -> BatchLoss:
         """The loss of ``batch`` under ``model``: the one definition every caller uses."""

@@ -216,7 +216,7 @@ class Trainer:
     def __init__(self, task: Task, cfg: Any) -> None:
         cfg = copy.deepcopy(cfg)
         cfg.data.name = task.canonical_name(cfg.data.name)  # one run_dir per data set
-        self.task, self.cfg = task, cfg
+        self.task, self.cfg = task.resolve(cfg), cfg
         self.dist = D.setup(cfg.train.device)
         self.run_dir = run_dir_for(task, cfg)
         self.say = print if self.dist.main else (lambda *a, **k: None)
