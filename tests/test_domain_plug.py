@@ -223,3 +223,16 @@ def test_a_variant_serves_the_data_set_it_is_for(tmp_path) -> None:
     assert varied.resolve(cfg_for(tmp_path, "data.noise=2")) is loss_only
     summary = train(varied, cfg_for(tmp_path, "data.noise=2", "train.max_steps=2"))
     assert [m["name"] for m in summary["metrics"]] == ["mse"]
+
+
+def test_extra_test_splits_are_reported_beside_the_test_metrics(tmp_path) -> None:
+    def with_extra(cfg):
+        splits = build_data(cfg)
+        splits.extra_test = {"shifted": splits.val}
+        return splits
+
+    from dataclasses import replace
+
+    summary = train(replace(TASK, build_data=with_extra), cfg_for(tmp_path, "train.max_steps=2"))
+    assert {"shifted_mse", "shifted_pearson", "shifted_loss"} <= set(summary["test"])
+    assert summary["test"]["shifted_mse"] == pytest.approx(summary["best_val"]["mse"])

@@ -27,7 +27,9 @@ class Splits(Protocol):
 
     ``train_eval`` holds the training examples with the evaluation transforms (what a
     measurement on the training split uses); ``labels(split)`` gives class labels for a
-    stratified measurement subset, or None where there are none (regression).
+    stratified measurement subset, or None where there are none (regression). Optional:
+    ``extra_test``, ``{name: dataset}`` of further test splits, reported as
+    ``<name>_<metric>`` beside the test metrics (MNLI's mismatched validation set).
     """
 
     train: Dataset

@@ -673,6 +673,8 @@ class Trainer:
                 self.model.load_state_dict(best["model"])
             D.broadcast_module(self.model, self.dist.world)  # no shared disk needed
         test = self.evaluate(self.splits.test)
+        for name, dataset in getattr(self.splits, "extra_test", {}).items():  # MNLI mismatched
+            test.update({f"{name}_{k}": v for k, v in self.evaluate(dataset).items()})
         if not self.dist.main:
             return {}
         last = st.history[-1] if st.history else {}
