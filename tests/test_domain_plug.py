@@ -236,3 +236,28 @@ def test_extra_test_splits_are_reported_beside_the_test_metrics(tmp_path) -> Non
     summary = train(replace(TASK, build_data=with_extra), cfg_for(tmp_path, "train.max_steps=2"))
     assert {"shifted_mse", "shifted_pearson", "shifted_loss"} <= set(summary["test"])
     assert summary["test"]["shifted_mse"] == pytest.approx(summary["best_val"]["mse"])
+
+
+@pytest.mark.parametrize("name", ["adamw", "sam"])
+def test_parameters_can_be_kept_out_of_weight_decay(tmp_path, name) -> None:
+    from dataclasses import replace
+
+    task = replace(TASK, no_weight_decay=lambda n, p: n.endswith("bias"))
+    cfg = cfg_for(tmp_path, f"optimizer.name={name}", "optimizer.weight_decay=0.01")
+    trainer = Trainer(task, cfg)
+    trainer._build()
+    decay, free = trainer.optimizer.param_groups
+    assert decay["weight_decay"] == 0.01 and free["weight_decay"] == 0.0
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    assert all(names[id(p)].endswith("bias") for p in free["params"])
+    assert not any(names[id(p)].endswith("bias") for p in decay["params"])
+
+
+def test_linear_schedule_decays_to_zero_after_the_warm_up() -> None:
+    from common.train.config import ScheduleConfig
+    from common.train.trainer import lr_factor
+
+    f = lr_factor(ScheduleConfig(name="linear", warmup_steps=2), 10, 10, 0.1)
+    assert [f(s) for s in range(11)] == pytest.approx(
+        [0.5, 1.0, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8, 0.0]
+    )

@@ -249,7 +249,7 @@ def optimizer_kwargs(opt: Any) -> dict[str, Any]:
 class ScheduleConfig:
     """Learning-rate schedule."""
 
-    name: str = keyfield("none", "schedule", choices=("none", "step", "cosine"))
+    name: str = keyfield("none", "schedule", choices=("none", "step", "cosine", "linear"))
     step_size: int = keyfield(30, "step schedule period (epochs)", min=1)
     gamma: float = keyfield(0.1, "step schedule factor", gt=0)
     warmup_steps: int = keyfield(0, "linear warm-up (optimizer steps)", min=0)

@@ -117,6 +117,9 @@ class Task:
         folds: cross-validation folds, when the data has them.
         canonical_name: ``data.name`` as the domain spells it (``D_I-GITS`` -> ``digits``),
             applied before the run directory is named; raises for an unknown name.
+        no_weight_decay: ``(name, parameter) -> bool``: parameters kept out of weight
+            decay (their own param group with ``weight_decay=0``), e.g. biases and
+            LayerNorm weights of transformers; None: every parameter decays.
         variant: ``cfg -> Task`` for a domain whose loss or metrics depend on the data set
             (GLUE: CoLA reports MCC, STS-B is a regression); see :meth:`resolve`.
     """
@@ -136,6 +139,7 @@ class Task:
     collate: Callable[[Any], Callable[[list[Any]], Any] | None] = lambda dataset: None
     folds: Folds | None = None
     canonical_name: Callable[[str], str] = str
+    no_weight_decay: Callable[[str, nn.Parameter], bool] | None = None
     variant: Callable[[Any], Task] | None = None
 
     def __post_init__(self) -> None:

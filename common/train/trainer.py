@@ -179,7 +179,9 @@ def lr_factor(
     schedule: Any, steps_per_epoch: int, total_steps: int, lr: float
 ) -> Callable[[int], float]:
     """Multiplier of the base learning rate ``lr`` after ``step`` optimizer steps: linear
-    warm-up, then constant, step (every ``step_size`` epochs) or cosine (to ``min_lr``)."""
+    warm-up, then constant, step (every ``step_size`` epochs), cosine (to ``min_lr``) or
+    linear (to 0 at the last step, after the warm-up: HF's ``get_linear_schedule_with_warmup``
+    decay)."""
     floor = schedule.min_lr / lr
 
     def factor(step: int) -> float:
@@ -189,6 +191,9 @@ def lr_factor(
         elif schedule.name == "cosine":
             cos = 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
             f = floor + (1 - floor) * cos
+        elif schedule.name == "linear":
+            decay = max(1, total_steps - schedule.warmup_steps)
+            f = max(0.0, min(1.0, (total_steps - step) / decay))
         else:
             f = 1.0
         return warm * f
@@ -324,10 +329,20 @@ class Trainer:
             kw["seed"] = derived_seed(self.cfg.seed, f"optimizer.{o.name}")
         if info.sharpness_aware and self.cfg.train.max_grad_norm is not None:
             kw["max_grad_norm"] = self.cfg.train.max_grad_norm  # clips the base step's gradient
+        params: Any = self.model
+        if self.task.no_weight_decay is not None:  # e.g. biases and LayerNorm weights
+            named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+            skip = [p for n, p in named if self.task.no_weight_decay(n, p)]
+            keep = [p for n, p in named if not self.task.no_weight_decay(n, p)]
+            groups = [{"params": keep}, {"params": skip, "weight_decay": 0.0}]
+            params = [g for g in groups if g["params"]]
         try:
-            return create_optimizer(o.name, self.model, **kw)
+            optimizer = create_optimizer(o.name, params, **kw)
         except ValueError as e:
             raise UserError(f"optimizer: {e}") from None
+        if isinstance(optimizer, SharpnessAwareOptimizer):
+            optimizer.model = self.model  # BatchNorm statistics: first pass only, as with model
+        return optimizer
 
     def _epoch_plan(self, epoch: int) -> tuple[list[list[int]], list[int]]:
         return epoch_batches(
