@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: install test lint bench faults clean demo tables $(addprefix image-,$(OPTIMIZERS)) \
-	$(addprefix graph-,$(OPTIMIZERS)) graph-cv
+	$(addprefix graph-,$(OPTIMIZERS)) graph-cv $(addprefix text-,$(OPTIMIZERS))
 
 # `make image-<optimizer>`: train with the paper's config, then measure the run.
 # DATA=<data set> picks the data set, ARGS="key=value ..." passes any other overrides.
@@ -64,6 +64,14 @@ $(addprefix graph-,$(OPTIMIZERS)): graph-%: $(STAMP)
 
 graph-cv: $(STAMP)
 	$(PY) -m graph_exps.cv --config $(GRAPH_CONFIG) optimizer.name=$(OPT) $(ARGS)
+
+# `make text-<optimizer> DATA=mrpc`: BERT on a GLUE task with HF run_glue.py's setting
+# (5 epochs for MRPC and WNLI, as its README), then measure; without DATA, RTE.
+TEXT_DATA = $(if $(DATA),$(shell echo $(DATA) | tr A-Z a-z | tr -d -- '-_'),rte)
+TEXT_EPOCHS = $(if $(filter mrpc wnli,$(TEXT_DATA)),train.epochs=5)
+$(addprefix text-,$(OPTIMIZERS)): text-%: $(STAMP)
+	$(PY) -m text_exps.train --measure --config text_exps/configs/glue.yaml optimizer.name=$* \
+		data.name=$(TEXT_DATA) $(TEXT_EPOCHS) $(ARGS)
 
 # SGD, SAM and NSO on data that needs no download, trained, measured and compared.
 demo: $(STAMP)

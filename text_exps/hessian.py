@@ -1,0 +1,6 @@
+"""``python -m text_exps.hessian``: see :mod:`common.train.cli`."""
+
+from common.entry import run
+
+if __name__ == "__main__":
+    run("text_exps.task", "hessian")
