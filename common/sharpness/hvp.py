@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from common.sharpness.core import LossFn
+from common.sharpness.core import LossFn, differentiable_attention
 
 
 class HessianOperator:
@@ -22,7 +22,9 @@ class HessianOperator:
     small CNN), where the reference code runs one forward and backward per vector per
     batch. With ``keep_graphs`` the graphs also survive between calls (for iterative
     methods on few batches; it holds every batch's activations in memory). Products are
-    returned in float64.
+    returned in float64. Gradient graphs are built under :func:`differentiable_attention`
+    (also when the operator is used outside :func:`measuring`): products through fused
+    attention kernels would fail.
     """
 
     def __init__(
@@ -51,7 +53,7 @@ class HessianOperator:
         if index in self._graphs:
             return self._graphs[index]
         batch, _ = self.batches[index]
-        with torch.enable_grad():
+        with torch.enable_grad(), differentiable_attention():
             loss = self.loss_fn(self.model, batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the loss of batch {index} is {float(loss)}")
