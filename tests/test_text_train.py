@@ -132,3 +132,27 @@ def test_a_model_that_cannot_be_had_is_one_message(glue, tmp_path, capsys, monke
     )
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "local copy" in err and "Hugging Face cache" in err
+
+
+def test_the_reference_parameter_selections(bert, glue, tmp_path) -> None:
+    from common.sharpness.core import select_params
+    from text_exps.task import reference_noise_params, reference_trace_params
+
+    cfg = load_config(TextConfig, CONFIG, args(bert, glue, tmp_path, "data.name=mrpc")[2:])
+    model = TASK.build_model(cfg, TASK.build_data(cfg))
+    trace = [n for n, _ in select_params(model, reference_trace_params)]
+    # per layer: query, key, value, attention output, intermediate, output; plus the head
+    assert len(trace) == 2 * 6 + 1 and "classifier.weight" in trace
+    assert not any("pooler" in n or "embeddings" in n or "LayerNorm" in n for n in trace)
+    noise = [n for n, _ in select_params(model, reference_noise_params)]
+    assert set(trace) <= set(noise) | {"classifier.weight"} and "classifier.weight" in noise
+    assert all(n.endswith("weight") and "LayerNorm" not in n for n in noise)
+    assert train_main(TASK, args(bert, glue, tmp_path / "run", "data.name=mrpc",
+                                 "train.max_steps=2")) == 0  # fmt: skip
+    run = [f"run_dir={tmp_path / 'run'}", "train.progress=false", "hessian.params=reference"]
+    assert measure_main(TASK, "hessian", [*run, "hessian.n_probes=2", "hessian.n_examples=8"]) == 0
+    out = json.loads((tmp_path / "run" / "hessian.json").read_text())
+    assert out["trace"]["record"]["params"] == "reference_trace_params"
+    assert out["trace"]["record"]["n_params"] == sum(
+        p.numel() for _, p in select_params(model, reference_trace_params)
+    )

@@ -105,6 +105,20 @@ def no_weight_decay(name: str, parameter: nn.Parameter) -> bool:
     return name.endswith("bias") or "norm" in name.lower()
 
 
+def reference_trace_params(name: str, parameter: nn.Parameter) -> bool:
+    """The NSO reference's Hessian selection: the weights of the ``nn.Linear`` layers without
+    the pooler (2-D, not embeddings, not LayerNorm): 73 tensors in BERT-base."""
+    return parameter.dim() == 2 and "embeddings" not in name and "pooler" not in name
+
+
+def reference_noise_params(name: str, parameter: nn.Parameter) -> bool:
+    """The NSO reference's noise-stability selection: encoder and classifier weights
+    without LayerNorm."""
+    del parameter
+    inside = ".encoder." in f".{name}" or name.startswith("classifier.")
+    return inside and name.endswith("weight") and "LayerNorm" not in name
+
+
 def _metrics(reported: tuple[M.Metric, ...]):
     names = [m.name for m in reported if m is not MISMATCHED]  # that one is its own split's
 
@@ -141,5 +155,9 @@ TASK = Task(
     collate=collate,
     canonical_name=canonical_name,
     no_weight_decay=no_weight_decay,
+    param_sets={
+        "hessian": {"reference": reference_trace_params},
+        "noise_stability": {"reference": reference_noise_params},
+    },
     variant=glue_variant,
 )

@@ -318,16 +318,22 @@ def _prepare(task: Task, cfg: Any, path: Path, m: Any) -> tuple[Any, DataLoader,
     return model, data, {**record, **info}
 
 
-def _params(m: Any) -> str | None:
-    return None if m.params == "all" else m.params
+def _params(task: Task, section: str, m: Any) -> Any:
+    """The parameter selection ``m.params`` names: the task's own for that measurement
+    (``Task.param_sets``), else common.sharpness's ("reference": Conv/Linear weights)."""
+    if m.params == "all":
+        return None
+    own = task.param_sets.get(section, {}).get(m.params)
+    return own if own is not None else m.params
 
 
 def _hessian(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
     m = cfg.hessian
     model, data, info = _prepare(task, cfg, path, m)
     loss = task.loss_fn()
-    common = {"params": _params(m), "seed": m.seed, "progress": cfg.train.progress}
-    size = sum(p.numel() for _, p in select_params(model, _params(m)))
+    params = _params(task, "hessian", m)
+    common = {"params": params, "seed": m.seed, "progress": cfg.train.progress}
+    size = sum(p.numel() for _, p in select_params(model, params))
     if m.top_k > size:
         raise ConfigError(
             f"hessian.top_k={m.top_k} exceeds the {size} parameters measured: lower it"
@@ -364,7 +370,7 @@ def _noise(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
         sigma=list(m.sigma),
         n_samples=m.n_samples,
         two_sided=m.two_sided,
-        params=_params(m),
+        params=_params(task, "noise_stability", m),
         seed=m.seed,
         progress=cfg.train.progress,
     )

@@ -10,7 +10,7 @@ direction. The trainer knows nothing of labels, cross-entropy or argmax.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -120,6 +120,11 @@ class Task:
         no_weight_decay: ``(name, parameter) -> bool``: parameters kept out of weight
             decay (their own param group with ``weight_decay=0``), e.g. biases and
             LayerNorm weights of transformers; None: every parameter decays.
+        param_sets: ``{measurement: {name: selection}}``: what ``hessian.params=<name>``
+            (or ``noise_stability.params``) selects for this domain, a predicate
+            ``(name, parameter) -> bool`` or a list of names (the reference code's choice);
+            names not given fall back to common.sharpness's (``reference``: Conv and Linear
+            weights).
         variant: ``cfg -> Task`` for a domain whose loss or metrics depend on the data set
             (GLUE: CoLA reports MCC, STS-B is a regression); see :meth:`resolve`.
     """
@@ -140,6 +145,7 @@ class Task:
     folds: Folds | None = None
     canonical_name: Callable[[str], str] = str
     no_weight_decay: Callable[[str, nn.Parameter], bool] | None = None
+    param_sets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     variant: Callable[[Any], Task] | None = None
 
     def __post_init__(self) -> None:
