@@ -85,3 +85,19 @@ def linear_problem(seed: int = 0, dtype: torch.dtype = torch.float32):
         return ((x @ w.T - y) ** 2).mean() + (w**4).sum() / 4  # non-quadratic: g(W+e) != g(W)+He
 
     return w0, loss
+
+
+def tiny_bert_config(**overrides):
+    """A 2-layer BERT of width 16 (2 heads, vocabulary 50): fractions of a second a step."""
+    from transformers import BertConfig
+
+    sizes = dict(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=2,
+    )
+    return BertConfig(**{**sizes, **overrides})

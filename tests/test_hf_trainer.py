@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from conftest import tiny_bert_config
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")  # the Trainer needs it
@@ -23,17 +24,7 @@ LR = 1e-3
 
 def tiny_bert(dropout: float = 0.1):
     torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=50,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-        num_labels=2,
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-    )
+    config = tiny_bert_config(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     return transformers.BertForSequenceClassification(config)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_bert_config
 from torch import nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -183,15 +184,7 @@ def test_backends_and_fast_path_are_restored_also_after_an_error():
 def tiny_bert():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=50,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-        num_labels=2,
-    )
+    config = tiny_bert_config()
     model = transformers.BertForSequenceClassification(config).double()
     assert model.config._attn_implementation == "sdpa"  # the fused path is what is tested
     return model

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_bert_config
 
 from common import tables
 from common.train.cli import measure_main, train_main
@@ -22,18 +23,12 @@ CONFIG = TASK.default_config
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory) -> Path:
     """A 2-layer BERT of width 16 and its tokenizer, as ``save_pretrained`` writes them."""
-    from transformers import BertConfig, BertModel
+    from transformers import AutoTokenizer, BertModel
 
     path = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = write_tokenizer(path)
-    config = BertConfig(
-        vocab_size=len(__import__("transformers").AutoTokenizer.from_pretrained(tokenizer)),
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=64,
-    )
+    vocab = len(AutoTokenizer.from_pretrained(tokenizer))
+    config = tiny_bert_config(vocab_size=vocab, max_position_embeddings=64)
     torch.manual_seed(0)
     BertModel(config).save_pretrained(path)  # an encoder only: the head is new, as on the hub
     return path
