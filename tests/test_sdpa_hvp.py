@@ -222,3 +222,28 @@ def test_bert_trace_eigenvalue_and_products():
     assert all(torch.isfinite(torch.tensor([r.total, r.stderr, *e.eigenvalues])))
     assert r.n_probes == 6 and e.eigenvalues[0] >= e.eigenvalues[1]
     assert e.eigenvalues[0] > 0  # a random init is no maximum
+
+
+def test_ssamf_fisher_of_a_bert_with_padding_is_exact() -> None:
+    # HF's attention masks branch on data, which vmap refuses: the Fisher falls back to one
+    # backward pass per example, under the math attention backend
+    import warnings
+
+    from common.optim.fisher import fisher_diagonal
+
+    model, batch = tiny_bert(), bert_batch()
+    params = [p for p in model.parameters() if p.requires_grad]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no slow "no batching rule" fallback either
+        got = fisher_diagonal(model, bert_loss, [batch], params, num_samples=4, chunk_size=4)
+    want = [torch.zeros_like(p) for p in params]
+    model.eval()
+    for i in range(4):
+        one = {k: v[i : i + 1] for k, v in batch.items()}
+        with differentiable_attention():
+            grads = torch.autograd.grad(bert_loss(model, one), params, allow_unused=True)
+        for w, g in zip(want, grads, strict=True):
+            if g is not None:
+                w += g**2
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-12)

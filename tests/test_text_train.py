@@ -55,7 +55,7 @@ def summary_of(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "sam", "nso"])
+@pytest.mark.parametrize("optimizer", ["adamw", "sam", "nso", "ssamf"])
 def test_mrpc_trains_with_accuracy_and_f1(bert, glue, tmp_path, optimizer) -> None:
     run_dir = tmp_path / optimizer
     assert train_main(TASK, args(bert, glue, run_dir, "data.name=mrpc",

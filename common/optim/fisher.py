@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_map
 
+from common.attention import differentiable_attention
 from common.batches import batch_size, slice_batch
 from common.optim.perturb import norm_dtype
 
@@ -62,24 +63,54 @@ def fisher_diagonal(
     fisher = [torch.zeros_like(p, dtype=norm_dtype([p])) for p in params]
     was_training = model.training
     model.eval()
+    # fused attention kernels have no vmap batching rule for their backward (per-example
+    # gradients through them fall back to a slow loop); the math backend is ordinary ops
     try:
-        seen = 0
-        for batch in data:
-            take = min(batch_size(batch), num_samples - seen)
-            if hasattr(batch, "to_data_list"):
-                _accumulate_loop(wrapper, batch, take, params, fisher)
-            else:
-                for start in range(0, take, chunk):
-                    part = slice_batch(batch, start, min(start + chunk, take))
-                    _accumulate_vmap(wrapper, part, keys, params, fisher)
-            seen += take
-            if seen >= num_samples:
-                break
+        with differentiable_attention():
+            seen = _accumulate(wrapper, data, num_samples, chunk, keys, params, fisher)
     finally:
         model.train(was_training)
     if seen < num_samples:
         raise ValueError(f"data has only {seen} examples but num_samples={num_samples}")
     return fisher
+
+
+def _accumulate(
+    wrapper: nn.Module,
+    data: Iterable[Any],
+    num_samples: int,
+    chunk: int,
+    keys: list[str],
+    params: list[Tensor],
+    fisher: list[Tensor],
+) -> int:
+    """Adds g_i² of the first ``num_samples`` examples of ``data``; returns how many."""
+    seen, vectorised = 0, True
+    for batch in data:
+        take = min(batch_size(batch), num_samples - seen)
+        if hasattr(batch, "to_data_list"):
+            graphs = batch.to_data_list()[:take]
+            singles = [type(batch).from_data_list([graph]) for graph in graphs]
+            _accumulate_loop(wrapper, singles, params, fisher)
+        else:
+            for start in range(0, take, chunk):
+                part = slice_batch(batch, start, min(start + chunk, take))
+                if vectorised:
+                    try:
+                        _accumulate_vmap(wrapper, part, keys, params, fisher)
+                        continue
+                    except RuntimeError as e:
+                        # a model with data-dependent control flow (HF's attention masks)
+                        # cannot be vmapped: one backward pass per example instead
+                        if "vmap" not in str(e):
+                            raise
+                        vectorised = False
+                examples = [slice_batch(part, i, i + 1) for i in range(batch_size(part))]
+                _accumulate_loop(wrapper, examples, params, fisher)
+        seen += take
+        if seen >= num_samples:
+            break
+    return seen
 
 
 def _accumulate_vmap(
@@ -96,13 +127,12 @@ def _accumulate_vmap(
 
 
 def _accumulate_loop(
-    wrapper: _Loss, batch: Any, take: int, params: list[Tensor], fisher: list[Tensor]
+    wrapper: _Loss, examples: list[Any], params: list[Tensor], fisher: list[Tensor]
 ) -> None:
-    graphs = batch.to_data_list()[:take]
-    for graph in graphs:
-        single = type(batch).from_data_list([graph])
+    """One backward pass per example (a PyG batch of one graph, or a tensor batch of one)."""
+    for example in examples:
         with torch.enable_grad():
-            grads = torch.autograd.grad(wrapper(single), params, allow_unused=True)
+            grads = torch.autograd.grad(wrapper(example), params, allow_unused=True)
         for f, g in zip(fisher, grads, strict=True):
             if g is not None:
                 f.add_(g.to(f.dtype).square())

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from common.attention import differentiable_attention
 from common.batches import batch_size as _batch_size
 from common.batches import to_device
 
@@ -66,39 +66,6 @@ def describe_params(params: ParamSpec) -> str:
     if callable(params):
         return getattr(params, "__name__", "predicate")
     return ",".join(params)
-
-
-@contextlib.contextmanager
-def differentiable_attention() -> Iterator[None]:
-    """Attention through ops that autograd can differentiate twice, for the duration.
-
-    ``F.scaled_dot_product_attention`` picks a fused kernel (flash, memory-efficient,
-    cuDNN; on CPU the fused flash kernel, also in float64) whose backward has no
-    derivative and no forward-mode rule: a Hessian-vector product through HF models with
-    ``attn_implementation="sdpa"`` (the default), ``nn.MultiheadAttention`` or
-    ``nn.TransformerEncoderLayer`` fails with "derivative for
-    aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented". The
-    math backend computes softmax(QKᵀ/√d + mask)·V from ordinary ops: the same function,
-    with every derivative. The backend is chosen when the forward pass records the
-    graph, so the context must hold while the loss is computed.
-
-    The fused fast path of ``nn.MultiheadAttention`` / ``nn.TransformerEncoder(Layer)``
-    (taken in eval mode when autograd does not need the output) is switched off too
-    (``torch.backends.mha``): it never carries a gradient, so it cannot break a product,
-    but with a ``src_key_padding_mask`` it returns zeros at the padded positions where
-    the differentiable path returns values, so a loss read from them would differ between
-    the no-grad evaluations (noise stability, landscapes, the base loss) and the graph the
-    Hessian is taken of. Both settings are global (not per thread) and restored on exit.
-    Attention implementations outside ``F.scaled_dot_product_attention`` (flash-attn's
-    own kernels, flex attention) are not covered.
-    """
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with sdpa_kernel(SDPBackend.MATH):
-            yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 @contextlib.contextmanager
