@@ -76,7 +76,7 @@ def fisher_diagonal(
 
 
 def _accumulate(
-    wrapper: nn.Module,
+    wrapper: _Loss,
     data: Iterable[Any],
     num_samples: int,
     chunk: int,
