@@ -47,6 +47,7 @@ faults: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.optim_step
 	$(PY) -m benchmarks.hessian
+	$(PY) -m benchmarks.text_step
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -45,3 +45,10 @@ def test_hessian_benchmark_runs_against_pyhessian(tmp_path):
     # eigenvalue is: ours must be at least as accurate as power iteration
     eig = results["top_eigenvalue"]
     assert eig["error_ours"] <= eig["error_pyhessian"] + 1e-12
+
+
+def test_text_step_benchmark_runs_against_the_hf_trainer(tmp_path):
+    stdout, results = run_quick("benchmarks.text_step", tmp_path)
+    assert "| AdamW step, tiny BERT" in stdout
+    assert set(results["median_s"]) == {"hf adamw", "ours adamw", "ours sam", "ours nso"}
+    assert all(v > 0 for v in results["median_s"].values())
