@@ -26,6 +26,7 @@ from common.errors import UserError
 from common.io import read_json, write_text
 from common.metrics import Metric
 from common.sharpness.plots import save_figure
+from common.train.rundir import SUMMARY_FIX, read_summary
 
 #: (key, header, format) of the columns before the metric columns, in order
 RUN_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -45,10 +46,9 @@ MEASURED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("wall_time_s", "train time (s)", "{:.0f}"),
 )
 #: keys a summary.json must hold for a table row
+#: What a table row needs of summary.json (a subset of what the trainer writes).
 SUMMARY_KEYS = ("domain", "dataset", "model", "optimizer", "seed", "metrics", "test")
 
-# the fix of a bad file: the trainer rewrites summary.json from the finished checkpoint.pt
-_RETRAIN = "delete it and rerun the training command to write it again"
 _REMEASURE = "delete it and measure again"
 
 
@@ -78,19 +78,9 @@ def _metric(entry: Any) -> Metric:
 
 def _summary(path: Path) -> dict[str, Any]:
     """summary.json, checked for what a row needs; a ``UserError`` names what is wrong."""
-    summary = _read(path, _RETRAIN)
+    summary = read_summary(path.parent, required=SUMMARY_KEYS)
     if summary is None:
         raise UserError(f"{path.parent} has no summary.json: the run has not finished")
-    if not isinstance(summary, dict):
-        raise UserError(f"{path} is not a run summary (a JSON object); {_RETRAIN}")
-    if "metrics" not in summary:
-        raise UserError(
-            f"{path} has no 'metrics' list: it is in an old format (or not a run summary); "
-            f"{_RETRAIN}"
-        )
-    missing = [k for k in SUMMARY_KEYS if k not in summary]
-    if missing:
-        raise UserError(f"{path} lacks {', '.join(map(repr, missing))}; {_RETRAIN}")
     try:
         if not isinstance(summary["metrics"], list) or not summary["metrics"]:
             raise ValueError("'metrics' is not a non-empty list")
@@ -105,7 +95,7 @@ def _summary(path: Path) -> dict[str, Any]:
             if value is not None and not _number(value):
                 raise ValueError(f"{key} = {value!r} is not a number")
     except ValueError as e:
-        raise UserError(f"{path} is malformed ({e}); {_RETRAIN}") from None
+        raise UserError(f"{path} is malformed ({e}); {SUMMARY_FIX}") from None
     return {**summary, "metrics": metrics}
 
 

@@ -16,7 +16,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -196,16 +196,27 @@ def refuse_other_config(run_dir: Path, saved: Mapping[str, Any], current: Mappin
         )
 
 
-def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """``summary.json`` of a finished run, or None when the run has not finished."""
+#: What to do with a damaged summary.json: the trainer writes it again from checkpoint.pt.
+SUMMARY_FIX = "delete it and rerun the training command to write it again"
+
+
+def read_summary(run_dir: Path, *, required: Sequence[str] = SUMMARY_KEYS) -> dict[str, Any] | None:
+    """``summary.json`` of a finished run (checksum verified, ``required`` keys present), or
+    None when the run has not finished."""
     path = Path(run_dir) / SUMMARY
     if not path.exists():
         return None
-    fix = "delete it and rerun the training command to write it again"
-    data = read_json(path, fix=fix)
-    missing = [k for k in SUMMARY_KEYS if not isinstance(data, dict) or k not in data]
+    data = read_json(path, fix=SUMMARY_FIX)
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is not a run summary (a JSON object); {SUMMARY_FIX}")
+    if "metrics" not in data:
+        raise UserError(
+            f"{path} has no 'metrics' list: it is in an old format (or not a run summary); "
+            f"{SUMMARY_FIX}"
+        )
+    missing = [k for k in required if k not in data]
     if missing:
-        raise UserError(f"{path} is not a whole run summary (no {', '.join(missing)}); {fix}")
+        raise UserError(f"{path} lacks {', '.join(map(repr, missing))}; {SUMMARY_FIX}")
     return data
 
 
