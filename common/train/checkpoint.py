@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.errors import UserError
+from common.errors import RunDirError, UserError
 from common.io import atomic_path
 
 
@@ -64,6 +64,18 @@ def load_checkpoint(
         raise UserError(
             f"cannot read checkpoint {path} ({type(e).__name__}: {first}); it was not "
             f"written by this project: {fix}"
+        ) from None
+
+
+def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: str | Path) -> None:
+    """``ckpt["model"]`` into ``model``; weights of another architecture (the run
+    directory's config edited after training) are one message, not a state_dict traceback."""
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise RunDirError(
+            f"{path} does not fit the model the run's config builds "
+            f"({str(e).splitlines()[0]}): the run directory's config and weights disagree"
         ) from None
 
 

@@ -9,7 +9,6 @@ Bad input prints ``error: ...`` (no traceback) and exits with status 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,7 +31,7 @@ from common.sharpness import (
     plot_landscape,
 )
 from common.sharpness.core import select_params
-from common.train.checkpoint import load_checkpoint, seed_everything
+from common.train.checkpoint import load_checkpoint, load_weights, seed_everything
 from common.train.config import (
     RUNTIME_KEYS,
     ConfigError,
@@ -46,7 +45,7 @@ from common.train.config import (
     to_dict,
     validate,
 )
-from common.train.distributed import resolve_device
+from common.train.distributed import launched_rank, resolve_device
 from common.train.rundir import (
     BEST,
     CHECKPOINT,
@@ -70,7 +69,7 @@ def _guard(run: Callable[[], Any]) -> int:
     try:
         run()
     except (UserError, ConfigError) as e:
-        if os.environ.get("RANK", "0") == "0":
+        if launched_rank() == 0:
             print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -260,13 +259,7 @@ def load_trained(
     seed_everything(cfg.seed)
     splits = task.build_data(cfg)
     model = task.build_model(cfg, splits)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise RunDirError(
-            f"{path / name} does not fit the model {path / CONFIG} builds "
-            f"({str(e).splitlines()[0]}): the run directory's config and weights disagree"
-        ) from None
+    load_weights(model, ckpt, path / name)
     device = resolve_device(cfg.train.device)
     record = {
         "checkpoint": which,

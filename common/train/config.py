@@ -17,7 +17,6 @@ import copy
 import dataclasses
 import difflib
 import inspect
-import os
 import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from common.optim.registry import BASE_OPTIONS, BASES, OPTIMIZERS
+from common.train.distributed import launched_rank
 from common.train.typed import (
     ConfigError,
     apply_overrides,
@@ -424,7 +424,7 @@ def _drop_foreign_base_options(cfg: Any, cli: Mapping[str, Any], source: str | N
         key, value = f"optimizer.{name}", getattr(opt, name)
         if value is not None and name not in accepted and key not in cli:
             setattr(opt, name, None)
-            if os.environ.get("RANK", "0") == "0":  # once under torchrun
+            if launched_rank() == 0:  # once under torchrun
                 print(
                     f"note: {key}={value} (from {source}) is not an option of "
                     f"torch.optim.{base_cls.__name__}; dropped",

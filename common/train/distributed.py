@@ -33,10 +33,15 @@ class DistInfo:
         return self.world > 1
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 without torchrun), before any setup."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup(device: str = "auto") -> DistInfo:
     """Reads torchrun's environment; joins the process group (NCCL on GPU, gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = launched_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank)
     if world > 1 and not dist.is_initialized():

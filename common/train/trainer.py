@@ -47,6 +47,7 @@ from common.rng import derived_seed
 from common.train import distributed as D
 from common.train.checkpoint import (
     load_checkpoint,
+    load_weights,
     rng_state,
     save_checkpoint,
     seed_everything,
@@ -331,9 +332,11 @@ class Trainer:
             kw["max_grad_norm"] = self.cfg.train.max_grad_norm  # clips the base step's gradient
         params: Any = self.model
         if self.task.no_weight_decay is not None:  # e.g. biases and LayerNorm weights
-            named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-            skip = [p for n, p in named if self.task.no_weight_decay(n, p)]
-            keep = [p for n, p in named if not self.task.no_weight_decay(n, p)]
+            keep: list[Tensor] = []
+            skip: list[Tensor] = []
+            for n, p in self.model.named_parameters():
+                if p.requires_grad:
+                    (skip if self.task.no_weight_decay(n, p) else keep).append(p)
             groups = [{"params": keep}, {"params": skip, "weight_decay": 0.0}]
             params = [g for g in groups if g["params"]]
         try:
@@ -389,13 +392,7 @@ class Trainer:
             self._pending = None
 
     def _resume(self, ckpt: dict[str, Any]) -> None:
-        try:
-            self.model.load_state_dict(ckpt["model"])
-        except RuntimeError as e:
-            raise RunDirError(
-                f"{self.run_dir / CHECKPOINT} does not fit the model this config builds "
-                f"({str(e).splitlines()[0]}): the run directory's weights and config disagree"
-            ) from None
+        load_weights(self.model, ckpt, self.run_dir / CHECKPOINT)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler and ckpt["scaler"]:
@@ -685,7 +682,7 @@ class Trainer:
         if st.best:  # the test metrics come from the best checkpoint (else the last weights)
             if self.dist.main:
                 best = load_checkpoint(self.run_dir / BEST, map_location=self.dist.device)
-                self.model.load_state_dict(best["model"])
+                load_weights(self.model, best, self.run_dir / BEST)
             D.broadcast_module(self.model, self.dist.world)  # no shared disk needed
         test = self.evaluate(self.splits.test)
         for name, dataset in getattr(self.splits, "extra_test", {}).items():  # MNLI mismatched
