@@ -93,6 +93,17 @@ def test_cola_reports_mcc_and_mnli_both_validation_sets(bert, glue, tmp_path) ->
     assert {"accuracy", "mismatched_accuracy"} <= set(s["test"]) and s["dataset"] == "mnli"
 
 
+@pytest.mark.parametrize("config", ["glue.yaml", "nso_glue.yaml"])
+def test_the_paper_configs_have_a_smoke_switch(bert, glue, tmp_path, config) -> None:
+    run_dir = tmp_path / "run"
+    argv = ["--config", str(CONFIG.parent / config), f"model.name={bert}", f"data.root={glue}"]
+    argv += ["data.download=false", "train.progress=false", "smoke=true", f"run_dir={run_dir}"]
+    assert train_main(TASK, [*argv, "data.name=mrpc", "--measure"]) == 0
+    s = summary_of(run_dir)
+    assert s["steps"] == 4 and s["data"]["n_train"] == 57  # 64 less the 10 % held out
+    assert json.loads((run_dir / "hessian.json").read_text())["n_examples"] == 24  # all of test
+
+
 def test_the_original_glue_layout_trains_too(bert, glue, tmp_path) -> None:
     assert train_main(TASK, args(bert, glue, tmp_path, "data.name=rte")) == 0
     assert summary_of(tmp_path)["data"]["layout"] == "glue"

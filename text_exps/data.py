@@ -51,6 +51,7 @@ from torch.utils.data import Dataset
 
 from common.errors import DataError, ModelError  # DataError re-exported: the shared data error
 from common.io import atomic_path
+from text_exps import synthetic
 
 HUB_REPO = "nyu-mll/glue"  # datasets >= 4 runs no loading scripts: the parquet-only repo
 GLUE_FOLDER = "glue_data"
@@ -84,7 +85,7 @@ class GlueTask:
         text: the hub's text columns, one or a pair (encoded as a pair).
         classes: the hub's class names in id order; empty for STS-B (a float score 0-5).
         val_splits: the official validation splits, the first our ``test``.
-        tsv: the original TSV layout.
+        tsv: the original TSV layout (None: a task with only the hub layout).
     """
 
     name: str
@@ -92,7 +93,7 @@ class GlueTask:
     text: tuple[str, ...]
     classes: tuple[str, ...]
     val_splits: tuple[str, ...]
-    tsv: TsvLayout
+    tsv: TsvLayout | None
 
     @property
     def is_regression(self) -> bool:
@@ -220,8 +221,16 @@ GLUE_TASKS: dict[str, GlueTask] = {
 }
 
 
+#: the generated task of :mod:`text_exps.synthetic` (hub layout only, written on demand)
+POLARITY = GlueTask(
+    synthetic.NAME, "", ("sentence",), ("negative", "positive"), ("validation",), None
+)
+#: every task ``data.name`` takes: GLUE's nine and the generated one
+TEXT_TASKS: dict[str, GlueTask] = {**GLUE_TASKS, POLARITY.name: POLARITY}
+
+
 def canonical_name(name: str) -> str:
-    """The :data:`GLUE_TASKS` key of ``name`` (case, ``-``, ``_``, a ``glue`` prefix ignored).
+    """The :data:`TEXT_TASKS` key of ``name`` (case, ``-``, ``_``, a ``glue`` prefix ignored).
 
     ``"SST-2"``, ``"sst_2"`` and ``"glue/sst2"`` are all ``"sst2"``; an unknown name is a
     :class:`DataError` with the closest known one.
@@ -229,11 +238,11 @@ def canonical_name(name: str) -> str:
     key = "".join(c for c in str(name).strip().lower() if c.isalnum())
     if key.startswith("glue") and key[4:] in GLUE_TASKS:
         key = key[4:]
-    if key in GLUE_TASKS:
+    if key in TEXT_TASKS:
         return key
-    close = difflib.get_close_matches(key, GLUE_TASKS, n=1)
+    close = difflib.get_close_matches(key, TEXT_TASKS, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise DataError(f"Unknown GLUE task {name!r}.{hint} Known: {', '.join(GLUE_TASKS)}.")
+    raise DataError(f"Unknown text task {name!r}.{hint} Known: {', '.join(TEXT_TASKS)}.")
 
 
 # --------------------------------------------------------------------------- finding the files
@@ -265,6 +274,8 @@ def _find(task: GlueTask, root: Path) -> tuple[GlueSource | None, str]:
     shards = {split: _hub_files(hub, split) for split in task.splits}
     if all(shards.values()):
         return GlueSource(task, "hub", hub, shards), ""
+    if task.tsv is None:
+        return None, f"the hub layout: {', '.join(str(hub / _hub_name(s)) for s in task.splits)}"
     glue = root / GLUE_FOLDER / task.folder
     tsvs = {split: (glue / task.tsv.files[split],) for split in task.splits}
     if all(f[0].is_file() for f in tsvs.values()):
@@ -321,8 +332,10 @@ def locate_glue(name: str, root: str | Path, *, download: bool = True) -> GlueSo
         DataError: unknown task, or no layout complete (one message naming both, the folders
             looked in and the files expected).
     """
-    task = GLUE_TASKS[canonical_name(name)]
+    task = TEXT_TASKS[canonical_name(name)]
     root = Path(root).expanduser()
+    if task is POLARITY:  # generated, never downloaded
+        synthetic.ensure_polarity(root)
     source, layouts = _find(task, root)
     if source is not None:
         return source
@@ -899,7 +912,7 @@ def build_text_data(
         "num_labels": task.num_labels,
         "is_regression": task.is_regression,
         "classes": list(task.classes),
-        "synthetic": False,
+        "synthetic": task is POLARITY,
     }
     return splits
 
@@ -909,7 +922,9 @@ __all__ = [
     "GLUE_FOLDER",
     "GLUE_TASKS",
     "HUB_REPO",
+    "POLARITY",
     "SPLITS",
+    "TEXT_TASKS",
     "DataError",
     "Encoded",
     "EncodedText",

@@ -1,8 +1,11 @@
 """Transformers for GLUE: ``AutoModelForSequenceClassification`` and its tokenizer.
 
-``model.name`` is a hub id (``bert-base-uncased``, ``roberta-base``, ...) or a local
-directory written by ``save_pretrained``. Remote code is never run. Offline, a model that
-is not in the Hugging Face cache is one message saying where to put it.
+``model.name`` is a hub id (``bert-base-uncased``, ``roberta-base``, ...), a local
+directory written by ``save_pretrained``, or the reserved ``tiny-bert``: the randomly
+initialised 2-layer BERT of :mod:`text_exps.synthetic` with its own word-level vocabulary
+(for the generated ``polarity`` task; nothing is downloaded). Remote code is never run.
+Offline, a model that is not in the Hugging Face cache is one message saying where to put
+it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from common.errors import ModelError
+from text_exps import synthetic
 
 
 def _cache() -> str:
@@ -36,6 +40,8 @@ def load_tokenizer(name: str) -> Any:
     """The model's tokenizer (fast where one exists)."""
     from transformers import AutoTokenizer
 
+    if name == synthetic.TINY_BERT:
+        return synthetic.tiny_tokenizer()
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=False)
     except (OSError, ValueError) as e:
@@ -54,16 +60,21 @@ def build_text_model(
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    try:
-        config = AutoConfig.from_pretrained(name, trust_remote_code=False)
-    except (OSError, ValueError) as e:
-        raise _unavailable(name, "config", e) from None
+    if name == synthetic.TINY_BERT:
+        config = synthetic.tiny_bert_config(num_labels)
+    else:
+        try:
+            config = AutoConfig.from_pretrained(name, trust_remote_code=False)
+        except (OSError, ValueError) as e:
+            raise _unavailable(name, "config", e) from None
     config.num_labels = num_labels
     config.problem_type = "regression" if regression else "single_label_classification"
     if dropout is not None:
         for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if hasattr(config, key):
                 setattr(config, key, dropout)
+    if name == synthetic.TINY_BERT:  # random weights from the caller's seed: not pretrained
+        return AutoModelForSequenceClassification.from_config(config)
     try:
         return AutoModelForSequenceClassification.from_pretrained(
             name, config=config, trust_remote_code=False

@@ -15,6 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from common import metrics as M
+from common.errors import ModelError
 from common.train.config import Config, DataConfig, ModelConfig
 from common.train.task import Task, correct, no_running, regression_criterion
 from common.train.typed import keyfield
@@ -35,6 +36,7 @@ GLUE_METRICS: dict[str, tuple[M.Metric, ...]] = {
     "qnli": (M.ACCURACY,),
     "rte": (M.ACCURACY,),
     "wnli": (M.ACCURACY,),
+    "polarity": (M.ACCURACY,),  # the generated task (text_exps.synthetic)
 }
 
 
@@ -42,7 +44,7 @@ GLUE_METRICS: dict[str, tuple[M.Metric, ...]] = {
 class TextDataConfig(DataConfig):
     """A GLUE task and how it is tokenized."""
 
-    name: str = keyfield("rte", "GLUE task: " + ", ".join(GLUE_METRICS))
+    name: str = keyfield("rte", "GLUE task or the generated one: " + ", ".join(GLUE_METRICS))
     max_seq_length: int = keyfield(128, "tokens per example (pairs as pairs)", min=8)
 
 
@@ -50,7 +52,9 @@ class TextDataConfig(DataConfig):
 class TextModelConfig(ModelConfig):
     """A pretrained encoder from the hub or a save_pretrained directory."""
 
-    name: str = keyfield("bert-base-uncased", "hub id or local directory (save_pretrained)")
+    name: str = keyfield(
+        "bert-base-uncased", "hub id, local directory (save_pretrained) or tiny-bert"
+    )
     dropout: float | None = keyfield(
         None, "hidden and attention dropout (None: the checkpoint's)", min=0, lt=1
     )
@@ -69,10 +73,17 @@ def _tokenizer(name: str) -> Any:
 
 def build_data(cfg: TextConfig) -> Any:
     d = cfg.data
+    tokenizer = _tokenizer(cfg.model.name)
+    longest = getattr(tokenizer, "model_max_length", None)
+    if longest is not None and d.max_seq_length > longest:  # past its positions: an IndexError
+        raise ModelError(
+            f"data.max_seq_length={d.max_seq_length} is longer than model.name="
+            f"{cfg.model.name!r} takes ({longest} tokens): set data.max_seq_length={longest}."
+        )
     return build_text_data(
         d.name,
         d.root,
-        tokenizer=_tokenizer(cfg.model.name),
+        tokenizer=tokenizer,
         max_seq_length=d.max_seq_length,
         val_fraction=d.val_fraction,
         split_seed=d.split_seed,
