@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: install test lint bench faults clean demo tables $(addprefix image-,$(OPTIMIZERS)) \
-	$(addprefix graph-,$(OPTIMIZERS)) graph-cv $(addprefix text-,$(OPTIMIZERS))
+	$(addprefix graph-,$(OPTIMIZERS)) graph-cv $(addprefix text-,$(OPTIMIZERS)) \
+	$(addprefix ecg-,$(OPTIMIZERS)) ecg-rho-sweep
 
 # `make image-<optimizer>`: train with the paper's config, then measure the run.
 # DATA=<data set> picks the data set, ARGS="key=value ..." passes any other overrides.
@@ -73,6 +74,22 @@ TEXT_EPOCHS = $(if $(filter mrpc wnli,$(TEXT_DATA)),train.epochs=5)
 $(addprefix text-,$(OPTIMIZERS)): text-%: $(STAMP)
 	$(PY) -m text_exps.train --measure --config text_exps/configs/glue.yaml optimizer.name=$* \
 		data.name=$(TEXT_DATA) $(TEXT_EPOCHS) $(ARGS)
+
+# `make ecg-<optimizer> [DATA=mitbih|mitdb]`: the SAM course project's attention model on the
+# Kaggle MIT-BIH beats (default), or inter-patient DS1 -> DS2 on the PhysioNet records;
+# then measure (Hessian with its spectral density, noise stability, 2-D landscape).
+ECG_CONFIG = ecg_exps/configs/$(if $(filter mitdb,$(DATA)),mitdb_interpatient,mitbih_attention).yaml
+$(addprefix ecg-,$(OPTIMIZERS)): ecg-%: $(STAMP)
+	$(PY) -m ecg_exps.train --measure --config $(ECG_CONFIG) optimizer.name=$* \
+		hessian.esd=true $(ARGS)
+
+# the course project's SAM rho sweep on MIT-BIH: SGD, then SAM at each rho
+RHOS ?= 0.01 0.02 0.05 0.1 0.2 0.5 1.0
+ecg-rho-sweep: $(STAMP)
+	$(MAKE) ecg-sgd ARGS="run_dir=runs/ecg/rho-sweep/sgd $(ARGS)"
+	for rho in $(RHOS); do \
+		$(MAKE) ecg-sam ARGS="optimizer.rho=$$rho run_dir=runs/ecg/rho-sweep/sam-rho$$rho $(ARGS)" \
+		|| exit 1; done
 
 # SGD, SAM and NSO on data that needs no download, trained, measured and compared.
 demo: $(STAMP)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,15 +163,55 @@ def mse(outputs: Any, targets: Any) -> float:
     return float(skm.mean_squared_error(y, out))
 
 
-def per_class_sensitivity(outputs: Any, targets: Any, num_classes: int) -> dict[str, float]:
-    """Recall of each class in percent, ``{"sensitivity_<c>": value}`` for c < num_classes;
-    ``nan`` for a class without examples in the targets."""
+def _checked_classes(outputs: Any, targets: Any, num_classes: int) -> tuple[np.ndarray, ...]:
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     pred, y = _classes(outputs, targets)
     if y.min() < 0 or y.max() >= num_classes:
         raise ValueError(f"targets must lie in [0, {num_classes}), got [{y.min()}, {y.max()}]")
+    return pred, y
+
+
+def per_class_sensitivity(outputs: Any, targets: Any, num_classes: int) -> dict[str, float]:
+    """Recall of each class in percent, ``{"sensitivity_<c>": value}`` for c < num_classes;
+    ``nan`` for a class without examples in the targets."""
+    pred, y = _checked_classes(outputs, targets, num_classes)
     recall = skm.recall_score(
         y, pred, labels=list(range(num_classes)), average=None, zero_division=np.nan
     )
     return {f"sensitivity_{c}": 100.0 * float(r) for c, r in enumerate(recall)}
+
+
+def per_class_ppv(outputs: Any, targets: Any, num_classes: int) -> dict[str, float]:
+    """Positive predictivity (precision) of each class in percent, ``{"ppv_<c>": value}``;
+    ``nan`` for a class never predicted."""
+    pred, y = _checked_classes(outputs, targets, num_classes)
+    precision = skm.precision_score(
+        y, pred, labels=list(range(num_classes)), average=None, zero_division=np.nan
+    )
+    return {f"ppv_{c}": 100.0 * float(p) for c, p in enumerate(precision)}
+
+
+def confusion_matrix(outputs: Any, targets: Any, num_classes: int) -> list[list[int]]:
+    """Counts ``[true class][predicted class]``, ``num_classes`` square (sklearn's layout)."""
+    pred, y = _checked_classes(outputs, targets, num_classes)
+    return skm.confusion_matrix(y, pred, labels=list(range(num_classes))).tolist()
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if math.isnan(value) else value  # JSON has no NaN
+
+
+def class_report(outputs: Any, targets: Any, class_names: Sequence[str]) -> dict[str, Any]:
+    """Per-class sensitivity and positive predictivity (percent; None where undefined) and
+    the confusion matrix of a whole split, keyed by class name: JSON-able, for
+    ``summary.json`` and :func:`common.plots.plot_confusion`."""
+    n = len(class_names)
+    sens = per_class_sensitivity(outputs, targets, n).values()
+    ppv = per_class_ppv(outputs, targets, n).values()
+    return {
+        "class_names": list(class_names),
+        "sensitivity": {c: _finite_or_none(v) for c, v in zip(class_names, sens, strict=True)},
+        "ppv": {c: _finite_or_none(v) for c, v in zip(class_names, ppv, strict=True)},
+        "confusion_matrix": confusion_matrix(outputs, targets, n),
+    }

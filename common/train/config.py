@@ -249,11 +249,28 @@ def optimizer_kwargs(opt: Any) -> dict[str, Any]:
 class ScheduleConfig:
     """Learning-rate schedule."""
 
-    name: str = keyfield("none", "schedule", choices=("none", "step", "cosine", "linear"))
+    name: str = keyfield(
+        "none", "schedule", choices=("none", "step", "multistep", "cosine", "linear")
+    )
     step_size: int = keyfield(30, "step schedule period (epochs)", min=1)
-    gamma: float = keyfield(0.1, "step schedule factor", gt=0)
+    gamma: float = keyfield(0.1, "step and multistep schedule factor", gt=0)
+    milestones: list[float] = field(
+        default_factory=lambda: [0.5, 0.75],
+        metadata={
+            "help": "multistep: fractions of training (0-1) after which the LR is x gamma",
+            "gt": 0,
+            "lt": 1,
+            "nonempty": True,
+        },
+    )
     warmup_steps: int = keyfield(0, "linear warm-up (optimizer steps)", min=0)
     min_lr: float = keyfield(0.0, "cosine schedule floor", min=0)
+
+    def check_section(self, prefix: str) -> None:
+        if list(self.milestones) != sorted(set(self.milestones)):
+            raise ConfigError(
+                f"{prefix}.milestones must increase, got {list(self.milestones)}: sort them"
+            )
 
 
 @dataclass
@@ -270,6 +287,12 @@ class TrainConfig:
     max_grad_norm: float | None = keyfield(None, "gradient clipping norm", gt=0)
     label_smoothing: float = keyfield(
         0.0, "label smoothing, passed to the task's loss", min=0, lt=1
+    )
+    class_weights: str = keyfield(
+        "none",
+        "class weights of the loss: none, or balanced (n / (classes x n_c) from the training "
+        "split's labels, sklearn's 'balanced')",
+        choices=("none", "balanced"),
     )
     drop_last: bool = keyfield(True, "drop the last partial training batch of an epoch")
     sync_bn: bool = keyfield(False, "synchronise BatchNorm across processes")

@@ -59,9 +59,29 @@ def last_is_target(batch: Any) -> Tensor:
     return batch[-1]
 
 
-def cross_entropy(outputs: Tensor, targets: Tensor, label_smoothing: float) -> Tensor:
-    """Mean cross-entropy of logits ``(B, C)`` against class ids ``(B,)``."""
-    return nn.functional.cross_entropy(outputs, targets, label_smoothing=label_smoothing)
+def cross_entropy(
+    outputs: Tensor, targets: Tensor, label_smoothing: float, weight: Tensor | None = None
+) -> Tensor:
+    """Mean cross-entropy of logits ``(B, C)`` against class ids ``(B,)``; with ``weight``
+    ``(C,)`` the weighted mean, as :func:`torch.nn.functional.cross_entropy` takes it."""
+    return nn.functional.cross_entropy(
+        outputs, targets, weight=weight, label_smoothing=label_smoothing
+    )
+
+
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """``n / (k * n_c)`` for each class c with ``n_c`` of the ``n`` labels, ``k`` the number
+    of classes present (scikit-learn's ``class_weight="balanced"``); 0 for a class absent
+    from ``labels`` (it is never a target there). Float32 ``(num_classes,)``."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.size == 0 or labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must be class ids in [0, {num_classes}), got {labels[:5]}...")
+    present = np.unique(labels)
+    weights = np.zeros(num_classes, dtype=np.float32)
+    weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    return weights
 
 
 def correct(outputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
@@ -106,7 +126,9 @@ class Task:
         build_model: ``(cfg, splits) -> nn.Module`` (on CPU, freshly initialised).
         forward: ``(model, batch) -> outputs``.
         targets: ``batch -> targets`` (class ids, or floats for regression).
-        criterion: ``(outputs, targets, label_smoothing) -> mean loss`` (float outputs).
+        criterion: ``(outputs, targets, label_smoothing) -> mean loss`` (float outputs);
+            with ``train.class_weights`` set it is also passed ``weight=`` (a ``(C,)``
+            tensor), which a classification criterion applies as cross-entropy does.
         metrics: ``(outputs, targets) -> {name: value}`` over a whole split; ``loss`` is
             added by the evaluation.
         reported: the metrics in tables and summaries, in order, with their labels.
@@ -127,6 +149,10 @@ class Task:
             weights).
         variant: ``cfg -> Task`` for a domain whose loss or metrics depend on the data set
             (GLUE: CoLA reports MCC, STS-B is a regression); see :meth:`resolve`.
+        details: ``(outputs, targets) -> JSON-able dict`` over the test split, written to
+            ``summary.json`` as ``test_details`` (not tabulated); one with a
+            ``confusion_matrix`` and ``class_names`` (:func:`common.metrics.class_report`)
+            is also drawn as ``confusion.png``. None: no details.
     """
 
     domain: str
@@ -147,6 +173,7 @@ class Task:
     no_weight_decay: Callable[[str, nn.Parameter], bool] | None = None
     param_sets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     variant: Callable[[Any], Task] | None = None
+    details: Callable[[Tensor, Tensor], Mapping[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.reported]
@@ -157,12 +184,20 @@ class Task:
         """The task that serves ``cfg``: this one, or the variant its data set needs."""
         return self if self.variant is None else self.variant(cfg)
 
-    def loss(self, model: nn.Module, batch: Any, *, label_smoothing: float = 0.0) -> BatchLoss:
+    def loss(
+        self,
+        model: nn.Module,
+        batch: Any,
+        *,
+        label_smoothing: float = 0.0,
+        class_weight: Tensor | None = None,
+    ) -> BatchLoss:
         """The loss of ``batch`` under ``model``: the one definition every caller uses."""
         outputs = self.forward(model, batch)
         targets = self.targets(batch)
+        extra = {} if class_weight is None else {"weight": class_weight}
         return BatchLoss(
-            self.criterion(outputs.float(), targets, label_smoothing), outputs, targets
+            self.criterion(outputs.float(), targets, label_smoothing, **extra), outputs, targets
         )
 
     def loss_fn(self, label_smoothing: float = 0.0) -> Callable[[nn.Module, Any], Tensor]:
@@ -196,6 +231,7 @@ __all__ = [
     "Folds",
     "Splits",
     "Task",
+    "balanced_class_weights",
     "classification_metrics",
     "correct",
     "cross_entropy",

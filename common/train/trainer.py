@@ -70,7 +70,7 @@ from common.train.rundir import (
     run_dir_for,
     write_record,
 )
-from common.train.task import Splits, Task
+from common.train.task import Splits, Task, balanced_class_weights
 
 
 class TrainingError(UserError):
@@ -180,15 +180,20 @@ def lr_factor(
     schedule: Any, steps_per_epoch: int, total_steps: int, lr: float
 ) -> Callable[[int], float]:
     """Multiplier of the base learning rate ``lr`` after ``step`` optimizer steps: linear
-    warm-up, then constant, step (every ``step_size`` epochs), cosine (to ``min_lr``) or
-    linear (to 0 at the last step, after the warm-up: HF's ``get_linear_schedule_with_warmup``
+    warm-up, then constant, step (every ``step_size`` epochs), multistep (``gamma`` after each
+    of the ``milestones``, fractions of ``total_steps``), cosine (to ``min_lr``) or linear
+    (to 0 at the last step, after the warm-up: HF's ``get_linear_schedule_with_warmup``
     decay)."""
     floor = schedule.min_lr / lr
+    # the step at which each milestone is passed: "x0.2 at 30 % of training" = step 0.3 T
+    marks = [round(m * total_steps) for m in getattr(schedule, "milestones", ())]
 
     def factor(step: int) -> float:
         warm = min(1.0, (step + 1) / schedule.warmup_steps) if schedule.warmup_steps else 1.0
         if schedule.name == "step":
             f = schedule.gamma ** ((step // steps_per_epoch) // schedule.step_size)
+        elif schedule.name == "multistep":
+            f = schedule.gamma ** sum(step >= mark for mark in marks)
         elif schedule.name == "cosine":
             cos = 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
             f = floor + (1 - floor) * cos
@@ -285,6 +290,7 @@ class Trainer:
         D.barrier(self.dist.world)
         if not self.dist.main:
             self.splits = task.build_data(cfg)
+        self.class_weight = _class_weight(cfg.train.class_weights, self.splits, dev)
         seed_everything(cfg.seed)  # the model's initialisation does not depend on the data
         model = task.build_model(cfg, self.splits).to(dev)
         if cfg.train.sync_bn and self.dist.distributed:
@@ -446,7 +452,12 @@ class Trainer:
                 quiet = self.dist.distributed and not sync
                 with self.net.no_sync() if quiet else contextlib.nullcontext():
                     with _autocast(cfg.train.precision, dev):
-                        out = task.loss(self.net, mb, label_smoothing=cfg.train.label_smoothing)
+                        out = task.loss(
+                            self.net,
+                            mb,
+                            label_smoothing=cfg.train.label_smoothing,
+                            class_weight=self.class_weight,
+                        )
                     scale = self.scaler.scale if self.scaler else 1.0
                     (out.loss * (weight * scale)).backward()
                 total += out.loss.detach() * weight
@@ -505,6 +516,12 @@ class Trainer:
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(self, dataset: Dataset) -> dict[str, float]:
         """Loss and the task's metrics on ``dataset`` (sharded over processes)."""
+        predicted = self.predict(dataset)
+        return {} if predicted is None else self.task.split_metrics(*predicted)
+
+    def predict(self, dataset: Dataset) -> tuple[Tensor, Tensor, float] | None:
+        """(outputs, targets, mean unweighted loss) of every example of ``dataset``, gathered
+        from all processes; None for an empty one."""
         cfg, task, dev = self.cfg, self.task, self.dist.device
         indices = list(range(self.dist.rank, len(dataset), self.dist.world))  # type: ignore[arg-type]
         size = cfg.train.eval_batch_size or self.local_batch
@@ -524,10 +541,10 @@ class Trainer:
         parts = D.gather((outputs, targets, float(loss_sum)), self.dist.world)
         all_outputs = [t for out, _, _ in parts for t in out]
         if not all_outputs:
-            return {}
+            return None
         all_targets = torch.cat([t for _, tg, _ in parts for t in tg])
         loss = sum(s for _, _, s in parts) / len(all_targets)
-        return task.split_metrics(torch.cat(all_outputs), all_targets, loss)
+        return torch.cat(all_outputs), all_targets, loss
 
     # -- files -----------------------------------------------------------------------------
     def _write_metrics(self) -> None:
@@ -684,7 +701,11 @@ class Trainer:
                 best = load_checkpoint(self.run_dir / BEST, map_location=self.dist.device)
                 load_weights(self.model, best, self.run_dir / BEST)
             D.broadcast_module(self.model, self.dist.world)  # no shared disk needed
-        test = self.evaluate(self.splits.test)
+        predicted = self.predict(self.splits.test)
+        test = {} if predicted is None else task.split_metrics(*predicted)
+        details = None
+        if task.details is not None and predicted is not None and self.dist.main:
+            details = dict(task.details(predicted[0], predicted[1]))
         for name, dataset in getattr(self.splits, "extra_test", {}).items():  # MNLI mismatched
             test.update({f"{name}_{k}": v for k, v in self.evaluate(dataset).items()})
         if not self.dist.main:
@@ -701,6 +722,7 @@ class Trainer:
             "metrics": [metric_record(m) for m in task.reported],
             "select": metric_record(task.select),
             "test": test,
+            **({"test_details": details} if details is not None else {}),
             "best_val": {
                 "epoch": st.best.get("epoch"),
                 "step": st.best.get("step"),
@@ -720,13 +742,33 @@ class Trainer:
             "world_size": self.dist.world,
             "device": str(self.dist.device),
             "precision": cfg.train.precision,
+            "class_weights": None if self.class_weight is None else self.class_weight.tolist(),
             "resumed": st.resumed,
             "data": dict(self.splits.meta),
             "versions": _versions(),
         }
         self._write_metrics()
+        if details is not None and "confusion_matrix" in details:
+            from common.tables import plot_confusion  # matplotlib: only when there is one
+
+            title = f"{cfg.data.name} test, {cfg.model.name}, {cfg.optimizer.name}, seed {cfg.seed}"
+            plot_confusion(details, self.run_dir / "confusion", title=title)
         write_json(self.run_dir / SUMMARY, summary)  # last: its presence means "finished"
         return summary
+
+
+def _class_weight(kind: str, splits: Splits, device: torch.device) -> Tensor | None:
+    """The loss's class weights for ``train.class_weights`` (None: unweighted)."""
+    if kind == "none":
+        return None
+    labels = splits.labels("train")
+    if labels is None:
+        raise UserError(
+            f"train.class_weights={kind} needs class labels, and this task has none (a "
+            f"regression): set train.class_weights=none"
+        )
+    num_classes = getattr(splits, "num_classes", None) or int(labels.max()) + 1
+    return torch.from_numpy(balanced_class_weights(labels, num_classes)).to(device)
 
 
 def _row_line(row: dict[str, Any]) -> str:
