@@ -1,6 +1,7 @@
 """``make demo``: a base optimizer, SAM and NSO on data that needs no download, trained and
 measured: the digits that ship with scikit-learn (images), the generated polarity sentences
-with a tiny BERT (text) and the synthetic sbm graphs (graphs).
+with a tiny BERT (text), the synthetic sbm graphs (graphs) and generated heartbeats with
+Kachuee's 1-D CNN (ECG).
 
 The base optimizer (``base`` in ``--optimizers``), which SAM and NSO wrap, is SGD with
 momentum for images and graphs and AdamW for text: SGD does not train a transformer from
@@ -51,6 +52,8 @@ class Domain:
 
 def domains() -> list[Domain]:
     """Every domain the demo covers, in the table's order."""
+    from ecg_exps.task import CONFIGS as ecg_configs
+    from ecg_exps.task import TASK as ecg
     from graph_exps.task import TASK as graph
     from image_exps.task import TASK as image
     from text_exps.task import CONFIGS as text_configs
@@ -62,6 +65,7 @@ def domains() -> list[Domain]:
         Domain(image, image.default_config, "sgd"),
         Domain(text, text_configs / "polarity.yaml", "adamw"),
         Domain(graph, graph.default_config, "sgd", graph_sgd),
+        Domain(ecg, ecg_configs / "beats.yaml", "sgd"),
     ]
 
 

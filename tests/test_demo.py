@@ -21,6 +21,8 @@ def test_demo_covers_every_domain_with_each_base_optimizer(tmp_path, capsys) -> 
         ("text", "polarity (synthetic)", "nso"),
         ("graph", "sbm (synthetic)", "sgd"),
         ("graph", "sbm (synthetic)", "nso"),
+        ("ecg", "beats (synthetic)", "sgd"),
+        ("ecg", "beats (synthetic)", "nso"),
     }
     assert all(r["trace"] and r["noise_stability"] for r in rows)
     assert (out / "table.png").is_file()
@@ -29,5 +31,5 @@ def test_demo_covers_every_domain_with_each_base_optimizer(tmp_path, capsys) -> 
 
 def test_demo_base_optimizer_per_domain() -> None:
     bases = {d.task.domain: d.optimizer("base") for d in demo.domains()}
-    assert bases == {"image": "sgd", "text": "adamw", "graph": "sgd"}
+    assert bases == {"image": "sgd", "text": "adamw", "graph": "sgd", "ecg": "sgd"}
     assert all(d.optimizer("sam") == "sam" for d in demo.domains())

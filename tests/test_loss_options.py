@@ -76,7 +76,7 @@ def test_trainer_weights_come_from_the_training_labels() -> None:
     w = _class_weight("balanced", _Splits(labels), torch.device("cpu"))
     np.testing.assert_allclose(w.numpy(), balanced_class_weights(labels, 4))
     assert _class_weight("none", _Splits(labels), torch.device("cpu")) is None
-    with pytest.raises(UserError, match="train.class_weights=none"):
+    with pytest.raises(UserError, match=r"train\.class_weights=none"):
         _class_weight("balanced", _Splits(None), torch.device("cpu"))
 
 

@@ -1,0 +1,927 @@
+"""ECG heartbeat classification data behind one call: :func:`build_ecg_data`.
+
+Every set is a table of single beats, :data:`BEAT_LENGTH` = 187 samples at 125 Hz starting
+at the beat's R peak (Kachuee et al. 2018, "ECG Heartbeat Classification: A Deep
+Transferable Representation"), labelled with the five AAMI classes :data:`CLASSES`
+(N normal, S supraventricular ectopic, V ventricular ectopic, F fusion, Q paced or
+unclassifiable; ids 0..4). Three sources (``name``):
+
+1. ``mitbih``: the Kaggle "ECG Heartbeat Categorization" CSVs (Kachuee's beats of MIT-BIH),
+   ``<root>/mitbih/mitbih_train.csv`` and ``mitbih_test.csv``: no header row, 188 columns
+   per row (187 samples in [0, 1], zero-padded, then the class id 0..4 as a float). Kaggle
+   needs an account, so ``download`` does not fetch them: ``kaggle datasets download -d
+   shayanfazeli/heartbeat`` and unzip the archive into ``<root>/mitbih/``. ``test`` is
+   ``mitbih_test.csv``; ``val`` a stratified ``val_fraction`` of ``mitbih_train.csv``.
+   ``balanced=True`` keeps the SAM course project's subset (:data:`BALANCED_TRAIN_START`).
+2. ``mitdb``: the PhysioNet MIT-BIH Arrhythmia Database itself, WFDB records
+   ``<root>/mitdb/<record>.hea``, ``.dat``, ``.atr`` (what ``wfdb.dl_database("mitdb",
+   dir)`` writes, and what ``download=True`` fetches for missing records), segmented into
+   beats by :func:`segment_beats` from the MLII lead and the reference annotations. The
+   beats of each record are cached (``cache_dir``, default ``<root>/.cache/ecg/``).
+   ``split="intrapatient"`` pools the beats of every usable record (a stratified
+   :data:`TEST_FRACTION` is ``test``); ``split="interpatient"`` is de Chazal et al.'s
+   (2004) division: the records :data:`DS1` train, :data:`DS2` test, the paced records
+   :data:`PACED` in neither.
+3. ``beats``: generated heartbeats with class-specific morphology
+   (:mod:`ecg_exps.synthetic`), written in the Kaggle layout under ``<root>/beats/`` and
+   read by the same CSV reader; labelled synthetic (``meta["synthetic"]``).
+
+For every source ``val`` is a stratified ``val_fraction`` of the training part, held out
+with ``split_seed`` (``sklearn.model_selection.train_test_split``), and ``n_examples`` keeps
+a ``split_seed`` random subset of the rest; the run's seed never moves a beat.
+``meta["class_counts"]`` counts the classes of each split from the labels returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import json
+import math
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from common.errors import DataError  # re-exported: the shared data error
+from common.io import atomic_path
+from ecg_exps import synthetic
+
+CLASSES: tuple[str, ...] = ("N", "S", "V", "F", "Q")
+#: annotation symbol -> AAMI class (EC57); other symbols (rhythm, noise, artefact, '!' flutter
+#: waves, 'x' non-conducted P waves, ...) are not beats and are skipped
+AAMI: dict[str, str] = {
+    symbol: cls
+    for cls, symbols in (
+        ("N", "NLRej"),
+        ("S", "AaJS"),
+        ("V", "VE"),
+        ("F", "F"),
+        ("Q", "/fQ"),
+    )
+    for symbol in symbols
+}
+#: the 48 records of the MIT-BIH Arrhythmia Database
+MITDB_RECORDS: tuple[int, ...] = (
+    *(100, 101, 102, 103, 104, 105, 106, 107, 108, 109),
+    *(111, 112, 113, 114, 115, 116, 117, 118, 119),
+    *(121, 122, 123, 124),
+    *(200, 201, 202, 203, 205, 207, 208, 209, 210, 212, 213, 214, 215, 217, 219),
+    *(220, 221, 222, 223, 228, 230, 231, 232, 233, 234),
+)
+#: de Chazal et al. (2004): the training records of the inter-patient division
+DS1: tuple[int, ...] = (
+    *(101, 106, 108, 109, 112, 114, 115, 116, 118, 119, 122),
+    *(124, 201, 203, 205, 207, 208, 209, 215, 220, 223, 230),
+)
+#: de Chazal et al. (2004): the test records of the inter-patient division
+DS2: tuple[int, ...] = (
+    *(100, 103, 105, 111, 113, 117, 121, 123, 200, 202, 210),
+    *(212, 213, 214, 219, 221, 222, 228, 231, 232, 233, 234),
+)
+#: the records with paced beats, in neither DS1 nor DS2 (102 and 104 have no MLII lead)
+PACED: tuple[int, ...] = (102, 104, 107, 217)
+
+BEAT_LENGTH = synthetic.BEAT_LENGTH  # 187 samples per beat
+SAMPLING_RATE = synthetic.FS  # 125 Hz, the rate of every beat
+WINDOW_SECONDS = 10  # Kachuee's windows
+RR_FACTOR = 1.2  # a beat spans 1.2 T from its R peak
+LEAD = "MLII"
+TEST_FRACTION = 0.2  # of the pooled beats: the intra-patient test set
+SPLITS: tuple[str, ...] = ("train", "val", "test", "train_eval")
+DATASETS: tuple[str, ...] = ("mitbih", "mitdb", synthetic.NAME)
+PATIENT_SPLITS: tuple[str, ...] = ("intrapatient", "interpatient")
+MITBIH_FILES: dict[str, str] = {"train": "mitbih_train.csv", "test": "mitbih_test.csv"}
+KAGGLE_SET = "shayanfazeli/heartbeat"
+PHYSIONET_FILES = "https://physionet.org/files/mitdb/1.0.0"
+#: ``balanced=True`` keeps the Kaggle rows from these (0-based, header-less) row numbers on:
+#: the SAM course project's ``[71829:]`` / ``[17956:]`` of frames read with a header row
+BALANCED_TRAIN_START = 71830
+BALANCED_TEST_START = 17957
+CACHE_VERSION = 1  # bump when the cached beats change meaning
+N_COLUMNS = BEAT_LENGTH + 1
+
+
+# --------------------------------------------------------------------------- names, datasets
+
+
+def canonical_name(name: str) -> str:
+    """The :data:`DATASETS` name of ``name`` (case, ``-``, ``_`` and spaces ignored).
+
+    ``"MIT-BIH"`` is ``"mitbih"``, ``"MITDB"`` ``"mitdb"``; an unknown name is a
+    :class:`DataError` with the closest known one.
+    """
+    key = "".join(c for c in str(name).strip().lower() if c.isalnum())
+    if key in DATASETS:
+        return key
+    close = difflib.get_close_matches(key, DATASETS, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise DataError(f"Unknown ECG data set {name!r}.{hint} Known: {', '.join(DATASETS)}.")
+
+
+def _patient_split(split: str) -> str:
+    key = "".join(c for c in str(split).strip().lower() if c.isalnum())
+    if key not in PATIENT_SPLITS:
+        raise DataError(
+            f"split must be one of {', '.join(PATIENT_SPLITS)}, got {split!r}: intrapatient "
+            f"pools every record's beats, interpatient trains on DS1 and tests on DS2."
+        )
+    return key
+
+
+class BeatDataset(Dataset):
+    """Single beats; item ``i`` is ``(signal, label)``: a float32 ``(1, 187)`` tensor (one
+    channel, for ``Conv1d``) and a 0-dim int64 class id.
+
+    Attributes:
+        signals: ``(N, 187)`` float32, each row in [0, 1].
+        records: ``(N,)`` int64 MIT-BIH record of each beat (``mitdb``), else None.
+    """
+
+    def __init__(
+        self, signals: np.ndarray, labels: np.ndarray, records: np.ndarray | None = None
+    ) -> None:
+        signals = np.ascontiguousarray(signals, dtype=np.float32).reshape(-1, BEAT_LENGTH)
+        labels = np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
+        if len(signals) != len(labels) or (records is not None and len(records) != len(labels)):
+            raise ValueError(f"{len(signals)} signals but {len(labels)} labels")
+        self.signals = signals
+        self._labels = labels
+        self.records = None if records is None else np.asarray(records, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        i = int(index)
+        return torch.tensor(self.signals[i]).unsqueeze(0), torch.tensor(self._labels[i])
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Class id of every beat in order, ``(N,)`` int64."""
+        return self._labels
+
+    def subset(self, rows: np.ndarray) -> BeatDataset:
+        """The beats ``rows`` (in that order), as a new dataset."""
+        rows = np.asarray(rows, dtype=np.int64)
+        records = None if self.records is None else self.records[rows]
+        return BeatDataset(self.signals[rows], self._labels[rows], records)
+
+
+@dataclass
+class EcgSplits:
+    """Train / validation / test beats (:class:`BeatDataset` each).
+
+    Beats have no augmentation, so ``train_eval`` (the training beats as measurements read
+    them) is ``train``, whatever ``train`` is set to later.
+    """
+
+    train: BeatDataset
+    val: BeatDataset
+    test: BeatDataset
+    meta: dict[str, Any] = field(default_factory=dict)
+    num_classes: int = len(CLASSES)
+    class_names: tuple[str, ...] = CLASSES
+
+    @property
+    def train_eval(self) -> BeatDataset:
+        return self.train
+
+    def labels(self, split: str) -> np.ndarray:
+        """Class id of every beat of ``split`` (one of :data:`SPLITS`) in order, int64."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        return getattr(self, split).labels
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    line = text[0] if text else ""
+    return f"{type(e).__name__}: {line[:200]}" if line else type(e).__name__
+
+
+# --------------------------------------------------------------------------- Kaggle CSVs
+
+
+def read_beats_csv(path: str | Path, *, fix: str) -> tuple[np.ndarray, np.ndarray]:
+    """The beats of a Kaggle-layout CSV: ``(N, 187)`` float32 signals, ``(N,)`` int64 labels.
+
+    The file has no header row (every line is a beat, the first included) and 188 numeric
+    columns: 187 samples, then the class id 0..4 written as a float (``0.0``). Anything else
+    (another number of columns, a cell that is not a number, an empty or NaN cell, a class
+    that is not an integer in 0..4) is a :class:`DataError` naming the file, the first bad
+    line (1-based) and ``fix``.
+    """
+    path = Path(path)
+
+    def bad(why: str) -> DataError:
+        return DataError(
+            f"{path} is not a beat CSV of {N_COLUMNS} columns ({BEAT_LENGTH} samples, then the "
+            f"class id 0..4): {why}. {fix}"
+        )
+
+    try:
+        frame = pd.read_csv(path, header=None)
+    except FileNotFoundError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise bad("it is empty") from None
+    except pd.errors.ParserError as e:  # "Expected 188 fields in line 7, saw 189"
+        raise bad(_short(e).removeprefix("ParserError: ")) from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"Cannot read {path} ({_short(e)}). {fix}") from None
+    if frame.shape[1] != N_COLUMNS:
+        raise bad(f"it has {frame.shape[1]} columns")
+    text_columns = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    for c in text_columns:  # the first cell that does not parse as a number
+        numbers = pd.to_numeric(frame[c], errors="coerce")
+        wrong = numbers.isna().to_numpy() & frame[c].notna().to_numpy()
+        if wrong.any():
+            row = int(np.flatnonzero(wrong)[0])
+            raise bad(f"line {row + 1}, column {c + 1} holds {frame[c].iloc[row]!r}, not a number")
+    values = frame.to_numpy(dtype=np.float64)
+    missing = ~np.isfinite(values)
+    if missing.any():
+        row, col = (int(v[0]) for v in np.nonzero(missing))
+        raise bad(f"line {row + 1}, column {col + 1} is empty, NaN or infinite")
+    y = values[:, -1]
+    wrong = (y != np.round(y)) | (y < 0) | (y >= len(CLASSES))
+    if wrong.any():
+        row = int(np.flatnonzero(wrong)[0])
+        raise bad(
+            f"line {row + 1} has the class {y[row]:g}, not an integer in 0..{len(CLASSES) - 1} "
+            f"({', '.join(CLASSES)}); {int(wrong.sum())} such lines"
+        )
+    return values[:, :BEAT_LENGTH].astype(np.float32), y.astype(np.int64)
+
+
+def _read_csv_pair(
+    folder: Path, files: Mapping[str, str], fix: str
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {split: read_beats_csv(folder / name, fix=fix) for split, name in files.items()}
+
+
+def _mitbih_missing(folder: Path, missing: Sequence[str]) -> DataError:
+    expected = " and ".join(MITBIH_FILES.values())
+    return DataError(
+        f"The Kaggle MIT-BIH beats are not in {folder}: expected {expected} (missing: "
+        f"{', '.join(missing)}). Kaggle needs an account, so download=True does not "
+        f"fetch them: run `kaggle datasets download -d {KAGGLE_SET}` (with an API token in "
+        f"~/.kaggle/kaggle.json) and unzip heartbeat.zip into {folder}/ (the PTB files in it "
+        f"are not read)."
+    )
+
+
+def _balanced(
+    arrays: tuple[np.ndarray, np.ndarray], start: int, path: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    signals, labels = arrays
+    if len(labels) <= start:
+        raise DataError(
+            f"balanced=True keeps the rows of {path} from row {start} on (the SAM course "
+            f"project's subset of the full Kaggle file), but it has only {len(labels)} rows: use "
+            f"the original file from {KAGGLE_SET}, or balanced=False."
+        )
+    return signals[start:], labels[start:]
+
+
+# --------------------------------------------------------------------------- beats of a record
+
+
+def segment_beats(
+    signal: np.ndarray, fs: float, samples: np.ndarray, symbols: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kachuee et al.'s (2018) beats of one lead: ``(signals, labels, keep)``.
+
+    ``signal`` is the lead at ``fs`` Hz, ``samples`` and ``symbols`` the reference
+    annotations (sample number at ``fs``, symbol). Only beat annotations (:data:`AAMI`)
+    within the signal are kept; ``keep`` is their index among the annotations, ``labels``
+    their AAMI class ids, ``signals`` ``(n, 187)`` float32 rows in [0, 1]. The recipe, with
+    the annotated R peaks in place of Kachuee's detected ones:
+
+    1. resample the lead to 125 Hz (``scipy.signal.resample_poly``; missing samples, NaN,
+       are first interpolated linearly) and place each R peak at ``round(sample * 125 / fs)``;
+    2. cut the signal into consecutive 10 s windows from its start (the last, shorter, one
+       kept) and min-max normalise each window to [0, 1] (a flat window: zeros);
+    3. T = the median R-R interval of the window's annotated beats (a window with fewer than
+       two beats: the record's median R-R; a record with fewer than two: 1 s);
+    4. each beat is the ``round(1.2 T)`` samples from its R peak, zero-padded (or truncated)
+       to 187. Edge beats: a beat near its window's end continues into the next samples of
+       the signal, scaled by its own window's minimum and maximum and clipped to [0, 1], so
+       it is not cut short; a beat near the record's end is zero-padded where the signal
+       ends.
+    """
+    from scipy.signal import resample_poly
+
+    samples = np.asarray(samples, dtype=np.int64)
+    is_beat = np.array([s in AAMI for s in symbols], dtype=bool).reshape(-1)
+    keep = np.flatnonzero(is_beat & (samples >= 0) & (samples < len(signal)))
+    keep = keep[np.argsort(samples[keep], kind="stable")]
+    labels = np.array([CLASSES.index(AAMI[symbols[i]]) for i in keep], dtype=np.int64)
+    if len(keep) == 0:
+        return np.zeros((0, BEAT_LENGTH), np.float32), labels, keep
+    x = np.asarray(signal, dtype=np.float64).reshape(-1)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        good = np.flatnonzero(~bad)
+        x = np.interp(np.arange(len(x)), good, x[good]) if len(good) else np.zeros_like(x)
+    ratio = Fraction(SAMPLING_RATE) / Fraction(fs).limit_denominator(10_000)
+    x = resample_poly(x, ratio.numerator, ratio.denominator)
+    n = len(x)
+    at = samples[keep]
+    peaks = np.minimum(np.rint(at * SAMPLING_RATE / fs).astype(np.int64), n - 1)
+    width = WINDOW_SECONDS * SAMPLING_RATE
+    starts = np.arange(0, n, width)
+    lo, hi = np.minimum.reduceat(x, starts), np.maximum.reduceat(x, starts)
+    window = peaks // width
+    rr = np.diff(at) * SAMPLING_RATE / fs  # in 125 Hz samples
+    period = np.full(len(starts), float(np.median(rr)) if len(rr) else float(SAMPLING_RATE))
+    same = window[1:] == window[:-1]  # R-R intervals inside one window
+    for w in np.unique(window[1:][same]):
+        period[w] = float(np.median(rr[same & (window[1:] == w)]))
+    length = np.minimum(BEAT_LENGTH, np.rint(RR_FACTOR * period[window]).astype(np.int64))
+    offsets = np.arange(BEAT_LENGTH)
+    index = peaks[:, None] + offsets[None, :]
+    valid = (offsets[None, :] < length[:, None]) & (index < n)
+    scale = (hi - lo)[window]
+    flat = scale <= 0
+    scale = np.where(flat, 1.0, scale)
+    rows = (x[np.minimum(index, n - 1)] - lo[window][:, None]) / scale[:, None]
+    rows = np.where(valid & ~flat[:, None], np.clip(rows, 0.0, 1.0), 0.0)
+    return rows.astype(np.float32), labels, keep
+
+
+@dataclass(frozen=True)
+class RecordBeats:
+    """The beats of one MIT-BIH record (see :func:`segment_beats`).
+
+    Attributes:
+        record: the record number.
+        signals: ``(n, 187)`` float32 beats in [0, 1].
+        labels: ``(n,)`` int64 AAMI class ids.
+        samples: ``(n,)`` int64 R-peak sample numbers at the record's rate (360 Hz).
+        symbols: ``(n,)`` the annotation symbols (``<U1``).
+    """
+
+    record: int
+    signals: np.ndarray
+    labels: np.ndarray
+    samples: np.ndarray
+    symbols: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in ("signals", "labels", "samples", "symbols")}
+
+
+def _record_path(folder: Path, record: int, ext: str) -> Path:
+    return folder / f"{record}.{ext}"
+
+
+def _refetch(folder: Path, record: int) -> str:
+    return (
+        f"Re-download record {record}: delete its files and run with download=True, or "
+        f"`wfdb.dl_database('mitdb', '{folder}', records=['{record}'])`, or fetch "
+        f"{PHYSIONET_FILES}/{record}.hea, .dat and .atr into {folder}/."
+    )
+
+
+# bits per sample of the WFDB storage formats, for the size check of a .dat file
+_FORMAT_BITS = {
+    "8": 8,
+    "16": 16,
+    "24": 24,
+    "32": 32,
+    "61": 16,
+    "80": 8,
+    "160": 16,
+    "212": 12,
+    "310": 32 / 3,
+    "311": 32 / 3,
+}
+
+
+def _read_header(folder: Path, record: int) -> Any:
+    import wfdb
+
+    hea = _record_path(folder, record, "hea")
+    try:
+        return wfdb.rdheader(str(folder / str(record)))
+    except Exception as e:  # wfdb raises many kinds for a damaged header
+        raise DataError(
+            f"Cannot read the header {hea} ({_short(e)}): it is damaged. {_refetch(folder, record)}"
+        ) from None
+
+
+def _check_dat(folder: Path, record: int, header: Any) -> None:
+    """Every signal file the header names is there and holds all its samples."""
+    files: dict[str, list[int]] = {}
+    for i, name in enumerate(header.file_name or []):
+        files.setdefault(name, []).append(i)
+    for name, channels in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise DataError(
+                f"{path} is missing (its header {_record_path(folder, record, 'hea')} is "
+                f"there). {_refetch(folder, record)}"
+            )
+        fmt = str(header.fmt[channels[0]])
+        if fmt not in _FORMAT_BITS:
+            continue
+        spf = header.samps_per_frame or [1] * header.n_sig
+        offset = (header.byte_offset or [None])[channels[0]] or 0
+        n_values = int(header.sig_len) * sum(int(spf[c] or 1) for c in channels)
+        need = offset + math.ceil(n_values * _FORMAT_BITS[fmt] / 8 - 1e-9)
+        size = path.stat().st_size
+        if size < need:
+            raise DataError(
+                f"{path} is truncated ({size} bytes; its header needs {need} for "
+                f"{header.sig_len} samples of {len(channels)} signal(s) in format {fmt}). "
+                f"{_refetch(folder, record)}"
+            )
+
+
+def read_record_beats(folder: str | Path, record: int) -> tuple[RecordBeats | None, str]:
+    """The beats of MIT-BIH record ``record`` in ``folder``, read from its files, or
+    ``(None, reason)`` for a record that has none to give (no MLII lead, no beats).
+
+    The MLII lead is chosen by name (``sig_name``), not position: record 114 lists V5
+    first, and 102 and 104 have no MLII (they are skipped).
+
+    Raises:
+        DataError: a missing, damaged or truncated ``.hea``, ``.dat`` or ``.atr`` file.
+    """
+    import wfdb
+
+    folder = Path(folder)
+    header = _read_header(folder, record)
+    names = list(getattr(header, "sig_name", None) or [])
+    if LEAD not in names:
+        return None, f"no {LEAD} lead (its signals: {', '.join(names) or 'none'})"
+    _check_dat(folder, record, header)
+    dat = folder / (header.file_name[names.index(LEAD)])
+    try:
+        rec = wfdb.rdrecord(str(folder / str(record)), channels=[names.index(LEAD)])
+        signal = np.asarray(rec.p_signal, dtype=np.float64)[:, 0]
+        if len(signal) != int(header.sig_len):
+            raise ValueError(f"{len(signal)} samples, the header says {header.sig_len}")
+    except DataError:
+        raise
+    except Exception as e:  # a short or damaged .dat: numpy and wfdb errors alike
+        raise DataError(
+            f"Cannot read {dat} ({_short(e)}): the record is damaged. {_refetch(folder, record)}"
+        ) from None
+    atr = _record_path(folder, record, "atr")
+    if not atr.is_file():
+        raise DataError(f"{atr} (the beat annotations) is missing. {_refetch(folder, record)}")
+    try:
+        with open(atr, "rb") as f:  # WFDB annotation files end with a zero 16-bit word
+            f.seek(max(0, atr.stat().st_size - 2))
+            if atr.stat().st_size % 2 or f.read(2) != b"\0\0":
+                raise ValueError("no end-of-file marker: truncated or not an annotation file")
+        ann = wfdb.rdann(str(folder / str(record)), "atr")
+        samples = np.asarray(ann.sample, dtype=np.int64)
+        if len(samples) == 0 or len(ann.symbol) != len(samples):
+            raise ValueError("no annotations")
+        if any(not isinstance(s, str) for s in ann.symbol):
+            raise ValueError("annotation codes that WFDB does not define")
+        if np.any(np.diff(samples) < 0):
+            raise ValueError("annotations out of time order")
+        symbols = list(ann.symbol)
+    except Exception as e:  # a damaged .atr: index, reshape and value errors alike
+        raise DataError(
+            f"Cannot read the annotations {atr} ({_short(e)}): the file is damaged. "
+            f"{_refetch(folder, record)}"
+        ) from None
+    signals, labels, keep = segment_beats(signal, float(header.fs), samples, symbols)
+    if len(labels) == 0:
+        return None, "no beat annotations"
+    chosen = np.asarray(symbols, dtype="<U1")[keep] if len(keep) else np.zeros(0, "<U1")
+    return RecordBeats(int(record), signals, labels, samples[keep], chosen), ""
+
+
+def _checksum(arrays: Mapping[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _cache_key(folder: Path, record: int) -> str:
+    files = []
+    for ext in ("hea", "dat", "atr"):
+        st = _record_path(folder, record, ext).stat()
+        files.append([f"{record}.{ext}", st.st_size, st.st_mtime_ns])
+    recipe = {
+        "sampling_rate": SAMPLING_RATE,
+        "window_seconds": WINDOW_SECONDS,
+        "rr_factor": RR_FACTOR,
+        "beat_length": BEAT_LENGTH,
+        "lead": LEAD,
+        "aami": sorted(AAMI.items()),
+    }
+    record_ = {"version": CACHE_VERSION, "record": int(record), "files": files, "recipe": recipe}
+    return json.dumps(record_, sort_keys=True)
+
+
+def _save(path: Path, beats: RecordBeats, key: str) -> None:
+    arrays = {**beats.arrays(), "key": np.array(key)}
+    arrays["sha256"] = np.array(_checksum(arrays))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no .npz
+        np.savez(f, **arrays)
+
+
+def _load(path: Path, key: str, record: int) -> RecordBeats | None:
+    """The cached beats, or None when absent, unreadable, damaged or for another key."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+    except Exception:  # a damaged cache is recomputed, whatever numpy or zipfile raise
+        return None
+    stored = arrays.pop("sha256", None)
+    if stored is None or str(stored) != _checksum(arrays) or str(arrays.get("key")) != key:
+        return None
+    try:
+        beats = RecordBeats(
+            int(record), arrays["signals"], arrays["labels"], arrays["samples"], arrays["symbols"]
+        )
+    except KeyError:
+        return None
+    n = len(beats.labels)
+    if beats.signals.shape != (n, BEAT_LENGTH) or len(beats.samples) != n or n == 0:
+        return None
+    return beats
+
+
+def cache_file(folder: Path, record: int, cache_dir: Path) -> Path:
+    """Where the beats of ``record`` (as its files are now) are cached."""
+    key = _cache_key(folder, record)
+    return cache_dir / f"mitdb-{record}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+
+
+def load_record_beats(
+    folder: str | Path, record: int, cache_dir: str | Path
+) -> tuple[RecordBeats | None, str]:
+    """:func:`read_record_beats`, from the cache in ``cache_dir`` when it holds this record.
+
+    The cache file is keyed by the recipe and the size and modification time of the
+    record's ``.hea``, ``.dat`` and ``.atr``, and holds a SHA-256 of its arrays; a file
+    that does not match (damaged, another version of the record) is recomputed and
+    replaced. A cache folder that cannot be written is skipped: the beats are then read
+    from the record again next time.
+    """
+    folder, cache_dir = Path(folder), Path(cache_dir)
+    if not _complete(folder, record):  # read_record_beats names the missing file
+        return read_record_beats(folder, record)
+    key = _cache_key(folder, record)
+    path = cache_file(folder, record, cache_dir)
+    beats = _load(path, key, record) if path.is_file() else None
+    if beats is not None:
+        return beats, ""
+    beats, reason = read_record_beats(folder, record)
+    if beats is not None:
+        with contextlib.suppress(OSError):  # a read-only cache: go on without it
+            _save(path, beats, key)
+    return beats, reason
+
+
+# --------------------------------------------------------------------------- mitdb records
+
+
+def _complete(folder: Path, record: int) -> bool:
+    return all(_record_path(folder, record, e).is_file() for e in ("hea", "dat", "atr"))
+
+
+def _download_mitdb(folder: Path, records: Sequence[int]) -> str:
+    """Fetch ``records`` with ``wfdb.dl_database``; '' or why it failed.
+
+    The files are downloaded into a temporary folder beside the records and then moved in
+    (each ``.hea`` last), so a killed download leaves no half-written record behind.
+    """
+    import wfdb
+
+    tmp = folder / f".download-{os.getpid()}"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        wfdb.dl_database("mitdb", str(tmp), records=[str(r) for r in records], annotators=["atr"])
+        for path in sorted(tmp.rglob("*"), key=lambda p: (p.suffix == ".hea", str(p))):
+            if path.is_file():
+                os.replace(path, folder / path.name)
+    except Exception as e:  # offline, PhysioNet errors, a full disk: all one message
+        return _short(e)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ""
+
+
+def _how_to_get(folder: Path) -> str:
+    return (
+        f"Download the database with `python -c \"import wfdb; wfdb.dl_database('mitdb', "
+        f"'{folder}')\"` (what download=True runs), or fetch {PHYSIONET_FILES}/<record>.hea, "
+        f".dat and .atr for each record into {folder}/."
+    )
+
+
+def _mitdb_records(
+    folder: Path, needed: Sequence[int], download: bool
+) -> tuple[list[int], list[int], bool]:
+    """(records present, records missing, whether any were downloaded) among ``needed``."""
+    missing = [r for r in needed if not _complete(folder, r)]
+    downloaded = False
+    if missing and download:
+        why = _download_mitdb(folder, missing)
+        if why:
+            present = [r for r in needed if _record_path(folder, r, "hea").is_file()]
+            use = f"pass download=False to use the {len(present)} present, or " if present else ""
+            raise DataError(
+                f"Cannot download {len(missing)} MIT-BIH Arrhythmia Database record(s) "
+                f"({', '.join(map(str, missing[:8]))}{', ...' * (len(missing) > 8)}) into "
+                f"{folder} ({why}): offline? Run once with network access, {use}copy the "
+                f"records there. {_how_to_get(folder)}"
+            )
+        downloaded = True
+    present = [r for r in needed if _record_path(folder, r, "hea").is_file()]
+    missing = [r for r in needed if r not in present]
+    return present, missing, downloaded
+
+
+def _read_mitdb(
+    folder: Path, records: Sequence[int], cache_dir: Path
+) -> tuple[dict[int, RecordBeats], dict[int, str]]:
+    beats, skipped = {}, {}
+    for record in records:
+        got, reason = load_record_beats(folder, record, cache_dir)
+        if got is None:
+            skipped[record] = reason
+        else:
+            beats[record] = got
+    return beats, skipped
+
+
+def _pool(beats: Mapping[int, RecordBeats], records: Sequence[int]) -> BeatDataset:
+    used = [r for r in records if r in beats]
+    if not used:
+        return BeatDataset(np.zeros((0, BEAT_LENGTH), np.float32), np.zeros(0, np.int64))
+    return BeatDataset(
+        np.concatenate([beats[r].signals for r in used]),
+        np.concatenate([beats[r].labels for r in used]),
+        np.concatenate([np.full(len(beats[r]), r, dtype=np.int64) for r in used]),
+    )
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int, *, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``(kept, held_out)`` rows: a stratified, seeded ``fraction`` held out.
+
+    ``sklearn``'s ``train_test_split(stratify=labels, random_state=seed)``; a class with a
+    single beat (which it cannot stratify) stays in the kept part. ``what`` names the beats
+    in the error a split that cannot be made raises.
+    """
+    rows = np.arange(len(labels))
+    if fraction == 0:
+        return rows, rows[:0]
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(labels, minlength=len(CLASSES))
+    common = counts[labels] >= 2
+    try:
+        kept, held = train_test_split(
+            rows[common], test_size=fraction, stratify=labels[common], random_state=seed % 2**32
+        )
+    except ValueError as e:  # fewer held-out beats than classes, or too few beats
+        raise DataError(
+            f"Cannot hold out a stratified {fraction:g} of {what} ({len(labels)} beats; "
+            f"{_short(e)}): use more data or another fraction."
+        ) from None
+    return np.sort(np.concatenate([kept, rows[~common]])), np.sort(held)
+
+
+def class_counts(labels: np.ndarray) -> dict[str, int]:
+    """Beats of each class: ``{"N": n, "S": ..., "V": ..., "F": ..., "Q": ...}``."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(CLASSES))
+    return {c: int(n) for c, n in zip(CLASSES, counts, strict=True)}
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def build_ecg_data(
+    name: str,
+    root: str | Path,
+    *,
+    split: str = "intrapatient",
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    n_examples: int | None = None,
+    download: bool = True,
+    balanced: bool = False,
+    cache_dir: str | Path | None = None,
+    beats_spec: synthetic.BeatsSpec | None = None,
+) -> EcgSplits:
+    """Build the train / val / test beats of ECG data set ``name``.
+
+    Which beats land in which split depends on ``split_seed`` (and the options below)
+    alone, never on the run's seed or the global RNGs.
+
+    Args:
+        name: ``"mitbih"``, ``"mitdb"`` or ``"beats"`` (case, ``-``, ``_`` ignored).
+        root: data root holding ``mitbih/``, ``mitdb/`` (``beats/`` is written there).
+        split: ``mitdb`` only: ``"intrapatient"`` (every usable record's beats pooled,
+            a stratified :data:`TEST_FRACTION` of them ``test``) or ``"interpatient"``
+            (:data:`DS1` records train, :data:`DS2` test). The CSV sets take only
+            ``"intrapatient"`` (their own train / test files).
+        val_fraction: stratified part of the training beats held out as ``val``; 0: none.
+        split_seed: seeds ``val``, the intra-patient ``test`` and the ``n_examples`` subset.
+        n_examples: keep a random n of the training part (the first n of a ``split_seed``
+            permutation, nested as n grows); ``val`` and ``test`` are unchanged.
+        download: ``mitdb``: fetch missing records with ``wfdb.dl_database`` (else the
+            records present are used, and the missing ones named in
+            ``meta["missing_records"]``). The Kaggle CSVs need an account and are never
+            downloaded; ``beats`` is generated.
+        balanced: ``mitbih`` only: the SAM course project's "balanced" subset, its frames'
+            rows from 71829 (train) and 17956 (test) on. The project read the header-less
+            CSVs with pandas' default ``header=0``, which takes the first beat for column
+            names, so its frame row i is the file's row i + 1 (0-based): the subset is our
+            rows from :data:`BALANCED_TRAIN_START` = 71830 and :data:`BALANCED_TEST_START` =
+            17957 on, which on the Kaggle files (listed class by class, N first; per their
+            published counts of N beats, 72471 and 18118) are the last 641 (train) and 161
+            (test) N beats and every S, V, F and Q beat.
+        cache_dir: ``mitdb``: where each record's beats are cached (default
+            ``root/.cache/ecg``; any file there may be deleted, it is recomputed).
+        beats_spec: what ``beats`` holds (default :class:`~ecg_exps.synthetic.BeatsSpec()`).
+
+    Raises:
+        DataError: unknown set, bad option, or data that is missing or corrupt.
+    """
+    key = canonical_name(name)
+    split = _patient_split(split)
+    if key != "mitdb" and split != "intrapatient":
+        raise DataError(
+            f"split={split!r} needs the records of each patient (name='mitdb'); {key} comes as "
+            f"fixed train and test files: use split='intrapatient'."
+        )
+    if balanced and key != "mitbih":
+        raise DataError(f"balanced=True is the SAM course project's mitbih subset, not {key}'s.")
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    if n_examples is not None and n_examples < 1:
+        raise DataError(f"n_examples must be >= 1 or None, got {n_examples}.")
+    if int(split_seed) < 0:
+        raise DataError(f"split_seed must be >= 0, got {split_seed}.")
+    split_seed = int(split_seed)
+    root = Path(root).expanduser()
+    meta: dict[str, Any] = {}
+    if key == "mitdb":
+        folder = root / "mitdb"
+        cache = Path(cache_dir).expanduser() if cache_dir is not None else root / ".cache" / "ecg"
+        needed = sorted({*DS1, *DS2}) if split == "interpatient" else list(MITDB_RECORDS)
+        present, missing, downloaded = _mitdb_records(folder, needed, download)
+        if not present:
+            why = "" if download else " download=False, so nothing is fetched."
+            raise DataError(
+                f"No MIT-BIH Arrhythmia Database record of the {split} split is in {folder} "
+                f"(looked for <record>.hea of {len(needed)} records).{why} {_how_to_get(folder)}"
+            )
+        beats, skipped = _read_mitdb(folder, present, cache)
+        if split == "interpatient":
+            parts = {"DS1": _pool(beats, DS1), "DS2": _pool(beats, DS2)}
+            for part, pool in parts.items():
+                if len(pool) == 0:
+                    ds = DS1 if part == "DS1" else DS2
+                    raise DataError(
+                        f"None of the {part} records ({', '.join(map(str, ds))}) is usable in "
+                        f"{folder} (missing or skipped), so the inter-patient split has no "
+                        f"{'training' if part == 'DS1' else 'test'} beats. {_how_to_get(folder)}"
+                    )
+            pool, test = parts["DS1"], parts["DS2"]
+        else:
+            everything = _pool(beats, present)
+            if len(everything) == 0:
+                raise DataError(
+                    f"No record in {folder} has beats to give (skipped: "
+                    f"{'; '.join(f'{r}: {why}' for r, why in skipped.items())}). "
+                    f"{_how_to_get(folder)}"
+                )
+            rest, held = stratified_split(
+                everything.labels, TEST_FRACTION, split_seed, what=f"the beats of {folder}"
+            )
+            pool, test = everything.subset(rest), everything.subset(held)
+        meta.update(
+            missing_records=missing,
+            skipped_records=skipped,
+            downloaded=downloaded,
+            lead=LEAD,
+            test_fraction=TEST_FRACTION if split == "intrapatient" else None,
+            cache_dir=str(cache),
+        )
+        source = folder
+    else:
+        if key == "mitbih":
+            folder = root / "mitbih"
+            lacking = [f for f in MITBIH_FILES.values() if not (folder / f).is_file()]
+            if lacking:
+                raise _mitbih_missing(folder, lacking)
+            fix = (
+                f"Replace it with the original from the Kaggle data set {KAGGLE_SET} "
+                f"(heartbeat.zip, unzipped into {folder}/)."
+            )
+            files = MITBIH_FILES
+        else:
+            spec = beats_spec if beats_spec is not None else synthetic.BeatsSpec()
+            folder = synthetic.ensure_beats(root, spec)
+            fix = f"Delete {folder}; it is generated again."
+            files = synthetic.SPLIT_FILES
+            meta["beats"] = spec.record()
+        arrays = _read_csv_pair(folder, files, fix)
+        if balanced:
+            arrays["train"] = _balanced(
+                arrays["train"], BALANCED_TRAIN_START, folder / files["train"]
+            )
+            arrays["test"] = _balanced(arrays["test"], BALANCED_TEST_START, folder / files["test"])
+        pool, test = BeatDataset(*arrays["train"]), BeatDataset(*arrays["test"])
+        meta["files"] = {s: str(folder / f) for s, f in files.items()}
+        source = folder
+
+    train_rows, val_rows = stratified_split(
+        pool.labels, val_fraction, split_seed, what=f"the {key} training beats"
+    )
+    if n_examples is not None:  # a seeded random subset, nested as n grows
+        perm = np.random.default_rng(split_seed).permutation(len(train_rows))
+        train_rows = np.sort(train_rows[perm[:n_examples]])
+    splits = EcgSplits(train=pool.subset(train_rows), val=pool.subset(val_rows), test=test)
+    parts = {"train": splits.train, "val": splits.val, "test": splits.test}
+    splits.meta = {
+        "dataset": key,
+        "synthetic": key == synthetic.NAME,
+        "source": str(source),
+        "split": split,
+        "class_names": list(CLASSES),
+        "class_counts": {s: class_counts(d.labels) for s, d in parts.items()},
+        "n_train": len(splits.train),
+        "n_val": len(splits.val),
+        "n_test": len(splits.test),
+        "val_fraction": val_fraction,
+        "split_seed": split_seed,
+        "n_examples": n_examples,
+        "balanced": bool(balanced),
+        "sampling_rate": SAMPLING_RATE,
+        "beat_length": BEAT_LENGTH,
+        "num_classes": len(CLASSES),
+        **meta,
+    }
+    if key == "mitdb":
+        splits.meta["records"] = {
+            s: sorted({int(r) for r in d.records}) if d.records is not None else []
+            for s, d in parts.items()
+        }
+    return splits
+
+
+__all__ = [
+    "AAMI",
+    "BALANCED_TEST_START",
+    "BALANCED_TRAIN_START",
+    "BEAT_LENGTH",
+    "CLASSES",
+    "DATASETS",
+    "DS1",
+    "DS2",
+    "MITBIH_FILES",
+    "MITDB_RECORDS",
+    "PACED",
+    "SAMPLING_RATE",
+    "SPLITS",
+    "TEST_FRACTION",
+    "BeatDataset",
+    "DataError",
+    "EcgSplits",
+    "RecordBeats",
+    "build_ecg_data",
+    "cache_file",
+    "canonical_name",
+    "class_counts",
+    "load_record_beats",
+    "read_beats_csv",
+    "read_record_beats",
+    "segment_beats",
+    "stratified_split",
+]
