@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +77,88 @@ def read_json(path: str | os.PathLike[str], *, fix: str) -> Any:
         if _digest(data) != expected:
             raise UserError(f"{path} is damaged (its checksum does not match); {fix}")
     return data
+
+
+# --------------------------------------------------------------------- verified caches
+def _arrays_digest(arrays: Mapping[str, Any]) -> str:
+    import numpy as np
+
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save_arrays(path: str | os.PathLike[str], arrays: Mapping[str, Any], key: str) -> None:
+    """``arrays`` as an ``.npz`` written atomically, with ``key`` (what they were computed
+    from) and a SHA-256 of everything, which :func:`load_arrays` verifies."""
+    import numpy as np
+
+    stored = {**arrays, "key": np.array(key)}
+    stored["sha256"] = np.array(_arrays_digest(stored))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no .npz
+        np.savez(f, **stored)
+
+
+def load_arrays(path: str | os.PathLike[str], key: str) -> dict[str, Any] | None:
+    """The arrays :func:`save_arrays` wrote for ``key``; None when the file is absent,
+    unreadable, damaged or was written for another key (a cache is recomputed, never
+    trusted)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+    except Exception:  # whatever numpy or zipfile raise for a damaged file
+        return None
+    stored = arrays.pop("sha256", None)
+    if stored is None or str(stored) != _arrays_digest(arrays) or str(arrays.pop("key", "")) != key:
+        return None
+    return arrays
+
+
+# --------------------------------------------------------------------- generated data
+def ensure_generated(
+    folder: str | os.PathLike[str],
+    files: Sequence[str],
+    spec: Mapping[str, Any],
+    write: Callable[[Path], None],
+    *,
+    what: str,
+) -> Path:
+    """Data a project generates from ``spec``, in ``folder``, written once and verified.
+
+    ``write(folder)`` writes ``files`` (each atomically); then ``<what>_spec.json`` records
+    the spec and each file's SHA-256, last, so the files of a killed writer are not taken
+    for finished ones. Missing, damaged or another spec's files are generated again.
+
+    Raises:
+        DataError: the folder cannot be written.
+    """
+    from common.errors import DataError
+
+    folder = Path(folder)
+    marker = folder / f"{what}_spec.json"
+
+    def digests() -> dict[str, str]:
+        return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in files}
+
+    try:
+        intact = read_json(marker, fix="it is regenerated") == {
+            "spec": dict(spec),
+            "files": digests(),
+        }
+    except (OSError, UserError):
+        intact = False
+    if not intact:
+        try:
+            write(folder)
+            write_json(marker, {"spec": dict(spec), "files": digests()})
+        except OSError as e:
+            raise DataError(
+                f"Cannot write the generated {what} data to {folder} ({e.strerror or e}): "
+                f"make data.root writable."
+            ) from None
+    return folder

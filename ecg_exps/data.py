@@ -54,7 +54,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from common.errors import DataError  # re-exported: the shared data error
-from common.io import atomic_path
+from common.io import load_arrays, save_arrays
 from ecg_exps import synthetic
 
 CLASSES: tuple[str, ...] = ("N", "S", "V", "F", "Q")
@@ -512,15 +512,6 @@ def read_record_beats(folder: str | Path, record: int) -> tuple[RecordBeats | No
     return RecordBeats(int(record), signals, labels, samples[keep], chosen), ""
 
 
-def _checksum(arrays: Mapping[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
 def _cache_key(folder: Path, record: int) -> str:
     files = []
     for ext in ("hea", "dat", "atr"):
@@ -538,22 +529,10 @@ def _cache_key(folder: Path, record: int) -> str:
     return json.dumps(record_, sort_keys=True)
 
 
-def _save(path: Path, beats: RecordBeats, key: str) -> None:
-    arrays = {**beats.arrays(), "key": np.array(key)}
-    arrays["sha256"] = np.array(_checksum(arrays))
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no .npz
-        np.savez(f, **arrays)
-
-
 def _load(path: Path, key: str, record: int) -> RecordBeats | None:
     """The cached beats, or None when absent, unreadable, damaged or for another key."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {name: z[name] for name in z.files}
-    except Exception:  # a damaged cache is recomputed, whatever numpy or zipfile raise
-        return None
-    stored = arrays.pop("sha256", None)
-    if stored is None or str(stored) != _checksum(arrays) or str(arrays.get("key")) != key:
+    arrays = load_arrays(path, key)
+    if arrays is None:
         return None
     try:
         beats = RecordBeats(
@@ -595,7 +574,7 @@ def load_record_beats(
     beats, reason = read_record_beats(folder, record)
     if beats is not None:
         with contextlib.suppress(OSError):  # a read-only cache: go on without it
-            _save(path, beats, key)
+            save_arrays(path, beats.arrays(), key)
     return beats, reason
 
 

@@ -41,7 +41,7 @@ one hidden layer of 64 units about 0.90 (seeds 0-2: 0.82-0.83 and 0.90-0.92), no
 overlaps N and V, and S differs from N mainly in timing, which a linear read-out of the
 samples hardly sees.
 
-:func:`write_beats` writes ``<root>/beats/beats_train.csv`` and ``beats_test.csv`` in the
+:func:`ensure_beats` writes ``<root>/beats/beats_train.csv`` and ``beats_test.csv`` in the
 Kaggle layout (no header; 187 samples and the class id as a float per row), read back by the
 same reader as the Kaggle files (:func:`ecg_exps.data.read_beats_csv`).
 """
@@ -49,15 +49,14 @@ same reader as the Kaggle files (:func:`ecg_exps.data.read_beats_csv`).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from common.errors import DataError, UserError
-from common.io import atomic_path, read_json, write_json
+from common.errors import DataError
+from common.io import atomic_path, ensure_generated
 
 NAME = "beats"
 CLASSES: tuple[str, ...] = ("N", "S", "V", "F", "Q")
@@ -71,7 +70,7 @@ _AFTER = 0.3  # s of strip past the segment's end
 
 @dataclass(frozen=True)
 class BeatsSpec:
-    """What :func:`write_beats` generates.
+    """What :func:`ensure_beats` generates.
 
     Attributes:
         n_train: beats of ``beats_train.csv`` (``val`` is held out of it).
@@ -245,52 +244,22 @@ def _csv_text(signals: np.ndarray, labels: np.ndarray) -> str:
     return "".join(lines)
 
 
-def _marker(folder: Path) -> Path:
-    return folder / f"{NAME}_spec.json"
-
-
-def _digests(folder: Path) -> dict[str, str]:
-    return {
-        name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
-        for name in SPLIT_FILES.values()
-    }
-
-
-def write_beats(root: str | Path, spec: BeatsSpec = BeatsSpec()) -> Path:
-    """Generate ``beats`` into ``<root>/beats/`` in the Kaggle CSV layout; return the folder.
-
-    Every file is written atomically; ``beats_spec.json`` (the spec and each file's SHA-256)
-    last, so files a killed run left behind are rewritten by :func:`ensure_beats`.
-    """
-    folder = Path(root).expanduser() / NAME
-    try:
-        for split, (signals, labels) in generate_beats(spec).items():
-            with atomic_path(folder / SPLIT_FILES[split]) as tmp, open(tmp, "w") as f:
-                f.write(_csv_text(signals, labels))
-        write_json(_marker(folder), {"spec": spec.record(), "files": _digests(folder)})
-    except OSError as e:
-        raise DataError(
-            f"Cannot write the generated {NAME} set to {folder} ({e.strerror or e}): make "
-            f"data.root writable."
-        ) from None
-    return folder
+def _write(folder: Path, spec: BeatsSpec) -> None:
+    for split, (signals, labels) in generate_beats(spec).items():
+        with atomic_path(folder / SPLIT_FILES[split]) as tmp, open(tmp, "w") as f:
+            f.write(_csv_text(signals, labels))
 
 
 def ensure_beats(root: str | Path, spec: BeatsSpec = BeatsSpec()) -> Path:
-    """Write ``beats`` under ``root`` unless the files of ``spec`` are there, intact.
+    """``beats`` of ``spec`` in ``<root>/beats/`` (the Kaggle CSV layout); return the folder.
 
-    The files are checked against the digests recorded when they were written; missing,
-    damaged or another spec's files are generated again (they are a function of the spec).
+    Generated unless intact files of ``spec`` are there (:func:`common.io.ensure_generated`:
+    the spec and each file's SHA-256 are recorded in ``beats_spec.json``, written last;
+    missing, damaged or another spec's files are generated again, identically).
     """
     folder = Path(root).expanduser() / NAME
-    try:
-        stored = read_json(_marker(folder), fix="it is regenerated")
-        intact = stored == {"spec": spec.record(), "files": _digests(folder)}
-    except (OSError, UserError):
-        intact = False
-    if not intact:
-        write_beats(root, spec)
-    return folder
+    files = list(SPLIT_FILES.values())
+    return ensure_generated(folder, files, spec.record(), lambda f: _write(f, spec), what=NAME)
 
 
 __all__ = [
@@ -303,5 +272,4 @@ __all__ = [
     "BeatsSpec",
     "ensure_beats",
     "generate_beats",
-    "write_beats",
 ]

@@ -467,8 +467,8 @@ def test_generated_beats_are_a_function_of_the_spec(tmp_path) -> None:
     for split in a:
         np.testing.assert_array_equal(a[split][0], b[split][0])
         np.testing.assert_array_equal(a[split][1], b[split][1])
-    S.write_beats(tmp_path / "x", SMALL)
-    S.write_beats(tmp_path / "y", SMALL)
+    S.ensure_beats(tmp_path / "x", SMALL)
+    S.ensure_beats(tmp_path / "y", SMALL)
     for name in S.SPLIT_FILES.values():
         assert (tmp_path / "x/beats" / name).read_bytes() == (
             tmp_path / "y/beats" / name

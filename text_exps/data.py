@@ -50,7 +50,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from common.errors import DataError, ModelError  # DataError re-exported: the shared data error
-from common.io import atomic_path
+from common.io import atomic_path, load_arrays, save_arrays
 from text_exps import synthetic
 
 HUB_REPO = "nyu-mll/glue"  # datasets >= 4 runs no loading scripts: the parquet-only repo
@@ -579,31 +579,10 @@ def _encode(frame: pd.DataFrame, task: GlueTask, tokenizer: Any, max_len: int) -
     )
 
 
-def _checksum(arrays: Mapping[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def _save(path: Path, encoded: Encoded, key: str) -> None:
-    arrays = {**encoded.arrays(), "key": np.array(key)}
-    arrays["sha256"] = np.array(_checksum(arrays))
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no .npz
-        np.savez(f, **arrays)
-
-
 def _load(path: Path, key: str) -> Encoded | None:
     """The cached split, or None when absent, unreadable, damaged or for another key."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {name: z[name] for name in z.files}
-    except Exception:  # a damaged cache is recomputed, whatever numpy or zipfile raise
-        return None
-    stored = arrays.pop("sha256", None)
-    if stored is None or str(stored) != _checksum(arrays) or str(arrays.get("key")) != key:
+    arrays = load_arrays(path, key)
+    if arrays is None:
         return None
     try:
         encoded = Encoded(
@@ -649,7 +628,7 @@ def encode_split(
         encoded = _encode(read_split(source, split), source.task, tokenizer, max_seq_length)
         # a read-only cache folder: the run goes on, and tokenizes again next time
         with contextlib.suppress(OSError):
-            _save(path, encoded, key)
+            save_arrays(path, encoded.arrays(), key)
     return encoded
 
 

@@ -9,7 +9,7 @@ before it flips; the label is the sign of the summed polarities (odd counts: no 
 a ``noise`` fraction of the labels is flipped, so no model can pass ``1 - noise`` on
 average. With three sentiment words, which of them a negator flips is a matter of word
 order, not of which words occur.
-:func:`write_polarity` writes it in the hub layout GLUE tasks use
+:func:`ensure_polarity` writes it in the hub layout GLUE tasks use
 (``<root>/polarity/{train,validation}-00000-of-00001.parquet``, columns ``sentence``,
 ``label``, ``idx``), read back by the same code as GLUE.
 
@@ -21,7 +21,6 @@ pretrained), with a word-level tokenizer whose vocabulary is :data:`VOCABULARY`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from common.errors import DataError, UserError
-from common.io import atomic_path, read_json, write_json
+from common.errors import DataError
+from common.io import atomic_path, ensure_generated
 
 NAME = "polarity"
 TINY_BERT = "tiny-bert"
@@ -56,7 +55,7 @@ VOCABULARY = (*SPECIAL, *POSITIVE, *NEGATIVE, *NEGATORS, *FILLER)
 
 @dataclass(frozen=True)
 class PolaritySpec:
-    """What :func:`write_polarity` generates.
+    """What :func:`ensure_polarity` generates.
 
     Attributes:
         n_train: examples of the training split (``val`` is held out of it).
@@ -133,52 +132,22 @@ def polarity_frames(spec: PolaritySpec = PolaritySpec()) -> dict[str, pd.DataFra
 SPLIT_FILES = {s: f"{s}-00000-of-00001.parquet" for s in ("train", "validation")}
 
 
-def _marker(folder: Path) -> Path:
-    return folder / f"{NAME}_spec.json"
-
-
-def _digests(folder: Path) -> dict[str, str]:
-    return {
-        name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
-        for name in SPLIT_FILES.values()
-    }
-
-
-def write_polarity(root: str | Path, spec: PolaritySpec = PolaritySpec()) -> Path:
-    """Generate ``polarity`` into ``<root>/polarity/`` in the hub layout; return the folder.
-
-    Every file is written atomically; ``polarity_spec.json`` (the spec and each file's
-    SHA-256) last, so files a killed run left behind are rewritten by :func:`ensure_polarity`.
-    """
-    folder = Path(root).expanduser() / NAME
-    try:
-        for split, frame in polarity_frames(spec).items():
-            with atomic_path(folder / SPLIT_FILES[split]) as tmp:
-                frame.to_parquet(tmp, index=False)
-        write_json(_marker(folder), {"spec": spec.record(), "files": _digests(folder)})
-    except OSError as e:
-        raise DataError(
-            f"Cannot write the generated {NAME} task to {folder} ({e.strerror or e}): make "
-            f"data.root writable."
-        ) from None
-    return folder
+def _write(folder: Path, spec: PolaritySpec) -> None:
+    for split, frame in polarity_frames(spec).items():
+        with atomic_path(folder / SPLIT_FILES[split]) as tmp:
+            frame.to_parquet(tmp, index=False)
 
 
 def ensure_polarity(root: str | Path, spec: PolaritySpec = PolaritySpec()) -> Path:
-    """Write ``polarity`` under ``root`` unless the files of ``spec`` are there, intact.
+    """``polarity`` of ``spec`` in ``<root>/polarity/`` (the hub layout); return the folder.
 
-    The files are checked against the digests recorded when they were written; missing,
-    damaged or another spec's files are generated again (they are a function of the spec).
+    Generated unless intact files of ``spec`` are there (:func:`common.io.ensure_generated`:
+    the spec and each file's SHA-256 are recorded in ``polarity_spec.json``, written last;
+    missing, damaged or another spec's files are generated again, identically).
     """
     folder = Path(root).expanduser() / NAME
-    try:
-        stored = read_json(_marker(folder), fix="it is regenerated")
-        intact = stored == {"spec": spec.record(), "files": _digests(folder)}
-    except (OSError, UserError):
-        intact = False
-    if not intact:
-        write_polarity(root, spec)
-    return folder
+    files = list(SPLIT_FILES.values())
+    return ensure_generated(folder, files, spec.record(), lambda f: _write(f, spec), what=NAME)
 
 
 # --------------------------------------------------------------------------- tiny BERT
@@ -223,5 +192,4 @@ __all__ = [
     "polarity_frames",
     "tiny_bert_config",
     "tiny_tokenizer",
-    "write_polarity",
 ]
