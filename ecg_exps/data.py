@@ -55,6 +55,7 @@ from torch.utils.data import Dataset
 
 from common.errors import DataError  # re-exported: the shared data error
 from common.io import load_arrays, save_arrays
+from common.splits import check_split_options, seeded_subset
 from ecg_exps import synthetic
 
 CLASSES: tuple[str, ...] = ("N", "S", "V", "F", "Q")
@@ -760,13 +761,7 @@ def build_ecg_data(
         )
     if balanced and key != "mitbih":
         raise DataError(f"balanced=True is the SAM course project's mitbih subset, not {key}'s.")
-    if not 0.0 <= val_fraction < 1.0:
-        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}.")
-    if n_examples is not None and n_examples < 1:
-        raise DataError(f"n_examples must be >= 1 or None, got {n_examples}.")
-    if int(split_seed) < 0:
-        raise DataError(f"split_seed must be >= 0, got {split_seed}.")
-    split_seed = int(split_seed)
+    split_seed = check_split_options(val_fraction, n_examples, split_seed)
     root = Path(root).expanduser()
     meta: dict[str, Any] = {}
     if key == "mitdb":
@@ -843,9 +838,7 @@ def build_ecg_data(
     train_rows, val_rows = stratified_split(
         pool.labels, val_fraction, split_seed, what=f"the {key} training beats"
     )
-    if n_examples is not None:  # a seeded random subset, nested as n grows
-        perm = np.random.default_rng(split_seed).permutation(len(train_rows))
-        train_rows = np.sort(train_rows[perm[:n_examples]])
+    train_rows = seeded_subset(train_rows, n_examples, split_seed)
     splits = EcgSplits(train=pool.subset(train_rows), val=pool.subset(val_rows), test=test)
     parts = {"train": splits.train, "val": splits.val, "test": splits.test}
     splits.meta = {

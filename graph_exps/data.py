@@ -45,6 +45,7 @@ from torch_geometric.utils import degree, one_hot
 
 from common.errors import DataError  # re-exported: the shared data error
 from common.io import write_json, write_text
+from common.splits import check_split_options, seeded_subset
 
 TU_DATASETS: tuple[str, ...] = (
     "MUTAG",
@@ -634,15 +635,9 @@ def build_graph_data(
     name = canonical_name(name)
     if not n_folds >= 2 or not 0 <= fold < n_folds:
         raise DataError(f"fold must be in 0..{n_folds - 1} with n_folds >= 2, got fold={fold}.")
-    if not 0.0 <= val_fraction < 1.0:
-        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    split_seed = check_split_options(val_fraction, n_examples, split_seed)
     if int(max_degree) < 1:
         raise DataError(f"max_degree must be >= 1, got {max_degree}.")
-    if n_examples is not None and n_examples < 1:
-        raise DataError(f"n_examples must be >= 1 or None, got {n_examples}.")
-    if int(split_seed) < 0:
-        raise DataError(f"split_seed must be >= 0, got {split_seed}.")
-    split_seed = int(split_seed)
     root = Path(root).expanduser()
     spec = None
     if name == SBM_NAME:
@@ -675,9 +670,7 @@ def build_graph_data(
     train_idx, val_idx, test_idx = fold_indices(
         y, fold=fold, n_folds=n_folds, val_fraction=val_fraction, seed=split_seed
     )
-    if n_examples is not None:  # a seeded random subset, nested as n grows
-        perm = np.random.default_rng(split_seed).permutation(len(train_idx))
-        train_idx = np.sort(train_idx[perm[:n_examples]])
+    train_idx = seeded_subset(train_idx, n_examples, split_seed)
     train, val, test = (ds.index_select(i.tolist()) for i in (train_idx, val_idx, test_idx))
     meta: dict[str, Any] = {
         "dataset": name,

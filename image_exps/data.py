@@ -29,6 +29,7 @@ from torchvision.datasets.folder import default_loader
 from torchvision.datasets.utils import download_and_extract_archive, extract_archive
 
 from common.errors import DataError  # re-exported: the shared data error
+from common.splits import check_split_options
 
 DATASETS: tuple[str, ...] = (
     "digits",
@@ -548,17 +549,11 @@ def build_image_data(
         DataError: unknown name, bad option, or a data set that is missing or corrupt.
     """
     key = canonical_name(name)
-    if not 0.0 <= val_fraction < 1.0:
-        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    split_seed = check_split_options(val_fraction, n_examples, split_seed)
     if cutout < 0:
         raise DataError(f"cutout must be >= 0 (0 disables it), got {cutout}.")
-    if n_examples is not None and n_examples < 1:
-        raise DataError(f"n_examples must be >= 1 or None, got {n_examples}.")
     if image_size is not None and image_size < 1:
         raise DataError(f"image_size must be >= 1 or None, got {image_size}.")
-    if int(split_seed) < 0:
-        raise DataError(f"split_seed must be >= 0, got {split_seed}.")
-    split_seed = int(split_seed)
     if key == "digits":
         return _digits(val_fraction, n_examples, split_seed)
     root = Path(root).expanduser()

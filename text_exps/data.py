@@ -51,6 +51,7 @@ from torch.utils.data import Dataset
 
 from common.errors import DataError, ModelError  # DataError re-exported: the shared data error
 from common.io import atomic_path, load_arrays, save_arrays
+from common.splits import check_split_options, seeded_subset
 from text_exps import synthetic
 
 HUB_REPO = "nyu-mll/glue"  # datasets >= 4 runs no loading scripts: the parquet-only repo
@@ -829,21 +830,16 @@ def build_text_data(
         ModelError: a tokenizer without a pad token.
     """
     key = canonical_name(name)
-    if not 0.0 <= val_fraction < 1.0:
-        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    split_seed = check_split_options(val_fraction, n_examples, split_seed)
     if int(max_seq_length) < 8:
         raise DataError(f"max_seq_length must be >= 8, got {max_seq_length}.")
-    if n_examples is not None and n_examples < 1:
-        raise DataError(f"n_examples must be >= 1 or None, got {n_examples}.")
-    if int(split_seed) < 0:
-        raise DataError(f"split_seed must be >= 0, got {split_seed}.")
     pad_id = getattr(tokenizer, "pad_token_id", None)
     if pad_id is None:
         raise ModelError(
             f"The tokenizer {getattr(tokenizer, 'name_or_path', type(tokenizer).__name__)} "
             f"has no pad token, which batches of unequal lengths need: set tokenizer.pad_token."
         )
-    split_seed, max_len = int(split_seed), int(max_seq_length)
+    max_len = int(max_seq_length)
     root = Path(root).expanduser()
     cache = Path(cache_dir).expanduser() if cache_dir is not None else root / ".cache" / "text"
     source = locate_glue(key, root, download=download)
@@ -851,9 +847,7 @@ def build_text_data(
     encoded = {s: encode_split(source, s, tokenizer, max_len, cache) for s in task.splits}
 
     train_rows, val_rows = _held_out(task, encoded["train"].labels, val_fraction, split_seed)
-    if n_examples is not None:  # a seeded random subset, nested as n grows
-        perm = np.random.default_rng(split_seed).permutation(len(train_rows))
-        train_rows = np.sort(train_rows[perm[:n_examples]])
+    train_rows = seeded_subset(train_rows, n_examples, split_seed)
 
     def view(split: str, rows: np.ndarray | None = None) -> EncodedText:
         return EncodedText(encoded[split], rows, pad_token_id=pad_id)
