@@ -20,3 +20,11 @@ class ModelError(UserError, ValueError):
 
 class RunDirError(UserError):
     """A run directory that cannot be used as asked (another run's, damaged, foreign)."""
+
+
+def first_line(error: BaseException) -> str:
+    """``"OSError: <its first line, at most 200 characters>"``: a library's exception as it
+    goes into one of our one-line messages."""
+    text = str(error).strip().splitlines()
+    line = text[0] if text else ""
+    return f"{type(error).__name__}: {line[:200]}" if line else type(error).__name__

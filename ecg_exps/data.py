@@ -53,7 +53,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from common.errors import DataError  # re-exported: the shared data error
+from common.errors import DataError, first_line  # DataError re-exported
 from common.io import load_arrays, save_arrays
 from common.splits import check_split_options, seeded_subset
 from ecg_exps import synthetic
@@ -205,12 +205,6 @@ class EcgSplits:
         return getattr(self, split).labels
 
 
-def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    line = text[0] if text else ""
-    return f"{type(e).__name__}: {line[:200]}" if line else type(e).__name__
-
-
 # --------------------------------------------------------------------------- Kaggle CSVs
 
 
@@ -238,9 +232,9 @@ def read_beats_csv(path: str | Path, *, fix: str) -> tuple[np.ndarray, np.ndarra
     except pd.errors.EmptyDataError:
         raise bad("it is empty") from None
     except pd.errors.ParserError as e:  # "Expected 188 fields in line 7, saw 189"
-        raise bad(_short(e).removeprefix("ParserError: ")) from None
+        raise bad(first_line(e).removeprefix("ParserError: ")) from None
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DataError(f"Cannot read {path} ({_short(e)}). {fix}") from None
+        raise DataError(f"Cannot read {path} ({first_line(e)}). {fix}") from None
     if frame.shape[1] != N_COLUMNS:
         raise bad(f"it has {frame.shape[1]} columns")
     text_columns = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
@@ -422,7 +416,8 @@ def _read_header(folder: Path, record: int) -> Any:
         return wfdb.rdheader(str(folder / str(record)))
     except Exception as e:  # wfdb raises many kinds for a damaged header
         raise DataError(
-            f"Cannot read the header {hea} ({_short(e)}): it is damaged. {_refetch(folder, record)}"
+            f"Cannot read the header {hea} ({first_line(e)}): it is damaged. "
+            f"{_refetch(folder, record)}"
         ) from None
 
 
@@ -482,7 +477,8 @@ def read_record_beats(folder: str | Path, record: int) -> tuple[RecordBeats | No
         raise
     except Exception as e:  # a short or damaged .dat: numpy and wfdb errors alike
         raise DataError(
-            f"Cannot read {dat} ({_short(e)}): the record is damaged. {_refetch(folder, record)}"
+            f"Cannot read {dat} ({first_line(e)}): the record is damaged. "
+            f"{_refetch(folder, record)}"
         ) from None
     atr = _record_path(folder, record, "atr")
     if not atr.is_file():
@@ -503,7 +499,7 @@ def read_record_beats(folder: str | Path, record: int) -> tuple[RecordBeats | No
         symbols = list(ann.symbol)
     except Exception as e:  # a damaged .atr: index, reshape and value errors alike
         raise DataError(
-            f"Cannot read the annotations {atr} ({_short(e)}): the file is damaged. "
+            f"Cannot read the annotations {atr} ({first_line(e)}): the file is damaged. "
             f"{_refetch(folder, record)}"
         ) from None
     signals, labels, keep = segment_beats(signal, float(header.fs), samples, symbols)
@@ -547,10 +543,13 @@ def _load(path: Path, key: str, record: int) -> RecordBeats | None:
     return beats
 
 
+def _cache_path(cache_dir: Path, record: int, key: str) -> Path:
+    return cache_dir / f"mitdb-{record}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+
+
 def cache_file(folder: Path, record: int, cache_dir: Path) -> Path:
     """Where the beats of ``record`` (as its files are now) are cached."""
-    key = _cache_key(folder, record)
-    return cache_dir / f"mitdb-{record}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    return _cache_path(cache_dir, record, _cache_key(folder, record))
 
 
 def load_record_beats(
@@ -568,7 +567,7 @@ def load_record_beats(
     if not _complete(folder, record):  # read_record_beats names the missing file
         return read_record_beats(folder, record)
     key = _cache_key(folder, record)
-    path = cache_file(folder, record, cache_dir)
+    path = _cache_path(cache_dir, record, key)
     beats = _load(path, key, record) if path.is_file() else None
     if beats is not None:
         return beats, ""
@@ -603,7 +602,7 @@ def _download_mitdb(folder: Path, records: Sequence[int]) -> str:
             if path.is_file():
                 os.replace(path, folder / path.name)
     except Exception as e:  # offline, PhysioNet errors, a full disk: all one message
-        return _short(e)
+        return first_line(e)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ""
@@ -690,7 +689,7 @@ def stratified_split(
     except ValueError as e:  # fewer held-out beats than classes, or too few beats
         raise DataError(
             f"Cannot hold out a stratified {fraction:g} of {what} ({len(labels)} beats; "
-            f"{_short(e)}): use more data or another fraction."
+            f"{first_line(e)}): use more data or another fraction."
         ) from None
     return np.sort(np.concatenate([kept, rows[~common]])), np.sort(held)
 

@@ -49,7 +49,11 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
-from common.errors import DataError, ModelError  # DataError re-exported: the shared data error
+from common.errors import (
+    DataError,
+    ModelError,
+    first_line,
+)  # DataError re-exported: the shared data error
 from common.io import atomic_path, load_arrays, save_arrays
 from common.splits import check_split_options, seeded_subset
 from text_exps import synthetic
@@ -295,12 +299,6 @@ def _find(task: GlueTask, root: Path) -> tuple[GlueSource | None, str]:
     return None, layouts
 
 
-def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    line = text[0] if text else ""
-    return f"{type(e).__name__}: {line[:200]}" if line else type(e).__name__
-
-
 def _download(task: GlueTask, root: Path) -> str:
     """Fetch ``task`` with ``datasets`` and write it in the hub layout; '' or why it failed."""
     try:
@@ -309,7 +307,7 @@ def _download(task: GlueTask, root: Path) -> str:
         loaded = datasets.load_dataset(HUB_REPO, task.name)
         frames = {split: loaded[split].to_pandas() for split in task.splits}
     except Exception as e:  # offline, hub errors, a missing split: all one message
-        return f" Downloading {HUB_REPO} ({task.name}) with datasets failed ({_short(e)})."
+        return f" Downloading {HUB_REPO} ({task.name}) with datasets failed ({first_line(e)})."
     folder = root / task.name
     try:
         for split, frame in frames.items():
@@ -317,7 +315,7 @@ def _download(task: GlueTask, root: Path) -> str:
                 frame.to_parquet(tmp, index=False)
     except OSError as e:
         raise DataError(
-            f"Downloaded GLUE {task.name} but cannot write it to {folder} ({_short(e)}): make "
+            f"Downloaded GLUE {task.name} but cannot write it to {folder} ({first_line(e)}): make "
             f"the data root writable or put the files there by hand."
         ) from None
     return ""
@@ -365,7 +363,9 @@ def _labels(task: GlueTask, values: pd.Series, where: Path) -> np.ndarray:
         try:
             y = pd.to_numeric(values, errors="raise").to_numpy(dtype=np.float32)
         except (TypeError, ValueError) as e:
-            raise DataError(f"{where} holds a score that is not a number ({_short(e)}).") from None
+            raise DataError(
+                f"{where} holds a score that is not a number ({first_line(e)})."
+            ) from None
         if not np.isfinite(y).all():
             raise DataError(f"{where} holds {int((~np.isfinite(y)).sum())} missing scores.")
         return y
@@ -416,7 +416,7 @@ def _read_parquet(task: GlueTask, files: Sequence[Path]) -> pd.DataFrame:
             parts.append(pd.read_parquet(path))
         except Exception as e:  # pyarrow raises many kinds for a damaged file
             raise DataError(
-                f"Cannot read {path} ({_short(e)}). The file is corrupt: delete it and fetch "
+                f"Cannot read {path} ({first_line(e)}). The file is corrupt: delete it and fetch "
                 f"it again (hf download {HUB_REPO} --repo-type dataset --include "
                 f"'{task.name}/*', or download=True)."
             ) from None
@@ -460,7 +460,7 @@ def _read_tsv(task: GlueTask, path: Path) -> pd.DataFrame:
             on_bad_lines=lambda fields: fields[:n_fields],
         )
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, ValueError) as e:
-        raise DataError(f"Cannot read {path} ({_short(e)}). {fix}") from None
+        raise DataError(f"Cannot read {path} ({first_line(e)}). {fix}") from None
     missing = [c for c in layout.columns if c not in frame.columns]
     if missing:
         raise DataError(
