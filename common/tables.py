@@ -16,18 +16,34 @@ import csv
 import io
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from common.aggregate import (
+    SHARPNESS,
+    SHARPNESS_MEASURES,
+    Group,
+    Measure,
+    Stat,
+    group_runs,
+    reference,
+    relative_change,
+    rows_of,
+    setting_label,
+)
 from common.errors import UserError
 from common.io import read_json, write_text
 from common.metrics import Metric
+from common.optim import OPTIMIZERS
 from common.sharpness.plots import save_figure
-from common.train.rundir import SUMMARY_FIX, read_summary
+from common.train.rundir import CONFIG, SUMMARY_FIX, read_summary
+from common.train.typed import flatten, read_yaml
 
 #: (key, header, format) of the columns before the metric columns, in order
 RUN_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -116,13 +132,19 @@ def _measured(
     try:
         out = read(data)
         for key, value in out.items():
-            if value is not None and not _number(value):
+            tabulated = key in (k for k, _, _ in MEASURED_COLUMNS)  # not the split's name
+            if tabulated and value is not None and not _number(value):
                 raise ValueError(f"{key} = {value!r} is not a number")
     except KeyError as e:
         raise UserError(f"{path} is malformed (no {e}); {_REMEASURE}") from None
     except (IndexError, TypeError, ValueError) as e:
         raise UserError(f"{path} is malformed ({e}); {_REMEASURE}") from None
     return out
+
+
+def _subset(data: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """What a measurement was made on (split, number of examples), for plot titles."""
+    return {f"{prefix}_split": data.get("split"), f"{prefix}_examples": data.get("n_examples")}
 
 
 def _hessian(data: dict[str, Any]) -> dict[str, Any]:
@@ -132,6 +154,7 @@ def _hessian(data: dict[str, Any]) -> dict[str, Any]:
         "trace": data["trace"]["total"],
         "trace_stderr": data["trace"]["stderr"],
         "top_eigenvalue": data["eigenvalues"]["eigenvalues"][0],
+        **_subset(data, "hessian"),
     }
 
 
@@ -139,7 +162,29 @@ def _noise(data: dict[str, Any]) -> dict[str, Any]:
     if not data["results"]:
         raise ValueError("'results' is empty")
     first = min(data["results"], key=lambda r: r["sigma"])  # the smallest sigma measured
-    return {"noise_sigma": first["sigma"], "noise_stability": first["mean"]}
+    curve = {float(r["sigma"]): r["mean"] for r in data["results"]}
+    if not all(map(_number, curve.values())):
+        raise ValueError("a noise stability mean is not a number")
+    return {
+        "noise_sigma": first["sigma"],
+        "noise_stability": first["mean"],
+        **_subset(data, "noise"),
+        "noise_curve": curve,  # every sigma measured: the noise-vs-sigma plot
+    }
+
+
+def _config(run_dir: Path) -> dict[str, Any]:
+    """The run's resolved config.yaml as dotted keys ({} for a directory without one)."""
+    path = run_dir / CONFIG
+    if not path.exists():
+        return {}
+    return flatten(read_yaml(path, verify="rerun the run's training command to rewrite it"))
+
+
+def _base(optimizer: str, config: dict[str, Any]) -> str | None:
+    """The base optimizer a sharpness-aware optimizer wraps (None for a base one)."""
+    info = OPTIMIZERS.get(optimizer)
+    return config.get("optimizer.base") if info is not None and info.sharpness_aware else None
 
 
 def run_row(run_dir: str | Path) -> dict[str, Any]:
@@ -161,7 +206,11 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
         "metrics": summary["metrics"],
         **{f"test_{m.name}": summary["test"].get(m.name) for m in summary["metrics"]},
         "wall_time_s": summary.get("wall_time_s"),
+        "fold": summary.get("fold"),
+        "fold_key": summary.get("fold_key"),
     }
+    row["config"] = _config(run_dir)
+    row["base"] = _base(row["optimizer"], row["config"])
     row.update(_measured(run_dir / "hessian.json", _hessian, summary))
     row.update(_measured(run_dir / "noise_stability.json", _noise, summary))
     return row
@@ -236,35 +285,6 @@ def write_table(rows: Sequence[dict[str, Any]], stem: str | Path) -> list[Path]:
     return [md, out]
 
 
-def plot_rows(rows: Sequence[dict[str, Any]], stem: str | Path) -> list[Path]:
-    """Bar charts per run (PNG + PDF): the first reported metric (one panel per distinct
-    one, each with the runs that report it first), Hessian trace and top eigenvalue (if
-    measured)."""
-    if not rows:
-        raise ValueError("no rows to plot")
-    firsts: dict[str, Metric] = {}
-    for r in rows:
-        firsts.setdefault(r["metrics"][0].name, r["metrics"][0])
-    panels: list[tuple[str, str, list[dict[str, Any]]]] = [
-        (f"test_{m.name}", f"test {m.label}", [r for r in rows if r["metrics"][0].name == n])
-        for n, m in firsts.items()
-    ]
-    panels += [
-        (k, h, list(rows))
-        for k, h, _ in MEASURED_COLUMNS
-        if k in ("trace", "top_eigenvalue") and any(r.get(k) is not None for r in rows)
-    ]
-    fig = Figure(figsize=(4 * len(panels), 3.6), layout="constrained")
-    for i, (key, header, shown) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        labels = [f"{r['dataset'].split(' ')[0]}\n{r['optimizer']}" for r in shown]
-        values = [r.get(key) if r.get(key) is not None else math.nan for r in shown]
-        ax.bar(range(len(shown)), values, color="tab:blue")
-        ax.set_xticks(range(len(shown)), labels, fontsize=7)
-        ax.set_title(header)
-    return [Path(p) for p in save_figure(fig, str(stem))]
-
-
 def plot_confusion(report: dict[str, Any], stem: str | Path, *, title: str = "") -> list[Path]:
     """The confusion matrix of a :func:`common.metrics.class_report` (PNG + PDF): counts
     in the cells, rows normalised to sensitivity for the colour, true classes down the side,
@@ -289,19 +309,569 @@ def plot_confusion(report: dict[str, Any], stem: str | Path, *, title: str = "")
     return [Path(p) for p in save_figure(fig, str(stem))]
 
 
+# -- tables over seeds: rows data sets, columns optimizers, one table per measure -----------
+@dataclass(frozen=True)
+class Value:
+    """A table cell holding statistics: how to print them."""
+
+    stat: Stat | None
+    percent: bool  # two decimals (percentages) rather than four significant digits
+    change: bool = False  # a relative change in percent: signed, one decimal
+    common_n: int = 0  # the table's usual n: a cell with another n says so
+
+    def text(self, pm: str = "±") -> str:
+        s = self.stat
+        if s is None:
+            return "–"
+        if self.change:
+            mean, spread = f"{s.mean:+.1f}", None if s.std is None else f"{s.std:.1f}"
+        elif self.percent:
+            mean, spread = f"{s.mean:.2f}", None if s.std is None else f"{s.std:.2f}"
+        else:
+            mean, spread = f"{s.mean:.4g}", None if s.std is None else f"{s.std:.2g}"
+        out = mean if spread is None else f"{mean} {pm} {spread}"
+        return out + (f" (n={s.n})" if self.common_n and s.n != self.common_n else "")
+
+
+@dataclass
+class Table:
+    """One measure's table: a title, a caption saying what ± is, a header and rows."""
+
+    name: str  # file-safe: "metric", "trace", ...
+    title: str
+    caption: str
+    header: list[str]
+    rows: list[list[str | Value]]
+
+    def numeric(self, column: int) -> bool:
+        return any(isinstance(r[column], Value) for r in self.rows)
+
+
+def _optimizers(groups: Sequence[Group]) -> list[str]:
+    return list(dict.fromkeys(g.optimizer for g in sorted(groups, key=group_key_optimizer)))
+
+
+def group_key_optimizer(g: Group) -> tuple[int, str]:
+    order = list(OPTIMIZERS)
+    return (order.index(g.optimizer) if g.optimizer in order else len(order), g.optimizer)
+
+
+def _comparisons(groups: Sequence[Group]) -> list[tuple[str, str]]:
+    """(optimizer, "base" | "sam") of every relative-change column the groups allow."""
+    out = []
+    for name in _optimizers(groups):
+        wraps = [g for g in groups if g.optimizer == name and g.base]
+        if any(reference(groups, g, g.base) for g in wraps):
+            out.append((name, "base"))
+        if name != "sam" and any(reference(groups, g, "sam") for g in wraps):  # NSO vs SAM
+            out.append((name, "sam"))
+    return out
+
+
+def _seeds_caption(groups: Sequence[Group], n: int) -> str:
+    seeds = sorted({s for g in groups for s in g.seeds})
+    folds = sorted({f for g in groups for f in g.folds})
+    over = f"seeds {', '.join(map(str, seeds))}" + (f" and {_folds_text(folds)}" if folds else "")
+    return (
+        f"mean ± sample standard deviation (ddof 1) over n = {n} runs ({over}); a cell with "
+        "another n says so"
+    )
+
+
+def _folds_text(folds: Sequence[int]) -> str:
+    """``fold 0``, ``folds 0–9`` (a contiguous range) or ``folds 0, 2, 5``."""
+    if len(folds) == 1:
+        return f"fold {folds[0]}"
+    if list(folds) == list(range(folds[0], folds[-1] + 1)):
+        return f"folds {folds[0]}–{folds[-1]}"
+    return f"folds {', '.join(map(str, folds))}"
+
+
+def _usual_n(stats: Iterable[Stat | None]) -> int:
+    """The most runs any cell has: a cell with fewer says how many."""
+    return max((s.n for s in stats if s is not None), default=0)
+
+
+def measure_table(
+    groups: Sequence[Group], name: str, title: str, measures: Callable[[Group], list[Measure]]
+) -> Table | None:
+    """The table of the measures ``measures(group)`` gives each group (None if no group has
+    a value): a row per domain, data set, model, setting (and measure, when a row has
+    several), a column per optimizer, then the relative changes against the base optimizer
+    and SAM."""
+    rows = rows_of(groups)
+    optimizers = _optimizers(groups)
+    comparisons = _comparisons(groups)
+    by_cell = {(g.row, g.optimizer): g for g in groups}
+    cells: list[tuple[tuple, Measure, dict[str, Stat | None], dict[tuple[str, str], Stat | None]]]
+    cells = []
+    for row in rows:
+        here = [g for g in groups if g.row == row]
+        for measure in dict.fromkeys(m for g in here for m in measures(g)):
+            stats = {
+                o: by_cell[(row, o)].stat(measure.key) if (row, o) in by_cell else None
+                for o in optimizers
+            }
+            if not any(stats.values()):
+                continue
+            changes = {}
+            for o, against in comparisons:
+                g = by_cell.get((row, o))
+                ref = (
+                    None
+                    if g is None
+                    else reference(groups, g, g.base if against == "base" else "sam")
+                )
+                changes[(o, against)] = None if g is None else relative_change(g, ref, measure.key)
+            cells.append((row, measure, stats, changes))
+    if not cells:
+        return None
+    n = _usual_n(s for *_, stats, _ in cells for s in stats.values())
+    with_setting = any(row[3] for row, *_ in cells)
+    with_measure = len({m.title for _, m, _, _ in cells}) > 1
+    header = ["domain", "data set", "model"] + (["setting"] if with_setting else [])
+    header += ["measure"] if with_measure else []
+    header += optimizers
+    header += [f"{o} vs {'SAM' if a == 'sam' else 'base'} (%)" for o, a in comparisons]
+    table_rows: list[list[str | Value]] = []
+    for (domain, dataset, model, setting), measure, stats, changes in cells:
+        line: list[str | Value] = [domain, dataset, model]
+        line += [setting_label(setting)] if with_setting else []
+        line += [measure.title] if with_measure else []
+        line += [Value(stats[o], measure.percent, common_n=n) for o in optimizers]
+        line += [Value(changes[c], True, change=True, common_n=n) for c in comparisons]
+        table_rows.append(line)
+    bases = sorted({g.base for g in groups if g.base})
+    caption = _seeds_caption(groups, n)
+    if comparisons:
+        caption += (
+            "; 'vs' columns: the change in percent against the base optimizer each one wraps "
+            f"({', '.join(bases) or '–'}) or SAM, per paired seed, mean ± standard deviation"
+        )
+    return Table(name, title, caption + ".", header, table_rows)
+
+
+def _noise_title(groups: Sequence[Group]) -> str:
+    sigmas = sorted({r["noise_sigma"] for g in groups for r in g.runs if "noise_sigma" in r})
+    at = ", ".join(f"{s:g}" for s in sigmas)
+    return f"noise stability (loss increase under weight noise, smallest σ measured: {at})"
+
+
+def aggregate_tables(groups: Sequence[Group]) -> list[Table]:
+    """One table per measure: the test metrics, the Hessian trace, the top eigenvalue and
+    the noise stability (those some run has)."""
+    specs: list[tuple[str, str, Callable[[Group], list[Measure]]]] = [
+        ("metric", "test metric", lambda g: [Measure.metric(m) for m in g.metrics]),
+        ("trace", "Hessian trace", lambda g: [SHARPNESS_MEASURES[0]]),
+        ("top_eigenvalue", "top Hessian eigenvalue", lambda g: [SHARPNESS_MEASURES[1]]),
+        ("noise_stability", _noise_title(groups), lambda g: [SHARPNESS_MEASURES[2]]),
+    ]
+    tables = [measure_table(groups, *spec) for spec in specs]
+    return [t for t in tables if t is not None]
+
+
+def table_markdown(table: Table) -> str:
+    """``### title``, the caption and the table."""
+    lines = [f"### {table.title}", "", table.caption, ""]
+    lines.append("| " + " | ".join(table.header) + " |")
+    lines.append(
+        "|"
+        + "|".join(" ---: " if table.numeric(i) else " --- " for i in range(len(table.header)))
+        + "|"
+    )
+    for row in table.rows:
+        lines.append("| " + " | ".join(c.text() if isinstance(c, Value) else c for c in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIAL = {c: f"\\{c}" for c in "&%$#_{}"} | {
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+    "–": "--",
+    "±": r"$\pm$",
+    "σ": r"$\sigma$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """``text`` safe in LaTeX body text (``50 % of a_b`` -> ``50 \\% of a\\_b``)."""
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
+
+
+def table_latex(table: Table) -> str:
+    """A ``booktabs`` table (``\\usepackage{booktabs}``): ``\\toprule``, ``\\midrule``,
+    ``\\bottomrule``, numbers as ``$mean \\pm std$`` in right-aligned columns."""
+    spec = "".join("r" if table.numeric(i) else "l" for i in range(len(table.header)))
+
+    def cell(c: str | Value) -> str:
+        if not isinstance(c, Value):
+            return latex_escape(c)
+        if c.stat is None:
+            return "--"
+        return "$" + c.text(pm=r"\pm").replace("(n=", r"\ (n=") + "$"
+
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{latex_escape(table.title)}: {latex_escape(table.caption)}}}",
+        rf"\label{{tab:{table.name}}}",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in table.header) + r" \\",
+        r"\midrule",
+        *(" & ".join(map(cell, row)) + r" \\" for row in table.rows),
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+#: the long-format CSV's columns: a line per group and measure
+AGGREGATE_FIELDS = (
+    "domain",
+    "dataset",
+    "model",
+    "setting",
+    "optimizer",
+    "base",
+    "measure",
+    "mean",
+    "std",
+    "n",
+    "seeds",
+    "vs_base_mean",
+    "vs_base_std",
+    "vs_base_n",
+    "vs_sam_mean",
+    "vs_sam_std",
+    "vs_sam_n",
+)
+
+
+def aggregate_csv(groups: Sequence[Group]) -> str:
+    """Every group's statistics in long format (a line per group and measure, the measure
+    by its row key: ``test_accuracy``, ``trace``, ...), for pandas or a spreadsheet."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=AGGREGATE_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for g in groups:
+        measures = [Measure.metric(m) for m in g.metrics] + list(SHARPNESS_MEASURES)
+        for m in measures:
+            stat = g.stat(m.key)
+            if stat is None:
+                continue
+            line = {
+                "domain": g.domain,
+                "dataset": g.dataset,
+                "model": g.model,
+                "setting": setting_label(g.setting),
+                "optimizer": g.optimizer,
+                "base": g.base or "",
+                "measure": m.key,
+                "mean": repr(stat.mean),
+                "std": "" if stat.std is None else repr(stat.std),
+                "n": stat.n,
+                "seeds": " ".join(map(str, g.seeds)),
+            }
+            for against, ref in (("base", g.base), ("sam", "sam")):
+                change = relative_change(g, reference(groups, g, ref), m.key)
+                for part in ("mean", "std", "n"):
+                    value = None if change is None else getattr(change, part)
+                    line[f"vs_{against}_{part}"] = "" if value is None else value
+            writer.writerow(line)
+    return buf.getvalue()
+
+
+def write_aggregate(groups: Sequence[Group], out: str | Path) -> list[Path]:
+    """``out/table.md`` (every measure's table), ``table.tex`` (booktabs) and
+    ``table.csv`` (long format), each written atomically."""
+    out = Path(out)
+    tables = aggregate_tables(groups)
+    files = {
+        "table.md": "\n".join(map(table_markdown, tables)),
+        "table.tex": "% \\usepackage{booktabs}\n" + "\n".join(map(table_latex, tables)),
+        "table.csv": aggregate_csv(groups),
+    }
+    for name, text in files.items():
+        write_text(out / name, text)
+    return [out / name for name in files]
+
+
+# -- plots: one panel per domain and measure, error bars, log axes where values span decades
+def _colour(optimizer: str) -> str:
+    palette = [f"C{i}" for i in range(10)]
+    order = list(OPTIMIZERS)
+    return palette[(order.index(optimizer) if optimizer in order else len(order)) % 10]
+
+
+def _log_scale(values: Sequence[float], span: float = 100.0) -> bool:
+    """Log axis when every value is positive and the largest is ``span`` times the smallest
+    or more (two decades by default)."""
+    return bool(values) and min(values) > 0 and max(values) / min(values) >= span
+
+
+def _row_label(row: tuple, rows: Sequence[tuple]) -> str:
+    domain, dataset, model, setting = row
+    label = dataset.replace(" (synthetic)", "\n(synthetic)")
+    if len({r[2] for r in rows if r[0] == domain}) > 1:
+        label += f"\n{model}"
+    return label + (f"\n{setting_label(setting)}" if setting else "")
+
+
+def _subset_text(groups: Sequence[Group], prefix: str) -> str:
+    """``on 256 train examples`` from the measurement files (``various`` if they differ)."""
+    subsets = {
+        (r.get(f"{prefix}_examples"), r.get(f"{prefix}_split")) for g in groups for r in g.runs
+    }
+    subsets.discard((None, None))
+    if len(subsets) != 1:
+        return "on various subsets" if subsets else ""
+    ((n, split),) = subsets
+    return f"on {n} {split} examples"
+
+
+def _seeds_text(groups: Sequence[Group]) -> str:
+    seeds = sorted({s for g in groups for s in g.seeds})
+    folds = sorted({f for g in groups for f in g.folds})
+    text = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    return text + (f", {_folds_text(folds)}" if folds else "")
+
+
+def _bars(ax: Any, groups: Sequence[Group], key: Callable[[Group], str]) -> None:
+    """Bars per table row, one per optimizer (always at its own offset, so a missing value
+    leaves a gap instead of shifting the others), with ± std error bars."""
+    rows = rows_of(groups)
+    optimizers = _optimizers(groups)
+    width = 0.8 / len(optimizers)
+    heights = []
+    for j, name in enumerate(optimizers):
+        xs, means, errors = [], [], []
+        for i, row in enumerate(rows):
+            g = next((g for g in groups if g.row == row and g.optimizer == name), None)
+            stat = None if g is None else g.stat(key(g))
+            if stat is not None:
+                xs.append(i + (j - (len(optimizers) - 1) / 2) * width)
+                means.append(stat.mean)
+                errors.append(stat.std or 0.0)
+        heights += means
+        ax.bar(xs, means, width, yerr=errors, capsize=3, label=name, color=_colour(name))
+    ax.set_xticks(range(len(rows)), [_row_label(r, rows) for r in rows], fontsize=7)
+    if _log_scale(heights):
+        ax.set_yscale("log")
+
+
+def plot_measures(groups: Sequence[Group], out: str | Path) -> list[Path]:
+    """A bar figure per measure (``out/<measure>.png`` + ``.pdf``), one panel per domain
+    (and headline metric, which differs between GLUE tasks), error bars ± sample std."""
+    out = Path(out)
+    written: list[Path] = []
+    figures: list[tuple[str, str, Callable[[Group], str], Callable[[Group], str]]] = [
+        (
+            "metric",
+            "test metric",
+            lambda g: f"test_{g.headline.name}",
+            lambda g: f"test {g.headline.label}, test split",
+        ),
+        *(
+            (key, title, (lambda g, k=key: k), (lambda g, t=title, k=key: t))
+            for key, title in SHARPNESS
+        ),
+    ]
+    for name, title, key, panel_title in figures:
+        measured = [g for g in groups if g.stat(key(g)) is not None]
+        if not measured:
+            continue
+        panels: dict[tuple[str, str], list[Group]] = {}
+        for g in measured:
+            panels.setdefault((g.domain, panel_title(g)), []).append(g)
+        fig = Figure(figsize=(max(5.0, 4.2 * len(panels)), 3.8), layout="constrained")
+        for i, ((domain, heading), shown) in enumerate(panels.items()):
+            ax = fig.add_subplot(1, len(panels), i + 1)
+            _bars(ax, shown, key)
+            prefix = {"trace": "hessian", "top_eigenvalue": "hessian"}.get(name, "noise")
+            subset = "" if name == "metric" else f"\n{_subset_text(shown, prefix)}"
+            ax.set_title(f"{domain}: {heading}{subset}\n{_seeds_text(shown)}", fontsize=8)
+        handles = {}
+        for ax in fig.axes:  # one legend entry per optimizer, whichever panels it is in
+            handles.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+        names = _optimizers([g for g in measured if g.optimizer in handles])
+        fig.legend([handles[n] for n in names], names, loc="outside lower center",
+                   ncols=len(handles), fontsize=7)  # fmt: skip
+        fig.suptitle(f"{title}: mean ± sample std over seeds", fontsize=9)
+        written += [Path(p) for p in save_figure(fig, str(out / name))]
+    return written
+
+
+def sweep_keys(groups: Sequence[Group]) -> list[str]:
+    """Setting keys that take two numeric values or more (σ, ρ, k sweeps)."""
+    values: dict[str, set[float]] = defaultdict(set)
+    for g in groups:
+        for k, v in g.setting:
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                values[k].add(float(v))
+    return [k for k, vs in values.items() if len(vs) >= 2]
+
+
+def plot_sweep(groups: Sequence[Group], key: str, out: str | Path) -> list[Path]:
+    """Each measure against the setting ``key`` (``out/sweep_<key>.png`` + ``.pdf``): a line
+    per data set, optimizer and other setting, ± sample std error bars, the base
+    optimizer's mean as a dashed line with its ± std band; log x where ``key`` spans a
+    decade or more."""
+    lines: dict[tuple, list[tuple[float, Group]]] = defaultdict(list)
+    for g in groups:
+        setting = dict(g.setting)
+        if key in setting and isinstance(setting[key], int | float):
+            rest = tuple((k, v) for k, v in g.setting if k != key)
+            lines[(g.domain, g.dataset, g.model, g.optimizer, rest)].append((setting[key], g))
+    measures: list[tuple[str, Callable[[Group], str]]] = []
+    for title in dict.fromkeys(
+        f"test {g.headline.label}" for _, gs in lines.items() for _, g in gs
+    ):
+        measures.append((title, lambda g: f"test_{g.headline.name}"))
+    measures += [(t, lambda g, k=k: k) for k, t in SHARPNESS]
+    panels = [
+        (title, measure)
+        for title, measure in measures
+        if any(
+            g.stat(measure(g)) is not None
+            and (not title.startswith("test ") or f"test {g.headline.label}" == title)
+            for gs in lines.values()
+            for _, g in gs
+        )
+    ]
+    fig = Figure(figsize=(max(5.0, 4.2 * len(panels)), 3.8), layout="constrained")
+    xs_all = [x for points in lines.values() for x, _ in points]
+    short = key.rsplit(".", 1)[-1]
+    for i, (title, measure) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        refs_drawn = set()
+        for (_, dataset, _, optimizer, rest), points in sorted(lines.items(), key=repr):
+            points = sorted(points, key=lambda p: p[0])
+            shown = [
+                (x, g.stat(measure(g)))
+                for x, g in points
+                if not title.startswith("test ") or f"test {g.headline.label}" == title
+            ]
+            shown = [(x, s) for x, s in shown if s is not None]
+            if not shown:
+                continue
+            label = f"{dataset} {optimizer}" + (f" ({setting_label(rest)})" if rest else "")
+            ax.errorbar(
+                [x for x, _ in shown],
+                [s.mean for _, s in shown],
+                yerr=[s.std or 0.0 for _, s in shown],
+                marker="o",
+                capsize=3,
+                label=label,
+                color=_colour(optimizer),
+            )
+            first = points[0][1]
+            base = reference(groups, first, first.base)
+            stat = None if base is None else base.stat(measure(base))
+            if stat is not None and (base.optimizer, dataset) not in refs_drawn:
+                refs_drawn.add((base.optimizer, dataset))
+                ax.axhline(
+                    stat.mean,
+                    ls="--",
+                    color=_colour(base.optimizer),
+                    label=f"{dataset} {base.optimizer}",
+                )
+                if stat.std:
+                    ax.axhspan(*stat.interval(), color=_colour(base.optimizer), alpha=0.1)
+        if min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 10:
+            ax.set_xscale("log")
+        ax.set_xlabel(short)
+        seeds = _seeds_text([g for points in lines.values() for _, g in points])
+        ax.set_title(f"{title} vs {short}\n{seeds}", fontsize=8)
+        ax.legend(fontsize=6)
+    fig.suptitle(f"sweep of {key}: mean ± sample std over seeds", fontsize=9)
+    return [Path(p) for p in save_figure(fig, str(Path(out) / f"sweep_{key}"))]
+
+
+def plot_noise_curves(groups: Sequence[Group], out: str | Path) -> list[Path]:
+    """Noise stability against the σ it was measured at (``out/noise_vs_sigma.png`` +
+    ``.pdf``; nothing when no run measured two σ or more): a panel per domain and data
+    set, a line per optimizer and setting, ± sample std over seeds."""
+    curves = [g for g in groups if any(len(r.get("noise_curve", {})) >= 2 for r in g.runs)]
+    if not curves:
+        return []
+    panels: dict[tuple[str, str], list[Group]] = {}
+    for g in curves:
+        panels.setdefault((g.domain, g.dataset), []).append(g)
+    fig = Figure(figsize=(max(5.0, 4.2 * len(panels)), 3.8), layout="constrained")
+    for i, ((domain, dataset), shown) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        means = []
+        for g in shown:
+            sigmas = sorted({s for r in g.runs for s in r.get("noise_curve", {})})
+            stats = [(s, Stat.of(r.get("noise_curve", {}).get(s) for r in g.runs)) for s in sigmas]
+            stats = [(s, st) for s, st in stats if st is not None]
+            means += [st.mean for _, st in stats]
+            label = g.optimizer + (f" ({setting_label(g.setting)})" if g.setting else "")
+            ax.errorbar(
+                [s for s, _ in stats],
+                [st.mean for _, st in stats],
+                yerr=[st.std or 0.0 for _, st in stats],
+                marker="o",
+                capsize=3,
+                label=label,
+                color=_colour(g.optimizer),
+            )
+        ax.set_xscale("log")
+        if _log_scale(means, span=10.0):  # the loss increase grows as σ²: log-log is a line
+            ax.set_yscale("log")
+        ax.set_xlabel("σ of the weight noise")
+        ax.set_title(
+            f"{domain}: {dataset}, {_subset_text(shown, 'noise')}\n{_seeds_text(shown)}", fontsize=8
+        )
+        ax.legend(fontsize=6)
+    fig.suptitle("noise stability vs σ: mean ± sample std over seeds", fontsize=9)
+    return [Path(p) for p in save_figure(fig, str(Path(out) / "noise_vs_sigma"))]
+
+
+def write_results(rows: Sequence[dict[str, Any]], out: str | Path) -> list[Path]:
+    """Everything ``python -m common.tables --out`` writes into ``out``: the per-run table
+    (``runs.md``, ``runs.csv``), the tables over seeds (``table.md``, ``.tex``, ``.csv``),
+    a bar figure per measure, a line figure per sweep and the noise-vs-σ figure."""
+    groups = group_runs(rows)
+    written = write_table(rows, Path(out) / "runs")
+    written += write_aggregate(groups, out)
+    written += plot_measures(groups, out)
+    for key in sweep_keys(groups):
+        written += plot_sweep(groups, key, out)
+    written += plot_noise_curves(groups, out)
+    return written
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.tables", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m common.tables",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("paths", nargs="+", help="run directories or folders holding them")
-    parser.add_argument("--out", help="write OUT.md, OUT.csv, OUT.png and OUT.pdf")
+    parser.add_argument("--out", help="folder for the tables (.md, .csv, .tex) and figures")
+    parser.add_argument(
+        "--runs",
+        action="store_true",
+        help="print the per-run table instead of the tables over seeds",
+    )
     args = parser.parse_args(argv)
     try:
         rows = [run_row(d) for d in find_runs(args.paths)]
         if not rows:
             raise UserError(f"no finished run (summary.json) under {', '.join(args.paths)}")
-        print(markdown(rows), end="")
+        groups = group_runs(rows)
+        print(
+            markdown(rows)
+            if args.runs
+            else "\n".join(map(table_markdown, aggregate_tables(groups))),
+            end="",
+        )
         if args.out:
-            write_table(rows, args.out)
-            plot_rows(rows, args.out)
+            write_results(rows, args.out)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from common import tables
 from common.errors import UserError
 from common.io import write_json
-from common.tables import main, markdown, plot_rows, run_row, write_table
+from common.tables import main, markdown, run_row, write_table
 
 
 def record(name: str, label: str, higher_is_better: bool = True) -> dict[str, Any]:
@@ -189,49 +187,6 @@ def test_csv_has_a_test_column_per_metric(runs, tmp_path):
     assert written[0].read_text() == markdown([run_row(r) for r in runs])
 
 
-# ---------------------------------------------------------------- the plot
-
-
-def plotted(monkeypatch, rows) -> list[tuple[str, list[str], list[float]]]:
-    """(title, bar labels, bar heights) of each panel ``plot_rows`` draws."""
-    figures = []
-    monkeypatch.setattr(tables, "save_figure", lambda fig, stem: figures.append(fig) or [])
-    plot_rows(rows, "unused")
-    (fig,) = figures
-    return [
-        (
-            ax.get_title(),
-            [t.get_text() for t in ax.get_xticklabels()],
-            [p.get_height() for p in ax.patches],
-        )
-        for ax in fig.axes
-    ]
-
-
-def test_plot_has_a_panel_per_distinct_first_metric(runs, monkeypatch):
-    panels = plotted(monkeypatch, [run_row(r) for r in runs])
-    assert [p[0] for p in panels] == [
-        "test acc. (%)",
-        "test Pearson",
-        "Hessian trace",
-        "top eigenvalue",
-    ]
-    (acc_labels, acc), (pearson_labels, pearson) = (p[1:] for p in panels[:2])
-    assert (acc_labels, acc) == (["digits\nsgd"], [96.7])
-    assert (pearson_labels, pearson) == (["stsb\nsam"], [0.88123])
-    assert panels[2][2][0] == 123.456 and math.isnan(panels[2][2][1])
-
-
-def test_plot_of_runs_that_agree_has_one_metric_panel(tmp_path, monkeypatch):
-    other = classification_summary() | {"optimizer": "sam", "test": {"accuracy": 98.0}}
-    rows = [
-        run_row(write_run(tmp_path, "a", classification_summary())),
-        run_row(write_run(tmp_path, "b", other)),
-    ]
-    panels = plotted(monkeypatch, rows)
-    assert panels == [("test acc. (%)", ["digits\nsgd", "digits\nsam"], [96.7, 98.0])]
-
-
 # ---------------------------------------------------------------- bad run directories
 
 
@@ -330,39 +285,13 @@ def test_a_nan_stderr_is_a_dash(tmp_path):
 # ---------------------------------------------------------------- the command
 
 
-def test_main_writes_the_table_and_the_plot(runs, tmp_path, capsys):
-    out = tmp_path / "results" / "table"
+def test_main_writes_the_tables_and_the_figures(runs, tmp_path, capsys):
+    out = tmp_path / "results"
     assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
-    for ext in ("md", "csv", "png", "pdf"):
-        assert Path(f"{out}.{ext}").stat().st_size > 0
     printed = capsys.readouterr().out
-    assert printed == Path(f"{out}.md").read_text()
-    assert parse(printed)[0] == HEADER
-
-
-def test_main_reports_a_broken_file_in_one_line(runs, tmp_path, capsys):
-    write_json(runs[1] / "summary.json", old_format())
-    out = tmp_path / "results" / "table"
-    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    lines = captured.err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ")
-    assert str(runs[1] / "summary.json") in lines[0]
-    assert not Path(f"{out}.md").exists()
-
-
-def test_main_without_runs_is_an_error(tmp_path, capsys):
-    assert main([str(tmp_path)]) == 2
-    assert capsys.readouterr().err.startswith("error: no finished run")
-
-
-def test_a_changed_digit_fails_the_checksum(tmp_path):
-    run = write_run(tmp_path, "run", classification_summary(), HESSIAN)
-    path = run / "hessian.json"
-    text = path.read_text()
-    total = json.dumps(HESSIAN["trace"]["total"])
-    assert total in text
-    path.write_text(text.replace(total, total[:-1] + str((int(total[-1]) + 1) % 10), 1))
-    with pytest.raises(UserError, match="checksum does not match"):
-        run_row(run)
+    assert printed == (out / "table.md").read_text()  # the tables over seeds
+    assert parse((out / "runs.md").read_text())[0] == HEADER  # and the per-run table
+    for name in ("runs.csv", "table.csv", "table.tex", "metric.png", "metric.pdf", "trace.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert main([str(tmp_path / "runs"), "--runs"]) == 0
+    assert parse(capsys.readouterr().out)[0] == HEADER

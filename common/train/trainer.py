@@ -718,6 +718,12 @@ class Trainer:
             "model": cfg.model.name,
             "optimizer": cfg.optimizer.name,
             "seed": cfg.seed,
+            # the fold and the key that sets it: tables aggregate over folds as over seeds
+            **(
+                {"fold": task.folds.fold(cfg), "fold_key": task.folds.fold_key}
+                if task.folds
+                else {}
+            ),
             "run_dir": str(self.run_dir),
             "metrics": [metric_record(m) for m in task.reported],
             "select": metric_record(task.select),
