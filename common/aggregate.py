@@ -147,8 +147,11 @@ def _sort_value(value: Any) -> tuple[int, float, str]:
     return 1, 0.0, str(value)
 
 
-def group_key(g: Group) -> tuple:
+def group_key(g: Group, domains: Sequence[str] = ()) -> tuple:
+    """Domains in the order given (else by name), then data set, model, setting (numbers in
+    numeric order) and optimizer (the registry's order)."""
     return (
+        domains.index(g.domain) if g.domain in domains else len(domains),
         g.domain,
         g.dataset,
         g.model,
@@ -160,7 +163,7 @@ def group_key(g: Group) -> tuple:
 
 def group_runs(rows: Sequence[dict[str, Any]]) -> list[Group]:
     """Groups of the run rows (:func:`common.tables.run_row`) that differ only in seed and
-    fold, sorted by domain, data set, model, setting and optimizer (the registry's order).
+    fold, sorted by domain (in the rows' order), data set, model, setting and optimizer.
 
     Raises:
         UserError: two runs of one group have the same seed and fold (the same run twice,
@@ -194,7 +197,8 @@ def group_runs(rows: Sequence[dict[str, Any]]) -> list[Group]:
                     + "): pass the folders of one of them only"
                 )
             group.runs.append(r)
-    return sorted(groups.values(), key=group_key)
+    domains = list(dict.fromkeys(r["domain"] for r in rows))
+    return sorted(groups.values(), key=lambda g: group_key(g, domains))
 
 
 def reference(groups: Sequence[Group], group: Group, optimizer: str | None) -> Group | None:

@@ -7,10 +7,14 @@ import csv
 from scripts import demo
 
 
-def test_demo_covers_every_domain_with_each_base_optimizer(tmp_path, capsys) -> None:
-    out = tmp_path / "demo"
-    argv = ["--out", str(out), "--no-progress", "--optimizers", "base", "nso", "smoke=true"]
+def test_demo_covers_every_domain_with_each_base_optimizer_over_seeds(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the default output folders are relative
+    argv = ["--no-progress", "--seeds", "0", "1", "--optimizers", "base", "nso", "smoke=true"]
     assert demo.main(argv) == 0
+    out = tmp_path / "results" / "demo-smoke"  # its own folder: the full demo's stays intact
+    assert not (tmp_path / "results" / "demo").exists()
     with open(out / "table.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     got = {(r["domain"], r["dataset"], r["optimizer"]) for r in rows}
@@ -24,9 +28,17 @@ def test_demo_covers_every_domain_with_each_base_optimizer(tmp_path, capsys) -> 
         ("ecg", "beats (synthetic)", "sgd"),
         ("ecg", "beats (synthetic)", "nso"),
     }
-    assert all(r["trace"] and r["noise_stability"] for r in rows)
-    assert (out / "table.png").is_file()
-    assert "| text | polarity (synthetic)" in capsys.readouterr().out
+    assert {r["n"] for r in rows} == {"2"} and {r["seeds"] for r in rows} == {"0 1"}
+    measured = {(r["domain"], r["optimizer"]) for r in rows if r["measure"] == "trace"}
+    assert measured == {(d, o) for d, _, o in got}
+    assert {r["measure"] for r in rows} >= {"trace", "top_eigenvalue", "noise_stability"}
+    for name in ("metric.png", "trace.png", "noise_stability.png", "table.tex", "runs.md"):
+        assert (out / name).is_file(), name
+    printed = capsys.readouterr().out
+    assert "| text | polarity (synthetic) |" in printed
+    verdicts = [line for line in printed.splitlines() if line.startswith("- ")]
+    assert [v.split(" (")[0] for v in verdicts] == ["- image", "- text", "- graph", "- ecg"]
+    assert all(", 2 seeds: NSO " in v for v in verdicts), verdicts
 
 
 def test_demo_base_optimizer_per_domain() -> None:
