@@ -34,6 +34,27 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
         raise
 
 
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Holds an exclusive ``flock`` on ``path`` (created if needed), waiting for it: one
+    process at a time builds a cache that another library writes in place (PyG's
+    ``processed/``). Where the lock file cannot be created (a read-only data folder, which
+    no one writes either) it runs without one."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Writes ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:

@@ -371,10 +371,11 @@ def _comparisons(groups: Sequence[Group]) -> list[tuple[str, str]]:
 def _seeds_caption(groups: Sequence[Group], n: int) -> str:
     seeds = sorted({s for g in groups for s in g.seeds})
     folds = sorted({f for g in groups for f in g.folds})
-    over = f"seeds {', '.join(map(str, seeds))}" + (f" and {_folds_text(folds)}" if folds else "")
+    over = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    over += f" and {_folds_text(folds)}" if folds else ""
     return (
-        f"mean ± sample standard deviation (ddof 1) over n = {n} runs ({over}); a cell with "
-        "another n says so"
+        f"mean ± sample standard deviation (ddof 1) over n = {n} run{'s' if n != 1 else ''} "
+        f"({over}); a cell with another n says so"
     )
 
 

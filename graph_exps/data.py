@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import shutil
 import warnings
 import zipfile
@@ -43,8 +42,8 @@ from torch_geometric.loader.dataloader import Collater
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import degree, one_hot
 
-from common.errors import DataError  # re-exported: the shared data error
-from common.io import write_json, write_text
+from common.errors import DataError, UserError  # DataError re-exported: the shared one
+from common.io import exclusive, read_json, write_json, write_text
 from common.splits import check_split_options, seeded_subset
 
 TU_DATASETS: tuple[str, ...] = (
@@ -355,9 +354,10 @@ def write_sbm_dataset(
 
 
 def _read_json(path: Path) -> Any:
+    """A marker written by ``write_json`` (its checksum checked), None if missing or bad."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json(path, fix="it is written again")
+    except (OSError, UserError):
         return None
 
 
@@ -640,19 +640,22 @@ def build_graph_data(
         raise DataError(f"max_degree must be >= 1, got {max_degree}.")
     root = Path(root).expanduser()
     spec = None
-    if name == SBM_NAME:
-        spec = sbm if sbm is not None else SBMSpec()
-        force = _ensure_sbm(root, spec)
-        fix = f"Delete {root / SBM_NAME}; it is generated again."
-    else:
-        force = False
-        fix = (
-            f"Replace it with the file from {TU_URL}/{name}.zip (extracted into "
-            f"{root / name / 'raw'}/) and delete {root / name / 'processed'}."
-        )
-    ds = _open_tu(root, name, download, force, fix)
-    if spec is not None and force:
-        write_json(_sbm_marker(root, "processed"), spec.record())
+    # one process at a time: PyG writes processed/ in place, so runs started together on one
+    # data.root (scripts/sweep.sh --jobs N) would read each other's half-written cache
+    with exclusive(root / name / ".lock"):
+        if name == SBM_NAME:
+            spec = sbm if sbm is not None else SBMSpec()
+            force = _ensure_sbm(root, spec)
+            fix = f"Delete {root / SBM_NAME}; it is generated again."
+        else:
+            force = False
+            fix = (
+                f"Replace it with the file from {TU_URL}/{name}.zip (extracted into "
+                f"{root / name / 'raw'}/) and delete {root / name / 'processed'}."
+            )
+        ds = _open_tu(root, name, download, force, fix)
+        if spec is not None and force:
+            write_json(_sbm_marker(root, "processed"), spec.record())
     if getattr(ds, "y", None) is None or len(ds) < 2:
         raise DataError(f"{root / name / 'raw'} holds no graph labels or fewer than 2 graphs.")
 

@@ -407,3 +407,32 @@ def test_n_examples_is_a_seeded_random_subset(tmp_path):
     assert min(counts[0], counts[1]) >= 9  # of 36 draws, about 18 each
     with pytest.raises(DataError, match="n_examples"):
         build_graph_data(TOY, tmp_path, n_examples=0, download=False)
+
+
+def test_sbm_is_generated_and_processed_once(tmp_path):
+    """A second load reuses the raw files and PyG's cache (the spec markers are read with
+    their checksum; they were once compared with it left in, so every load rewrote both)."""
+    build_graph_data("sbm", tmp_path, sbm=SMALL_SBM, download=False)
+    files = sorted(p for p in (tmp_path / "sbm").rglob("*") if p.is_file() and p.name != ".lock")
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    build_graph_data("sbm", tmp_path, sbm=SMALL_SBM, download=False)
+    assert {p: p.stat().st_mtime_ns for p in files} == stamps
+
+
+def test_concurrent_first_loads_of_one_root_all_succeed(tmp_path):
+    """Runs started together on one data.root (sweep.sh --jobs N): one process at a time
+    writes the raw files and PyG's processed/ cache, which PyG writes in place."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from graph_exps.data import build_graph_data, SBMSpec; "
+        f"s = build_graph_data('sbm', sys.argv[1], sbm=SBMSpec(n_graphs={SMALL_SBM.n_graphs}, "
+        f"nodes={tuple(SMALL_SBM.nodes)}), download=False); print(len(s.train))"
+    )
+    argv = [sys.executable, "-c", code, str(tmp_path)]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    procs = [subprocess.Popen(argv, **pipes) for _ in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-500:] for _, err in outs]
+    assert len({out for out, _ in outs}) == 1

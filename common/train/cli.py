@@ -20,7 +20,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Subset
 
 from common.errors import RunDirError, UserError
-from common.io import write_json, write_text
+from common.io import read_json, write_json, write_text
 from common.sharpness import (
     hessian_eigenvalues,
     hessian_esd,
@@ -106,7 +106,8 @@ def train_main(task: Task, argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--measure",
         action="store_true",
-        help="then measure the run: Hessian, noise stability, loss landscape",
+        help="then measure the run: Hessian, noise stability, loss landscape (each one not "
+        "already measured on the finished run with the same options)",
     )
     args = parser.parse_intermixed_args(argv)
 
@@ -115,7 +116,11 @@ def train_main(task: Task, argv: Sequence[str] | None = None) -> int:
         summary = train(task, cfg)
         if summary and args.measure:  # rank 0 only: the measurements are one process
             for kind in MEASUREMENTS:
-                measure(task, kind, [f"run_dir={summary['run_dir']}"])
+                done = measured(Path(summary["run_dir"]), kind, to_dict(cfg)[kind])
+                if done:
+                    print(f"{kind}: already measured ({done}); delete it to measure again")
+                else:
+                    measure(task, kind, [f"run_dir={summary['run_dir']}"])
         if summary:
             print(f"done: {_result_line(summary)}; {summary['run_dir']}/{SUMMARY}")
 
@@ -304,11 +309,26 @@ def measurement_data(task: Task, splits: Any, m: Any) -> tuple[DataLoader, dict[
     return loader, info
 
 
-def _prepare(task: Task, cfg: Any, path: Path, m: Any) -> tuple[Any, DataLoader, dict]:
-    """The model to measure, its data and what the result records about both."""
+def _prepare(task: Task, cfg: Any, path: Path, section: str) -> tuple[Any, DataLoader, dict]:
+    """The model to measure, its data and what the result records about both, with the
+    section's options (so that :func:`measured` can tell a result that need not be redone)."""
+    m = getattr(cfg, section)
     model, splits, record = load_trained(task, cfg, path, m.checkpoint)
     data, info = measurement_data(task, splits, m)
-    return model, data, {**record, **info}
+    return model, data, {**record, **info, "options": to_dict(cfg)[section]}
+
+
+def measured(path: Path, kind: str, options: dict[str, Any]) -> Path | None:
+    """The output of measurement ``kind`` in run directory ``path`` if it is of the finished
+    run and was made with ``options``; else None. A damaged file is None too: measuring
+    again replaces it atomically."""
+    file = path / MEASUREMENT_FILES[kind]
+    try:
+        out = read_json(file, fix="it is measured again")
+    except (OSError, UserError):
+        return None
+    ok = isinstance(out, dict) and out.get("finished") is True and out.get("options") == options
+    return file if ok else None
 
 
 def _params(task: Task, section: str, m: Any) -> Any:
@@ -322,7 +342,7 @@ def _params(task: Task, section: str, m: Any) -> Any:
 
 def _hessian(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
     m = cfg.hessian
-    model, data, info = _prepare(task, cfg, path, m)
+    model, data, info = _prepare(task, cfg, path, "hessian")
     loss = task.loss_fn()
     params = _params(task, "hessian", m)
     common = {"params": params, "seed": m.seed, "progress": cfg.train.progress}
@@ -355,7 +375,7 @@ def _hessian(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
 
 def _noise(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
     m = cfg.noise_stability
-    model, data, info = _prepare(task, cfg, path, m)
+    model, data, info = _prepare(task, cfg, path, "noise_stability")
     results = noise_stability(
         model,
         task.loss_fn(),
@@ -376,7 +396,7 @@ def _noise(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
 
 def _landscape(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
     m = cfg.landscape
-    model, data, info = _prepare(task, cfg, path, m)
+    model, data, info = _prepare(task, cfg, path, "landscape")
     result = loss_landscape(
         model,
         task.loss_fn(),
