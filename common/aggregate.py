@@ -269,7 +269,7 @@ def verdict(groups: Sequence[Group], row: tuple, optimizer: str = "nso") -> str:
     here = [g for g in groups if g.row == row]
     ours = next((g for g in here if g.optimizer == optimizer), None)
     domain, dataset, _, setting = row
-    where = f"{domain} ({dataset}{', ' + setting_label(setting) if setting else ''})"
+    where = f"{domain}, {dataset}{', ' + setting_label(setting) if setting else ''}"
     if ours is None or len(here) < 2:
         return f"{where}: no {optimizer} run with others to compare"
     names = " and ".join(g.optimizer.upper() for g in here if g is not ours)
@@ -293,10 +293,12 @@ def verdict(groups: Sequence[Group], row: tuple, optimizer: str = "nso") -> str:
             "within the seeds' spread"
         )
     else:
+        by_rival: dict[str, list[str]] = {}
+        for title, (s, rival) in flat.items():
+            if s == "not":
+                by_rival.setdefault(rival.upper(), []).append(title)
         lowest = ", ".join(
-            f"{rival.upper()} the lowest {title}"
-            for title, (s, rival) in flat.items()
-            if s == "not"
+            f"{rival} had the lowest {' and '.join(titles)}" for rival, titles in by_rival.items()
         )
         parts.append(f"{optimizer.upper()} did not come out flattest ({lowest})")
     metric = ours.headline

@@ -370,7 +370,12 @@ def _comparisons(groups: Sequence[Group]) -> list[tuple[str, str]]:
 
 def _seeds_caption(groups: Sequence[Group], n: int) -> str:
     seeds = sorted({s for g in groups for s in g.seeds})
-    folds = sorted({f for g in groups for f in g.folds})
+    # folds only where a cell averages over several (a single fold is a fixed split)
+    folds = (
+        sorted({f for g in groups for f in g.folds})
+        if any(len(g.folds) > 1 for g in groups)
+        else []
+    )
     over = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
     over += f" and {_folds_text(folds)}" if folds else ""
     return (

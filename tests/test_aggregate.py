@@ -305,7 +305,7 @@ def test_verdict_flattest_beyond_the_spread(three_seeds):
     sentence = verdict(groups, groups[0].row)
     # nso's trace 55 ± 5 clears sam's 85 ± 5 and sgd's 110 ± 10; its accuracy 94 ± 2 does not
     # clear sam's 93 ± 2
-    assert sentence.startswith("image (digits), 3 seeds: NSO came out flattest")
+    assert sentence.startswith("image, digits, 3 seeds: NSO came out flattest")
     assert "beyond the seeds' spread" in sentence
     assert "its test accuracy was the best, but within the spread" in sentence
 
@@ -319,7 +319,7 @@ def test_verdict_names_who_was_flatter_or_more_accurate(tmp_path):
     groups = group_runs([run_row(d) for d in tables.find_runs([tmp_path])])
     sentence = verdict(groups, groups[0].row)
     assert "NSO did not come out flattest" in sentence
-    assert "SGD the lowest Hessian trace" in sentence and "SAM the lowest top" in sentence
+    assert "SGD had the lowest Hessian trace, SAM had the lowest top" in sentence
     assert "it was not the most accurate (SGD had the best test accuracy)" in sentence
 
 
