@@ -286,3 +286,107 @@ def test_bad_input(problem, call, arg):
     model, (x, y), _ = problem
     with pytest.raises(ValueError, match=arg):
         call(model, [(x, y)])
+
+
+# ---------------------------------------------------------------- stopping on accuracy
+
+
+def test_target_stderr_stops_once_reached_within_the_budget(problem):
+    model, (x, y), _ = problem
+    r = hessian_trace(model, ce, [(x, y)], n_probes=2000, target_stderr=0.15)
+    assert 10 <= r.n_probes < 2000 and r.stderr <= 0.15
+    capped = hessian_trace(model, ce, [(x, y)], n_probes=12, target_stderr=1e-9)
+    assert capped.n_probes == 12 and capped.stderr > 1e-9  # the budget ends it
+
+
+def test_hutchpp_with_a_small_sketch_and_a_target(problem):
+    model, (x, y), h = problem
+    r = hessian_trace(
+        model, ce, [(x, y)], method="hutch++", n_probes=2000, sketch_size=3, target_stderr=0.15
+    )
+    assert r.stderr <= 0.15 and r.n_probes < 2000
+    assert r.total == pytest.approx(float(h.trace()), abs=5 * r.stderr + 1e-9)
+
+
+def test_per_batch_probes_estimate_the_size_weighted_trace(problem):
+    """sampling="batch": each probe through one batch; unequal batches weigh by size."""
+    model, (x, y), h = problem
+    sizes = [2, 3, 5]
+    r = hessian_trace(model, ce, split(x, y, sizes), n_probes=3000, sampling="batch")
+    assert r.total == pytest.approx(float(h.trace()), abs=4 * r.stderr)
+    assert r.stderr < 0.15 * abs(float(h.trace()))
+    assert r.n_probes == 3000 // 3  # products through one batch each: a third of a full one
+    assert sum(r.samples) / len(r.samples) == pytest.approx(r.total, rel=1e-12)
+    assert sum(r.per_layer.values()) == pytest.approx(r.total, rel=1e-9)
+
+
+def test_per_batch_stderr_is_the_stratified_one(problem, monkeypatch):
+    """Against the formula computed here from each batch's own products."""
+    model, (x, y), _ = problem
+    model.eval()
+    data = split(x, y, [4, 6])
+    r = hessian_trace(model, ce, data, n_probes=40, sampling="batch", seed=3)
+    # the samples are B·w_b·vᵀH_b v, in round-robin order: batch 0, batch 1, batch 0, ...
+    weights = [0.4, 0.6]
+    per_batch = [[s / (2 * w) for s in r.samples[b::2]] for b, w in enumerate(weights)]
+    var = sum(
+        w**2 * torch.tensor(xs, dtype=torch.float64).var().item() / len(xs)
+        for w, xs in zip(weights, per_batch, strict=True)
+    )
+    assert r.stderr == pytest.approx(var**0.5, rel=1e-9)
+    stopped = hessian_trace(model, ce, data, n_probes=4000, sampling="batch", target_stderr=0.2)
+    assert stopped.stderr <= 0.2 and stopped.n_probes < 2000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"target_stderr": 0.0}, "target_stderr"),
+        ({"target_stderr": -1.0}, "target_stderr"),
+        ({"sketch_size": 3}, "hutch\\+\\+"),
+        ({"method": "hutch++", "sketch_size": 10, "n_probes": 20}, "leaves no probes"),
+        ({"sampling": "every"}, "sampling"),
+        ({"sampling": "batch", "method": "hutch++"}, "hutchinson"),
+    ],
+)
+def test_bad_stopping_options_are_refused(problem, kwargs, match):
+    model, (x, y), _ = problem
+    with pytest.raises(ValueError, match=match):
+        hessian_trace(model, ce, [(x, y)], **kwargs)
+
+
+def test_ritz_error_bounds_hold_at_every_step() -> None:
+    """min(r, r²/gap) bounds each Ritz value's distance to the spectrum on a random matrix."""
+    from common.sharpness.hessian import lanczos, ritz_error_bounds
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(60, 60, generator=g, dtype=torch.float64)
+    a = (a + a.T) / 2
+    a[0, 0] += 25.0  # a separated top eigenvalue, as Hessians have
+    spectrum = torch.linalg.eigvalsh(a)
+    v0 = torch.randn(60, generator=g, dtype=torch.float64)
+    alphas, betas = [], []
+    basis = [v0 / v0.norm()]
+    for j in range(25):
+        w = a @ basis[j]
+        alphas.append(float(w @ basis[j]))
+        stacked = torch.stack(basis)
+        w = w - stacked.T @ (stacked @ w)
+        w = w - stacked.T @ (stacked @ w)
+        beta = float(w.norm())
+        theta, bound = ritz_error_bounds(alphas, betas, beta)
+        top = theta[-1]
+        assert float((spectrum - top).abs().min()) <= float(bound[-1]) * (1 + 1e-9) + 1e-12
+        betas.append(beta)
+        basis.append(w / beta)
+    # and the stopping rule delivers the relative error asked for
+    theta, _ = lanczos(lambda v: a @ v, v0, 60, k=1, tol=1e-6)
+    assert abs(float(theta[-1]) - float(spectrum[-1])) <= 1e-6 * abs(float(spectrum[-1]))
+
+
+def test_top_eigenvalue_meets_the_requested_relative_error(problem):
+    model, (x, y), h = problem
+    exact = float(torch.linalg.eigvalsh(h)[-1])
+    for tol in (1e-2, 1e-4):
+        e = hessian_eigenvalues(model, ce, [(x, y)], tol=tol)
+        assert abs(e.eigenvalues[0] - exact) <= tol * abs(exact)

@@ -26,6 +26,7 @@ from common.sharpness.core import (
 from common.sharpness.hvp import HessianOperator
 
 METHODS = ("hutchinson", "hutch++")
+SAMPLINGS = ("full", "batch")
 
 
 def _operator(
@@ -87,12 +88,15 @@ def hessian_trace(
     params: ParamSpec = None,
     seed: int = 0,
     tol: float | None = None,
+    target_stderr: float | None = None,
+    sketch_size: int | None = None,
+    sampling: str = "full",
     chunk_size: int | None = None,
     batch_size: Callable[[Any], int] | None = None,
     keep_graphs: bool | None = None,
     progress: bool | None = None,
 ) -> TraceResult:
-    """Estimates tr(H) of the full-data loss with ``n_probes`` Hessian-vector products.
+    """Estimates tr(H) of the full-data loss with at most ``n_probes`` Hessian-vector products.
 
     Args:
         model, loss_fn, data: the loss is the size-weighted mean of
@@ -103,10 +107,23 @@ def hessian_trace(
             estimates the remainder; far lower variance when a few directions dominate).
         params: which parameters (see :func:`select_params`); per_layer has one entry each.
         seed: seed of the probe vectors.
-        tol: Hutchinson only: stop early once stderr <= tol·|total| (checked after each
-            chunk, never before 10 probes). The sign of the estimate never stops it.
+        tol: stop early once stderr <= tol·|total| (checked after each chunk, never before
+            10 random probes). The sign of the estimate never stops it.
+        target_stderr: stop early once stderr <= this (the same checks): time to a given
+            accuracy, ``n_probes`` being the budget.
+        sketch_size: Hutch++ only: the sketch's vectors s (2s products: H·S, then H·Q);
+            default n_probes // 3, Meyer et al.'s split. With a target, a small sketch of
+            the few dominant directions and early stopping on the rest costs least.
+        sampling: Hutchinson over several batches: "full" (each probe through every batch:
+            vᵀHv of the full-data H, as the reference code does) or "batch" (each probe
+            through one batch, round robin, the estimate the size-weighted mean of the
+            batches' means and its standard error the stratified one: a probe costs 1/B
+            as much, its variance is that of one batch's Hessian; it pays where the
+            batches' Hessians are alike, and the trace is the same quantity).
         chunk_size: probes pushed through one gradient graph at once (memory ~ chunk ×
-            parameters); default: all of them, capped at about 1 GiB of probe vectors.
+            parameters); default: all of them, capped at about 1 GiB of probe vectors
+            (with ``tol`` or ``target_stderr``, 10 at a time, the stop being checked
+            between chunks).
         batch_size: callable overriding how a batch's size is read.
         keep_graphs: keep every batch's gradient graph between chunks (default: only when
             ``data`` is one batch).
@@ -114,35 +131,67 @@ def hessian_trace(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    if sampling == "batch" and method != "hutchinson":
+        raise ValueError("sampling='batch' is an option of method='hutchinson' only")
     check_int("n_probes", n_probes, 3 if method == "hutch++" else 1)
-    if tol is not None and not tol > 0:
-        raise ValueError(f"tol must be a positive number or None, got {tol!r}")
+    for name, value in (("tol", tol), ("target_stderr", target_stderr)):
+        if value is not None and not (isinstance(value, int | float) and value > 0):
+            raise ValueError(f"{name} must be a positive number or None, got {value!r}")
+    if sketch_size is not None:
+        if method != "hutch++":
+            raise ValueError("sketch_size is an option of method='hutch++' only")
+        check_int("sketch_size", sketch_size, 1)
+        if 2 * sketch_size >= n_probes:
+            raise ValueError(
+                f"sketch_size={sketch_size} leaves no probes for the residual of "
+                f"n_probes={n_probes}: use at most {(n_probes - 1) // 2}"
+            )
+    stop = _Stop(tol, target_stderr)
     with measuring(model):
         op, chosen = _operator(model, loss_fn, data, params, batch_size, keep_graphs)
-        chunk = chunk_size or max(1, min(n_probes, 2**30 // (8 * 3 * op.dim)))
+        default = 10 if stop.active else n_probes  # small chunks: the stop is checked between
+        chunk = chunk_size or max(1, min(default, 2**30 // (8 * 3 * op.dim)))
         check_int("chunk_size", chunk, 1)
         gen = generator(seed, "hessian_trace")
         device = model_device(model)
-        if method == "hutchinson":
-            samples, layers, det = _hutchinson(op, n_probes, chunk, gen, device, tol, progress)
+        if method == "hutchinson" and sampling == "batch" and len(op.batches) > 1:
+            total, stderr, layers, samples = _hutchinson_per_batch(
+                op, n_probes, gen, device, stop, progress
+            )
+        elif method == "hutchinson":
+            total, stderr, layers, samples = _hutchinson(
+                op, n_probes, chunk, gen, device, stop, progress
+            )
         else:
-            samples, layers, det = _hutchpp(op, n_probes, chunk, gen, device, progress)
-    n = len(samples)
-    mean = sum(samples) / n if n else 0.0
-    stderr = math.sqrt(sum((s - mean) ** 2 for s in samples) / (n - 1) / n) if n > 1 else math.nan
+            s_size = n_probes // 3 if sketch_size is None else sketch_size
+            total, stderr, layers, samples = _hutchpp(
+                op, n_probes, s_size, chunk, gen, device, stop, progress
+            )
     per_layer = {name: float(v) for (name, _), v in zip(chosen, layers, strict=True)}
     record = record_for(
-        "hessian_trace", op.batches, chosen, params, seed, method=method, n_probes=n_probes, tol=tol
+        "hessian_trace",
+        op.batches,
+        chosen,
+        params,
+        seed,
+        method=method,
+        n_probes=n_probes,
+        tol=tol,
+        target_stderr=target_stderr,
+        sketch_size=sketch_size,
+        sampling=sampling,
     )
     return TraceResult(
-        total=det + mean,
+        total=total,
         stderr=stderr,
         per_layer=per_layer,
         n_probes=op.products // len(op.batches),
         n_examples=op.n_examples,
         method=method,
         record=record,
-        samples=[det + s for s in samples],
+        samples=samples,
     )
 
 
@@ -152,7 +201,36 @@ def _per_layer(op: HessianOperator, v: Tensor, hv: Tensor) -> Tensor:
     return torch.stack([prod[s].sum() for s in op.layer_slices()])
 
 
-def _hutchinson(op, n_probes, chunk, gen, device, tol, progress):
+def _mean_stderr(samples: list[float]) -> tuple[float, float]:
+    n = len(samples)
+    mean = sum(samples) / n if n else 0.0
+    stderr = math.sqrt(sum((s - mean) ** 2 for s in samples) / (n - 1) / n) if n > 1 else math.nan
+    return mean, stderr
+
+
+@dataclass(frozen=True)
+class _Stop:
+    """When a trace estimate may stop: its standard error below ``tol``·|estimate| or
+    below ``target``, with at least ``MIN_SAMPLES`` random probes behind it (fewer give
+    a standard error too noisy to stop on)."""
+
+    tol: float | None
+    target: float | None
+    MIN_SAMPLES = 10
+
+    @property
+    def active(self) -> bool:
+        return self.tol is not None or self.target is not None
+
+    def __call__(self, estimate: float, stderr: float, n: int) -> bool:
+        if not self.active or n < self.MIN_SAMPLES or math.isnan(stderr):
+            return False
+        if self.target is not None and stderr <= self.target:
+            return True
+        return self.tol is not None and stderr <= self.tol * abs(estimate)
+
+
+def _hutchinson(op, n_probes, chunk, gen, device, stop, progress):
     samples: list[float] = []
     layers = torch.zeros(len(op.params), dtype=torch.float64, device=device)
     bar = tqdm(total=n_probes, desc="hessian trace", disable=_disable(progress), leave=False)
@@ -163,17 +241,52 @@ def _hutchinson(op, n_probes, chunk, gen, device, tol, progress):
         samples.extend((v * hv).sum(1).tolist())
         layers += _per_layer(op, v, hv)
         bar.update(m)
-        if tol is not None and len(samples) >= 10:
-            mean = sum(samples) / len(samples)
-            var = sum((s - mean) ** 2 for s in samples) / (len(samples) - 1)
-            if math.sqrt(var / len(samples)) <= tol * abs(mean):
-                break
+        if stop(*_mean_stderr(samples), len(samples)):
+            break
     bar.close()
-    return samples, (layers / len(samples)).tolist(), 0.0
+    return *_mean_stderr(samples), (layers / len(samples)).tolist(), samples
 
 
-def _hutchpp(op, n_probes, chunk, gen, device, progress):
-    s = n_probes // 3
+def _hutchinson_per_batch(op, n_probes, gen, device, stop, progress):
+    """Stratified Hutchinson: probe i through batch i mod B only; whole rounds (every batch
+    as many probes), so the per-probe samples B·w_b·vᵀH_b v average to the estimate."""
+    n_batches = len(op.batches)
+    weights = [n / op.n_examples for _, n in op.batches]
+    per_batch: list[list[float]] = [[] for _ in op.batches]
+    layers = [torch.zeros(len(op.params), dtype=torch.float64, device=device) for _ in op.batches]
+    rounds = max(2, n_probes // n_batches)  # a stratum needs 2 samples for its variance
+    bar = tqdm(
+        total=rounds * n_batches, desc="hessian trace", disable=_disable(progress), leave=False
+    )
+
+    def estimate() -> tuple[float, float]:
+        means = [sum(x) / len(x) for x in per_batch]
+        var = sum(
+            w**2 * sum((s - m) ** 2 for s in x) / (len(x) - 1) / len(x)
+            for w, m, x in zip(weights, means, per_batch, strict=True)
+        )
+        return sum(w * m for w, m in zip(weights, means, strict=True)), math.sqrt(var)
+
+    for _ in range(rounds):
+        for b in range(n_batches):
+            v = _rademacher(1, op.dim, gen, device)
+            hv = op.batch_matmat(v, b)
+            per_batch[b].append(float((v * hv).sum()))
+            layers[b] += _per_layer(op, v, hv)
+            bar.update(1)
+        if len(per_batch[0]) >= 2 and stop(*estimate(), len(per_batch[0]) * n_batches):
+            break
+    bar.close()
+    total, stderr = estimate()
+    m = len(per_batch[0])
+    per_layer = sum(w * layer / m for w, layer in zip(weights, layers, strict=True))
+    samples = [  # in probe order: batch 0, 1, ..., B - 1, 0, 1, ...
+        n_batches * weights[b] * per_batch[b][i] for i in range(m) for b in range(n_batches)
+    ]
+    return total, stderr, per_layer.tolist(), samples
+
+
+def _hutchpp(op, n_probes, s, chunk, gen, device, stop, progress):
     r = n_probes - 2 * s
     bar = tqdm(
         total=n_probes, desc="hessian trace (hutch++)", disable=_disable(progress), leave=False
@@ -184,17 +297,23 @@ def _hutchpp(op, n_probes, chunk, gen, device, progress):
     hq = torch.cat([op.matmat(b) for b in _blocks(q, chunk)])
     bar.update(s)
     det_layers = _per_layer(op, q, hq)  # tr(QᵀHQ) split by parameter: exact, no variance
+    exact = float(det_layers.sum())
     samples: list[float] = []
     layers = torch.zeros_like(det_layers)
-    for g in _blocks(_rademacher(r, op.dim, gen, device), chunk):
+    while len(samples) < r:
+        g = _rademacher(min(chunk, r - len(samples)), op.dim, gen, device)
         hg = op.matmat(g)
         rest = hg - (hg @ q.T) @ q  # (I − QQᵀ)Hg: Hutchinson on what the sketch missed
         samples.extend((g * rest).sum(1).tolist())
         layers += _per_layer(op, g, rest)
         bar.update(g.shape[0])
+        mean, stderr = _mean_stderr(samples)
+        if stop(exact + mean, stderr, len(samples)):
+            break
     bar.close()
-    per_layer = (det_layers + layers / r).tolist()
-    return samples, per_layer, float(det_layers.sum())
+    mean, stderr = _mean_stderr(samples)
+    per_layer = (det_layers + layers / len(samples)).tolist()
+    return exact + mean, stderr, per_layer, [exact + x for x in samples]
 
 
 def _blocks(rows: Tensor, chunk: int) -> list[Tensor]:
@@ -221,16 +340,16 @@ def lanczos(
     squared first components of their vectors (the quadrature weights, summing to 1).
 
     Stops early when the Krylov space is exhausted, or, with ``k`` and ``tol``, when each
-    of the top-k Ritz values moved by at most tol·|θ| in the last step (the rule PyHessian
-    applies to power iteration; Lanczos is far more accurate when it triggers: on a small
-    CNN 1.7e-4 relative error after 11 products at tol 1e-3, where power iteration stopped
-    at 2.8e-3 after about 19).
+    of the top-k Ritz values θ is within tol·|θ| of an eigenvalue by its residual bound:
+    the residual of the Ritz pair is r = β·|last component of its vector|, and θ is within
+    min(r, r²/gap) of an eigenvalue (Kahan; Parlett, *The Symmetric Eigenvalue Problem*,
+    ch. 11), gap being the distance to the nearest other Ritz value (an estimate of the
+    true gap, which it approaches as the iteration converges).
     """
     basis = [v0 / torch.linalg.vector_norm(v0)]
     alphas: list[float] = []
     betas: list[float] = []
     bar = tqdm(total=n_iter, desc="lanczos", disable=_disable(progress), leave=False)
-    previous: Tensor | None = None
     for j in range(n_iter):
         w = matvec(basis[j])
         alpha = float(w @ basis[j])
@@ -242,18 +361,39 @@ def lanczos(
         bar.update(1)
         if j + 1 == n_iter or beta <= 1e-10 * max(1.0, max(abs(a) for a in alphas)):
             break
-        if k is not None and tol is not None and j + 1 >= k:
-            top = _tridiagonal_eigh(alphas, betas)[0][-k:]
-            if previous is not None:
-                change = (top - previous).abs() <= tol * top.abs().clamp_min(1e-12)
-                if bool(change.all()):
-                    break
-            previous = top
+        if (
+            k is not None
+            and tol is not None
+            and j + 1 > k
+            and _converged(alphas, betas, beta, k, tol)
+        ):
+            break
         betas.append(beta)
         basis.append(w / beta)
     bar.close()
     theta, vecs = _tridiagonal_eigh(alphas, betas[: len(alphas) - 1])
     return theta, vecs[0] ** 2
+
+
+def ritz_error_bounds(
+    alphas: list[float], betas: list[float], beta: float
+) -> tuple[Tensor, Tensor]:
+    """The Ritz values (ascending) of the tridiagonal matrix of ``alphas`` and ``betas``,
+    and a bound on each one's distance to an eigenvalue of the operator, given the next
+    off-diagonal ``beta``: min(r, r²/gap) with r = beta·|last component of the Ritz vector|."""
+    theta, vecs = _tridiagonal_eigh(alphas, betas)
+    r = beta * vecs[-1].abs()
+    if theta.numel() == 1:
+        return theta, r
+    others = (theta[:, None] - theta[None, :]).abs() + torch.diag(torch.full_like(theta, math.inf))
+    gap = others.min(1).values
+    return theta, torch.minimum(r, r**2 / gap.clamp_min(1e-300))
+
+
+def _converged(alphas: list[float], betas: list[float], beta: float, k: int, tol: float) -> bool:
+    theta, bound = ritz_error_bounds(alphas, betas, beta)
+    top, err = theta[-k:], bound[-k:]
+    return bool((err <= tol * top.abs().clamp_min(1e-12)).all())
 
 
 def _tridiagonal_eigh(alphas: list[float], betas: list[float]) -> tuple[Tensor, Tensor]:
@@ -305,7 +445,8 @@ def hessian_eigenvalues(
     Args:
         k: how many eigenvalues.
         seed: seed of the starting vector.
-        tol: stop when no top-k Ritz value moved by more than tol·|value| in one step.
+        tol: the relative error wanted: stop when each top-k Ritz value's residual bound
+            (see :func:`lanczos`) is at most tol·|value|.
         max_iter: at most this many Hessian-vector products (Lanczos steps); each keeps
             one parameter-sized vector in memory.
     """

@@ -109,18 +109,29 @@ class HessianOperator:
             for h, p in zip(hv, self.params, strict=True)
         ]
 
-    def matmat(self, block: Tensor) -> Tensor:
-        """H @ each row of ``block`` (m, P); returns (m, P) float64."""
+    def _check(self, block: Tensor) -> None:
         if block.ndim != 2 or block.shape[1] != self.dim:
             raise ValueError(f"expected vectors of shape (m, {self.dim}), got {tuple(block.shape)}")
+
+    def _batch_flat(self, index: int, vectors: list[Tensor], m: int) -> Tensor:
+        hv = self._products(self._gradient(index), vectors)
+        self.products += m
+        return torch.cat([h.reshape(m, -1) for h in hv], dim=1).to(torch.float64)
+
+    def matmat(self, block: Tensor) -> Tensor:
+        """H @ each row of ``block`` (m, P); returns (m, P) float64."""
+        self._check(block)
         vectors = self._split(block)
         out = torch.zeros(block.shape, dtype=torch.float64, device=block.device)
         for index, (_, n) in enumerate(self.batches):
-            hv = self._products(self._gradient(index), vectors)
-            flat = torch.cat([h.reshape(block.shape[0], -1) for h in hv], dim=1)
-            out.add_(flat.to(torch.float64), alpha=n / self.n_examples)
-            self.products += block.shape[0]
+            out.add_(self._batch_flat(index, vectors, block.shape[0]), alpha=n / self.n_examples)
         return out
+
+    def batch_matmat(self, block: Tensor, index: int) -> Tensor:
+        """H_b @ each row of ``block``: the Hessian of batch ``index``'s loss alone (its
+        share of H is n_b / N of it); (m, P) float64."""
+        self._check(block)
+        return self._batch_flat(index, self._split(block), block.shape[0])
 
     def matvec(self, vector: Tensor) -> Tensor:
         """H @ vector (P,); float64."""
