@@ -17,8 +17,9 @@ median of several rounds:
    probe per batch; ours keeps one gradient graph per batch and sends each probe through
    one batch (``sampling="batch"``), or through all of them (``sampling="full"``);
 3. the top eigenvalue on one batch: PyHessian's power iteration at its defaults (tol 1e-3,
-   at most 100 iterations) against our Lanczos asked for a relative error of 1e-3 (its
-   residual bound); both errors against a converged Lanczos reference (tol 1e-10);
+   at most 100 iterations) against our Lanczos asked for the relative error PyHessian
+   reached (at most 1 %; Lanczos stops on its residual bound); both errors against a
+   converged Lanczos reference (tol 1e-10);
 4. cases 1 and 3 on a tiny BERT (2 layers of width 32, random token ids), where attention
    makes each Hessian-vector product dearer (both under ``differentiable_attention``: a
    fused attention kernel has no double backward).
@@ -173,10 +174,15 @@ def eigen_case(model, one, rounds) -> dict[str, Any]:
             finally:
                 model.zero_grad(set_to_none=True)
 
+        # ours is asked for the relative error PyHessian reached (its power iteration is
+        # seeded: the same every run), at most 1 %: where power iteration went to another
+        # eigenvalue its error says nothing about the accuracy wanted
+        wanted = min(abs(py_top() - exact) / abs(exact), 1e-2)
         eig = compare(
-            lambda: hessian_eigenvalues(model, ce, one, tol=1e-3).eigenvalues[0], py_top, rounds
+            lambda: hessian_eigenvalues(model, ce, one, tol=wanted).eigenvalues[0], py_top, rounds
         )
     eig["reference"] = exact
+    eig["tol"] = wanted
     eig["error_ours"] = abs(eig["out"]["ours"] - exact) / abs(exact)
     eig["error_pyhessian"] = abs(eig["out"]["pyhessian"] - exact) / abs(exact)
     return eig

@@ -261,3 +261,17 @@ def test_linear_schedule_decays_to_zero_after_the_warm_up() -> None:
     assert [f(s) for s in range(11)] == pytest.approx(
         [0.5, 1.0, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8, 0.0]
     )
+
+
+def test_the_trace_stops_on_its_standard_error_from_the_command_line(tmp_path, capsys) -> None:
+    train(TASK, cfg_for(tmp_path, "train.epochs=2"))
+    run = [f"run_dir={tmp_path}", "train.progress=false", "hessian.batch_size=10"]
+    target = ["hessian.n_probes=400", "hessian.target_stderr=1e6", "hessian.sampling=batch"]
+    assert measure_main(TASK, "hessian", [*run, *target, "hessian.eig_tol=0.01"]) == 0
+    trace = json.loads((tmp_path / "hessian.json").read_text())["trace"]
+    # a loose target: it stops after the first whole rounds that hold 10 probes
+    assert trace["n_probes"] < 400 and trace["stderr"] <= 1e6
+    assert trace["record"]["options"]["sampling"] == "batch"
+    both = [*run, "hessian.method=hutch++", "hessian.sampling=batch"]
+    assert measure_main(TASK, "hessian", both) == 2
+    assert "hessian.sampling=batch is a way of hessian.method=hutchinson" in capsys.readouterr().err

@@ -342,6 +342,10 @@ def _params(task: Task, section: str, m: Any) -> Any:
 
 def _hessian(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
     m = cfg.hessian
+    if m.sampling == "batch" and m.method != "hutchinson":
+        raise ConfigError(
+            "hessian.sampling=batch is a way of hessian.method=hutchinson: drop one of them"
+        )
     model, data, info = _prepare(task, cfg, path, "hessian")
     loss = task.loss_fn()
     params = _params(task, "hessian", m)
@@ -353,11 +357,12 @@ def _hessian(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
         )
     out: dict[str, Any] = dict(info)
     out["trace"] = hessian_trace(
-        model, loss, data, n_probes=m.n_probes, method=m.method, **common
-    ).to_dict()
+        model, loss, data, n_probes=m.n_probes, method=m.method, target_stderr=m.target_stderr,
+        sampling=m.sampling, **common,
+    ).to_dict()  # fmt: skip
     steps = max(100, 2 * m.top_k)  # Lanczos needs more steps than eigenvalues wanted
     out["eigenvalues"] = hessian_eigenvalues(
-        model, loss, data, k=m.top_k, max_iter=steps, **common
+        model, loss, data, k=m.top_k, max_iter=steps, tol=m.eig_tol, **common
     ).to_dict()
     if m.esd:
         esd = hessian_esd(model, loss, data, n_iter=m.esd_iter, **common)

@@ -314,8 +314,15 @@ class HessianConfig:
     split: str = keyfield("test", "data split", choices=_SPLITS)
     n_examples: int | None = keyfield(1000, "examples used (None = all)", min=1)
     batch_size: int = keyfield(250, "batch size", min=1)
-    n_probes: int = keyfield(100, "random probes of the trace estimator", min=1)
+    n_probes: int = keyfield(100, "random probes of the trace estimator (the budget)", min=1)
     method: str = keyfield("hutchinson", "trace estimator", choices=("hutchinson", "hutch++"))
+    target_stderr: float | None = keyfield(
+        None, "stop the trace once its standard error is at most this (None = every probe)", gt=0
+    )
+    sampling: str = keyfield(
+        "full", "trace probes through every batch, or each through one", choices=("full", "batch")
+    )
+    eig_tol: float = keyfield(1e-4, "relative error of the top eigenvalues", gt=0, lt=1)
     params: str = keyfield("all", "parameters measured", choices=_PARAMS)
     top_k: int = keyfield(1, "top eigenvalues", min=1)
     esd: bool = keyfield(False, "also the spectral density")
