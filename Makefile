@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.optim_step
 	$(PY) -m benchmarks.hessian
 	$(PY) -m benchmarks.text_step
+	$(PY) -m benchmarks.landscape
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
