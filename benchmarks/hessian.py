@@ -22,16 +22,17 @@ median of several rounds:
    converged Lanczos reference (tol 1e-10);
 4. cases 1 and 3 on a tiny BERT (2 layers of width 32, random token ids), where attention
    makes each Hessian-vector product dearer (both under ``differentiable_attention``: a
-   fused attention kernel has no double backward).
+   fused attention kernel has no double backward);
+5. (not with --quick) the cost of one Hessian-vector product by the primitives a trace
+   could use: our eager double backward through a kept graph, and forward-over-reverse
+   eager and compiled with ``torch.compile``.
 
 Goal: each of ours <= 0.5x PyHessian's time at at least its accuracy.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
+import math
 import statistics
 import time
 import warnings
@@ -42,6 +43,7 @@ import torch
 from pyhessian import hessian as PyHessian
 from torch import nn
 
+from benchmarks import cli
 from common.attention import differentiable_attention
 from common.sharpness import hessian_eigenvalues, hessian_trace
 
@@ -125,7 +127,11 @@ def trace_case(model, one_or_more, probes, rounds, variants) -> dict[str, Any]:
         h = PyHessian(model, criterion, data=None if loader else one_or_more[0],
                       dataloader=loader, cuda=False)  # fmt: skip
         try:
-            samples = h.trace(maxIter=probes, tol=-1.0)  # tol < 0: never stop early
+            # tol = -inf: never stop early. Its test divides by the running mean, so with a
+            # negative mean (the tiny BERT's) any finite tol, even a negative one, can stop
+            # it after a few probes
+            samples = h.trace(maxIter=probes, tol=-math.inf)
+            assert len(samples) == probes, len(samples)
         finally:
             model.zero_grad(set_to_none=True)  # PyHessian leaves graph-carrying .grads
         return statistics.fmean(samples), _stderr(samples)
@@ -188,13 +194,50 @@ def eigen_case(model, one, rounds) -> dict[str, Any]:
     return eig
 
 
+def primitives(model: nn.Module, one, rounds: int) -> dict[str, Any]:
+    """ms per Hessian-vector product of the primitives a trace could be built on: the eager
+    double backward through a kept graph (ours), and forward-over-reverse
+    (``torch.func.jvp`` of ``grad``) eager and compiled by ``torch.compile`` (inductor)."""
+    from torch.func import functional_call, grad, jvp
+
+    ((x, y),) = one
+    named = dict(model.named_parameters())
+    params = {n: p.detach() for n, p in named.items()}
+    buffers = dict(model.named_buffers())
+
+    def loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        return nn.functional.cross_entropy(functional_call(model, (p, buffers), (x,)), y)
+
+    def forward_over_reverse(p, v):
+        return jvp(grad(loss), (p,), (v,))[1]
+
+    v = {n: torch.randint_like(t, 2) * 2 - 1 for n, t in params.items()}
+    grads = torch.autograd.grad(loss(dict(named)), list(named.values()), create_graph=True)
+    tangents = list(v.values())
+
+    def per_call(fn: Callable[[], Any], n: int = 10) -> float:
+        fn()
+        return statistics.median(timed(fn)[0] for _ in range(n * rounds)) * 1e3
+
+    out = {
+        "double backward, graph kept": per_call(
+            lambda: torch.autograd.grad(grads, list(named.values()), tangents, retain_graph=True)
+        ),
+        "forward-over-reverse, eager": per_call(lambda: forward_over_reverse(params, v)),
+    }
+    try:
+        start = time.perf_counter()
+        compiled = torch.compile(forward_over_reverse)
+        compiled(params, v)
+        out["compile_s"] = time.perf_counter() - start
+        out["forward-over-reverse, torch.compile"] = per_call(lambda: compiled(params, v))
+    except Exception as e:  # inductor needs a C++ compiler; report, do not fail the benchmark
+        out["compile_error"] = f"{type(e).__name__}: {e}"[:300]
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = cli.parse(cli.parser(__doc__), argv)
     # PyHessian calls loss.backward(create_graph=True); torch warns about the cycle it makes
     warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
     probes, n_batches, size, rounds = (12, 2, 16, 1) if args.quick else (50, 4, 64, 3)
@@ -249,6 +292,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["bert_top_eigenvalue"] = eigen_case(bert, ids, rounds)
     results["config"]["bert_params"] = sum(p.numel() for p in bert.parameters())
 
+    if not args.quick:  # compiling takes 5-45 s: not in the smoke run
+        print("Hessian-vector product primitives ...", flush=True)
+        results["primitives"] = primitives(model, one, rounds)
+
     print()
     print("| measure | ours | pyhessian | ratio | goal | met | accuracy |")
     print("|---|---|---|---|---|---|---|")
@@ -283,12 +330,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{eig['error_ours']:.1e} vs {eig['error_pyhessian']:.1e} |"
         )
     print(f"\nall goals met: {'yes' if met_all else 'NO'}")
+    if "primitives" in results:
+        p = results["primitives"]
+        print("\n| HVP primitive, small CNN, 1 batch | ms per product |\n|---|---|")
+        for name, value in p.items():
+            if name not in ("compile_s", "compile_error"):
+                print(f"| {name} | {value:.1f} |")
+        if "compile_s" in p:
+            print(f"(torch.compile took {p['compile_s']:.1f} s before its first product)")
+        else:
+            print(f"(torch.compile failed: {p['compile_error']})")
     results["all_goals_met"] = met_all
-    if args.json:
-        tmp = f"{args.json}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2, default=float)
-        os.replace(tmp, args.json)
+    cli.write_json(args.json, results)
     return results
 
 

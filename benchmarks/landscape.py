@@ -52,9 +52,7 @@ One intra-op thread by default (``--threads``): see ``benchmarks/optim_step.py``
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import shutil
 import statistics
@@ -75,6 +73,7 @@ from torch.func import functional_call
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from benchmarks import cli
 from benchmarks.hessian import batches, ce, small_cnn
 from common.sharpness import hessian_eigenvalues, hessian_esd, loss_landscape
 from common.sharpness.landscape import LandscapeResult
@@ -577,22 +576,8 @@ def report(results: dict[str, Any]) -> bool:
     return bool(esd["met"] and land["met"])
 
 
-def write_json(path: str, data: dict[str, Any]) -> None:
-    """Writes ``data`` to ``path`` atomically (a reader never sees half a file)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=float)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = cli.parse(cli.parser(__doc__), argv)
     # PyHessian calls loss.backward(create_graph=True); torch warns about the cycle it makes
     warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
     if args.quick:
@@ -626,8 +611,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"took {results['elapsed_s']:.0f} s",
         flush=True,
     )
-    if args.json:
-        write_json(args.json, results)
+    cli.write_json(args.json, results)
     return results
 
 

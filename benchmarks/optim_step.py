@@ -48,13 +48,10 @@ Two settings keep the timings about the optimizers rather than the machine:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import ctypes
 import gc
-import json
-import os
 import platform
 import resource
 import statistics
@@ -68,6 +65,7 @@ import torchvision
 from torch import Tensor, nn
 from torch.optim import SGD, Optimizer
 
+from benchmarks import cli
 from common.optim import NSO, SAM, SSAMF, WSAM
 from common.optim.ssam import num_live
 
@@ -757,28 +755,15 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
 
 
-def write_json(path: str, data: dict[str, Any]) -> None:
-    """Writes ``data`` to ``path`` atomically (a reader never sees half a file)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs the three measurements, prints the table; returns the results dict."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser = cli.parser(__doc__, quick_help="few repeats: a smoke run")
     parser.add_argument(
         "--system-malloc",
         action="store_true",
         help="keep glibc's defaults: freed memory goes back to the kernel (see the docstring)",
     )
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = cli.parse(parser, argv)
     malloc_keeps = False if args.system_malloc else keep_freed_memory()
     if args.quick:
         warmup, repeats, e2e_warmup, e2e_repeats = 1, 3, 1, 3
@@ -832,8 +817,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"all goals met: {_met(results['all_goals_met'])}; took {results['elapsed_s']:.0f} s",
         flush=True,
     )
-    if args.json:
-        write_json(args.json, results)
+    cli.write_json(args.json, results)
     return results
 
 

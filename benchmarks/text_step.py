@@ -12,9 +12,7 @@ HF's, SAM and NSO <= 2.1x our AdamW.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import statistics
 import tempfile
 import time
@@ -25,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchmarks import cli
 from common.train.config import Config, load_config
 from common.train.task import Task
 from common.train.trainer import Trainer
@@ -119,13 +118,9 @@ def hf_step(model: nn.Module, lr: float, out: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    parser.add_argument("--json", help="write the results here")
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=1)
-    a = parser.parse_args(argv)
-    torch.set_num_threads(a.threads)
+    parser = cli.parser(__doc__)
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
+    a = cli.parse(parser, argv)
     width, size, length, rounds = (32, 8, 16, 3) if a.quick else (128, 16, 64, a.rounds)
     model, data, lr = tiny_bert(width), batches(4, size, length), 1e-4
     ours = {name: our_trainer(model, data, name, lr) for name in ("adamw", "sam", "nso")}
@@ -161,8 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"| {name.upper()} step vs our AdamW | {1e3 * median[f'ours {name}']:.1f} ms | "
             f"{1e3 * median['ours adamw']:.1f} ms | {results[f'{name}_vs_adamw']:.2f}x | <= 2.1x |"
         )
-    if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=2))
+    cli.write_json(a.json, results)
     return results
 
 

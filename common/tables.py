@@ -710,6 +710,19 @@ def plot_measures(groups: Sequence[Group], out: str | Path) -> list[Path]:
     return written
 
 
+def _line(ax: Any, points: Sequence[tuple[float, Stat]], label: str, optimizer: str) -> None:
+    """Means against x with ± sample std error bars, in the optimizer's colour."""
+    ax.errorbar(
+        [x for x, _ in points],
+        [s.mean for _, s in points],
+        yerr=[s.std or 0.0 for _, s in points],
+        marker="o",
+        capsize=3,
+        label=label,
+        color=_colour(optimizer),
+    )
+
+
 def sweep_keys(groups: Sequence[Group]) -> list[str]:
     """Setting keys that take two numeric values or more (σ, ρ, k sweeps)."""
     values: dict[str, set[float]] = defaultdict(set)
@@ -764,15 +777,7 @@ def plot_sweep(groups: Sequence[Group], key: str, out: str | Path) -> list[Path]
             if not shown:
                 continue
             label = f"{dataset} {optimizer}" + (f" ({setting_label(rest)})" if rest else "")
-            ax.errorbar(
-                [x for x, _ in shown],
-                [s.mean for _, s in shown],
-                yerr=[s.std or 0.0 for _, s in shown],
-                marker="o",
-                capsize=3,
-                label=label,
-                color=_colour(optimizer),
-            )
+            _line(ax, shown, label, optimizer)
             first = points[0][1]
             base = reference(groups, first, first.base)
             stat = None if base is None else base.stat(measure(base))
@@ -816,15 +821,7 @@ def plot_noise_curves(groups: Sequence[Group], out: str | Path) -> list[Path]:
             stats = [(s, st) for s, st in stats if st is not None]
             means += [st.mean for _, st in stats]
             label = g.optimizer + (f" ({setting_label(g.setting)})" if g.setting else "")
-            ax.errorbar(
-                [s for s, _ in stats],
-                [st.mean for _, st in stats],
-                yerr=[st.std or 0.0 for _, st in stats],
-                marker="o",
-                capsize=3,
-                label=label,
-                color=_colour(g.optimizer),
-            )
+            _line(ax, stats, label, g.optimizer)
         ax.set_xscale("log")
         if _log_scale(means, span=10.0):  # the loss increase grows as σ²: log-log is a line
             ax.set_yscale("log")

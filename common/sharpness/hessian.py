@@ -122,8 +122,8 @@ def hessian_trace(
             batches' Hessians are alike, and the trace is the same quantity).
         chunk_size: probes pushed through one gradient graph at once (memory ~ chunk ×
             parameters); default: all of them, capped at about 1 GiB of probe vectors
-            (with ``tol`` or ``target_stderr``, 10 at a time, the stop being checked
-            between chunks).
+            (with ``tol`` or ``target_stderr``, 10 at a time, or 1 on a CPU with the
+            graphs kept, the stop being checked between chunks).
         batch_size: callable overriding how a batch's size is read.
         keep_graphs: keep every batch's gradient graph between chunks (default: only when
             ``data`` is one batch).
@@ -151,7 +151,11 @@ def hessian_trace(
     stop = _Stop(tol, target_stderr)
     with measuring(model):
         op, chosen = _operator(model, loss_fn, data, params, batch_size, keep_graphs)
-        default = 10 if stop.active else n_probes  # small chunks: the stop is checked between
+        # with a stop, small chunks: it is checked between them. One probe at a time where
+        # that costs nothing extra (a CPU loops over the probes anyway, and kept graphs are
+        # not rebuilt per chunk), so that it stops at the first probe that reaches it
+        looped = model_device(model).type == "cpu" and op.keep_graphs
+        default = (1 if looped else 10) if stop.active else n_probes
         chunk = chunk_size or max(1, min(default, 2**30 // (8 * 3 * op.dim)))
         check_int("chunk_size", chunk, 1)
         gen = generator(seed, "hessian_trace")
@@ -346,7 +350,10 @@ def lanczos(
     ch. 11), gap being the distance to the nearest other Ritz value (an estimate of the
     true gap, which it approaches as the iteration converges).
     """
-    basis = [v0 / torch.linalg.vector_norm(v0)]
+    # the basis rows in one matrix, grown by doubling (restacking a list every step cost more
+    # than the reorthogonalisation; a matrix of all n_iter rows up front could be gigabytes)
+    basis = torch.empty(min(n_iter, 16), v0.numel(), dtype=v0.dtype, device=v0.device)
+    basis[0] = v0 / torch.linalg.vector_norm(v0)
     alphas: list[float] = []
     betas: list[float] = []
     bar = tqdm(total=n_iter, desc="lanczos", disable=_disable(progress), leave=False)
@@ -354,7 +361,7 @@ def lanczos(
         w = matvec(basis[j])
         alpha = float(w @ basis[j])
         alphas.append(alpha)
-        stacked = torch.stack(basis)
+        stacked = basis[: j + 1]
         w = w - stacked.T @ (stacked @ w)  # full reorthogonalisation, twice is enough
         w = w - stacked.T @ (stacked @ w)
         beta = float(torch.linalg.vector_norm(w))
@@ -369,7 +376,11 @@ def lanczos(
         ):
             break
         betas.append(beta)
-        basis.append(w / beta)
+        if j + 1 == basis.shape[0]:
+            grown = basis.new_empty(min(n_iter, 2 * basis.shape[0]), basis.shape[1])
+            grown[: j + 1] = basis
+            basis = grown
+        basis[j + 1] = w / beta
     bar.close()
     theta, vecs = _tridiagonal_eigh(alphas, betas[: len(alphas) - 1])
     return theta, vecs[0] ** 2

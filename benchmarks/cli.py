@@ -1,0 +1,42 @@
+"""What every benchmark's command line shares: --quick, --json PATH, --threads N."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+
+def parser(
+    doc: str | None, *, quick_help: str = "small sizes: a smoke run"
+) -> argparse.ArgumentParser:
+    """The benchmark's parser, described by the first paragraph of its docstring."""
+    p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parses ``argv`` and sets torch's intra-op threads (one by default: timings of two
+    sides sharing a machine are steadier single-threaded)."""
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args
+
+
+def write_json(path: str | None, data: dict[str, Any]) -> None:
+    """Writes ``data`` to ``path`` atomically (a reader never sees half a file); nothing
+    without a path."""
+    if not path:
+        return
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, default=float)
+        f.write("\n")
+    os.replace(tmp, path)
