@@ -275,3 +275,9 @@ def test_the_trace_stops_on_its_standard_error_from_the_command_line(tmp_path, c
     both = [*run, "hessian.method=hutch++", "hessian.sampling=batch"]
     assert measure_main(TASK, "hessian", both) == 2
     assert "hessian.sampling=batch is a way of hessian.method=hutchinson" in capsys.readouterr().err
+    sketch = [*run, "hessian.method=hutch++", "hessian.sketch_size=2", "hessian.n_probes=30"]
+    assert measure_main(TASK, "hessian", [*sketch, "hessian.target_stderr=1e6"]) == 0
+    trace = json.loads((tmp_path / "hessian.json").read_text())["trace"]
+    assert trace["record"]["options"]["sketch_size"] == 2 and trace["n_probes"] == 4 + 10
+    assert measure_main(TASK, "hessian", [*run, "hessian.sketch_size=2"]) == 2
+    assert "hessian.sketch_size is an option of hessian.method=hutch++" in capsys.readouterr().err

@@ -346,6 +346,13 @@ def _hessian(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
         raise ConfigError(
             "hessian.sampling=batch is a way of hessian.method=hutchinson: drop one of them"
         )
+    if m.sketch_size is not None and m.method != "hutch++":
+        raise ConfigError("hessian.sketch_size is an option of hessian.method=hutch++: drop it")
+    if m.sketch_size is not None and 2 * m.sketch_size >= m.n_probes:
+        raise ConfigError(
+            f"hessian.sketch_size={m.sketch_size} leaves no probes of hessian.n_probes="
+            f"{m.n_probes} for the residual: use at most {(m.n_probes - 1) // 2}"
+        )
     model, data, info = _prepare(task, cfg, path, "hessian")
     loss = task.loss_fn()
     params = _params(task, "hessian", m)
@@ -358,7 +365,7 @@ def _hessian(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
     out: dict[str, Any] = dict(info)
     out["trace"] = hessian_trace(
         model, loss, data, n_probes=m.n_probes, method=m.method, target_stderr=m.target_stderr,
-        sampling=m.sampling, **common,
+        sketch_size=m.sketch_size, sampling=m.sampling, **common,
     ).to_dict()  # fmt: skip
     steps = max(100, 2 * m.top_k)  # Lanczos needs more steps than eigenvalues wanted
     out["eigenvalues"] = hessian_eigenvalues(

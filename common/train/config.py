@@ -319,6 +319,9 @@ class HessianConfig:
     target_stderr: float | None = keyfield(
         None, "stop the trace once its standard error is at most this (None = every probe)", gt=0
     )
+    sketch_size: int | None = keyfield(
+        None, "hutch++: vectors of its sketch (None = n_probes // 3)", min=1
+    )
     sampling: str = keyfield(
         "full", "trace probes through every batch, or each through one", choices=("full", "batch")
     )
