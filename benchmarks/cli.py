@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,3 +41,13 @@ def write_json(path: str | None, data: dict[str, Any]) -> None:
         json.dump(data, f, indent=2, default=float)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def finish(results: dict[str, Any], path: str | None, start: float) -> dict[str, Any]:
+    """Records and prints the verdict (``results["all_goals_met"]``) and the elapsed time,
+    writes the JSON; returns ``results``."""
+    results["elapsed_s"] = time.perf_counter() - start
+    met = "yes" if results["all_goals_met"] else "NO"
+    print(f"\nall goals met: {met}; took {results['elapsed_s']:.0f} s", flush=True)
+    write_json(path, results)
+    return results

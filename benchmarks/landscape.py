@@ -605,14 +605,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     results["all_goals_met"] = report(results)
-    results["elapsed_s"] = time.perf_counter() - start
-    print(
-        f"\nall goals met: {'yes' if results['all_goals_met'] else 'NO'}; "
-        f"took {results['elapsed_s']:.0f} s",
-        flush=True,
-    )
-    cli.write_json(args.json, results)
-    return results
+    return cli.finish(results, args.json, start)
 
 
 if __name__ == "__main__":

@@ -812,13 +812,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 for k in r["step_median_s"]
             )
             print(f"  {workload} / {name}: {cells}")
-    results["elapsed_s"] = time.perf_counter() - start
-    print(
-        f"all goals met: {_met(results['all_goals_met'])}; took {results['elapsed_s']:.0f} s",
-        flush=True,
-    )
-    cli.write_json(args.json, results)
-    return results
+    return cli.finish(results, args.json, start)
 
 
 if __name__ == "__main__":
