@@ -1,12 +1,19 @@
-"""Run directories -> paper-style tables (Markdown + CSV) and a comparison plot.
+"""Run directories -> paper-style tables over seeds (Markdown, LaTeX, CSV) and figures.
 
-Everything is read from the files a run directory holds (``summary.json`` and, when
-measured, ``hessian.json`` and ``noise_stability.json``), never from memory. A row names
-its run, then has one ``test <label>`` column per metric the runs report (``test acc. (%)``,
-``test F1 (%)``, ``test MCC``, ...; "–" where a run does not report it), then the
-sharpness measurements and the training time::
+Everything is read from the files a run directory holds (``summary.json``, ``config.yaml``
+and, when measured, ``hessian.json`` and ``noise_stability.json``), never from memory.
 
-    python -m common.tables runs/image --out results/image_table
+* The tables over seeds (:mod:`common.aggregate` groups the runs that differ only in seed
+  and fold): one per measure, rows data sets (with model and setting), columns
+  optimizers, each cell mean ± sample standard deviation, then each optimizer's change
+  against its base optimizer and against SAM in percent, paired per seed.
+* The per-run table (``runs.md``, ``--runs``): a row per run with one ``test <label>``
+  column per metric the runs report ("–" where a run does not), the sharpness
+  measurements and the training time.
+* The figures: a bar figure per measure (a panel per domain), a line figure per swept key,
+  noise stability against σ::
+
+    python -m common.tables runs/sweeps/sbm --out results/sbm
 """
 
 from __future__ import annotations
