@@ -34,6 +34,11 @@ SHARPNESS: tuple[tuple[str, str], ...] = (
 _OPTIMIZER_ORDER = {name: i for i, name in enumerate(OPTIMIZERS)}
 
 
+def optimizer_rank(name: str) -> int:
+    """The optimizer's place in the registry (tables' columns, colours); unknown ones last."""
+    return _OPTIMIZER_ORDER.get(name, len(_OPTIMIZER_ORDER))
+
+
 @dataclass(frozen=True)
 class Stat:
     """Mean, sample standard deviation (None for one value) and count of some values."""
@@ -156,7 +161,7 @@ def group_key(g: Group, domains: Sequence[str] = ()) -> tuple:
         g.dataset,
         g.model,
         tuple((k, _sort_value(v)) for k, v in g.setting),
-        _OPTIMIZER_ORDER.get(g.optimizer, len(_OPTIMIZER_ORDER)),
+        optimizer_rank(g.optimizer),
         g.optimizer,
     )
 

@@ -39,6 +39,7 @@ from common.aggregate import (
     Measure,
     Stat,
     group_runs,
+    optimizer_rank,
     reference,
     relative_change,
     rows_of,
@@ -355,12 +356,8 @@ class Table:
 
 
 def _optimizers(groups: Sequence[Group]) -> list[str]:
-    return list(dict.fromkeys(g.optimizer for g in sorted(groups, key=group_key_optimizer)))
-
-
-def group_key_optimizer(g: Group) -> tuple[int, str]:
-    order = list(OPTIMIZERS)
-    return (order.index(g.optimizer) if g.optimizer in order else len(order), g.optimizer)
+    ranked = sorted(groups, key=lambda g: (optimizer_rank(g.optimizer), g.optimizer))
+    return list(dict.fromkeys(g.optimizer for g in ranked))
 
 
 def _comparisons(groups: Sequence[Group]) -> list[tuple[str, str]]:
@@ -615,8 +612,7 @@ def write_aggregate(groups: Sequence[Group], out: str | Path) -> list[Path]:
 # -- plots: one panel per domain and measure, error bars, log axes where values span decades
 def _colour(optimizer: str) -> str:
     palette = [f"C{i}" for i in range(10)]
-    order = list(OPTIMIZERS)
-    return palette[(order.index(optimizer) if optimizer in order else len(order)) % 10]
+    return palette[optimizer_rank(optimizer) % 10]
 
 
 def _log_scale(values: Sequence[float], span: float = 100.0) -> bool:
