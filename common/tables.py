@@ -373,15 +373,8 @@ def _comparisons(groups: Sequence[Group]) -> list[tuple[str, str]]:
 
 
 def _seeds_caption(groups: Sequence[Group], n: int) -> str:
-    seeds = sorted({s for g in groups for s in g.seeds})
     # folds only where a cell averages over several (a single fold is a fixed split)
-    folds = (
-        sorted({f for g in groups for f in g.folds})
-        if any(len(g.folds) > 1 for g in groups)
-        else []
-    )
-    over = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
-    over += f" and {_folds_text(folds)}" if folds else ""
+    over = _seeds_text(groups, sep=" and ", averaged_folds_only=True)
     return (
         f"mean ± sample standard deviation (ddof 1) over n = {n} run{'s' if n != 1 else ''} "
         f"({over}); a cell with another n says so"
@@ -641,11 +634,17 @@ def _subset_text(groups: Sequence[Group], prefix: str) -> str:
     return f"on {n} {split} examples"
 
 
-def _seeds_text(groups: Sequence[Group]) -> str:
+def _seeds_text(
+    groups: Sequence[Group], *, sep: str = ", ", averaged_folds_only: bool = False
+) -> str:
+    """``seeds 0, 1, 2, fold 0``: the seeds and folds of the groups' runs (the folds left
+    out with ``averaged_folds_only`` unless some group holds several)."""
     seeds = sorted({s for g in groups for s in g.seeds})
     folds = sorted({f for g in groups for f in g.folds})
+    if averaged_folds_only and not any(len(g.folds) > 1 for g in groups):
+        folds = []
     text = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
-    return text + (f", {_folds_text(folds)}" if folds else "")
+    return text + (f"{sep}{_folds_text(folds)}" if folds else "")
 
 
 def _bars(ax: Any, groups: Sequence[Group], key: Callable[[Group], str]) -> None:
