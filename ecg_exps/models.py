@@ -55,6 +55,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.checks import check_int
 from common.errors import ModelError
 
 MODELS: tuple[str, ...] = ("attention", "cnn1d")
@@ -230,9 +231,11 @@ def min_cnn1d_length() -> int:
 
 
 def _int(name: str, value: Any, lo: int) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < lo:
-        raise ModelError(f"{name} must be an integer >= {lo}, got {value!r}.")
-    return int(value)
+    """common.checks.check_int, refusing with the domain's ModelError (one line, exit 2)."""
+    try:
+        return check_int(name, value, lo)
+    except ValueError as e:
+        raise ModelError(f"{e}.") from None
 
 
 def build_ecg_model(
