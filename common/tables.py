@@ -502,6 +502,11 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
 
 
+def tables_markdown(groups: Sequence[Group]) -> str:
+    """Every measure's table (:func:`aggregate_tables`) in Markdown, one after another."""
+    return "\n".join(map(table_markdown, aggregate_tables(groups)))
+
+
 def table_latex(table: Table) -> str:
     """A ``booktabs`` table (``\\usepackage{booktabs}``): ``\\toprule``, ``\\midrule``,
     ``\\bottomrule``, numbers as ``$mean \\pm std$`` in right-aligned columns."""
@@ -836,11 +841,13 @@ def plot_noise_curves(groups: Sequence[Group], out: str | Path) -> list[Path]:
     return [Path(p) for p in save_figure(fig, str(Path(out) / "noise_vs_sigma"))]
 
 
-def write_results(rows: Sequence[dict[str, Any]], out: str | Path) -> list[Path]:
-    """Everything ``python -m common.tables --out`` writes into ``out``: the per-run table
-    (``runs.md``, ``runs.csv``), the tables over seeds (``table.md``, ``.tex``, ``.csv``),
-    a bar figure per measure, a line figure per sweep and the noise-vs-σ figure."""
-    groups = group_runs(rows)
+def write_results(
+    rows: Sequence[dict[str, Any]], groups: Sequence[Group], out: str | Path
+) -> list[Path]:
+    """Everything ``python -m common.tables --out`` writes into ``out`` for the run rows and
+    their :func:`group_runs` groups: the per-run table (``runs.md``, ``runs.csv``), the
+    tables over seeds (``table.md``, ``.tex``, ``.csv``), a bar figure per measure, a line
+    figure per sweep and the noise-vs-σ figure."""
     written = write_table(rows, Path(out) / "runs")
     written += write_aggregate(groups, out)
     written += plot_measures(groups, out)
@@ -869,14 +876,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not rows:
             raise UserError(f"no finished run (summary.json) under {', '.join(args.paths)}")
         groups = group_runs(rows)
-        print(
-            markdown(rows)
-            if args.runs
-            else "\n".join(map(table_markdown, aggregate_tables(groups))),
-            end="",
-        )
+        print(markdown(rows) if args.runs else tables_markdown(groups), end="")
         if args.out:
-            write_results(rows, args.out)
+            write_results(rows, groups, args.out)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

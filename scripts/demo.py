@@ -27,7 +27,7 @@ from pathlib import Path
 
 from common.aggregate import group_runs, rows_of, verdict
 from common.errors import UserError
-from common.tables import aggregate_tables, run_row, table_markdown, write_results
+from common.tables import run_row, tables_markdown, write_results
 from common.train.cli import measure
 from common.train.config import Config, load_config
 from common.train.task import Task
@@ -101,9 +101,9 @@ def run(
                     measure(task, kind, [f"run_dir={run_dir}", *options])
                 print(f"[{task.domain} {name} seed {seed}: {time.perf_counter() - start:.0f} s]")
                 rows.append(run_row(run_dir))
-    write_results(rows, out)
     groups = group_runs(rows)
-    tables = "\n".join(map(table_markdown, aggregate_tables(groups)))
+    write_results(rows, groups, out)
+    tables = tables_markdown(groups)
     verdicts = "\n".join(f"- {verdict(groups, row)}" for row in rows_of(groups))
     return f"{tables}\n### Does NSO find flatter minima, and is it more accurate?\n\n{verdicts}\n"
 
