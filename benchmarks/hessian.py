@@ -18,8 +18,9 @@ median of several rounds:
    one batch (``sampling="batch"``), or through all of them (``sampling="full"``);
 3. the top eigenvalue on one batch: PyHessian's power iteration at its defaults (tol 1e-3,
    at most 100 iterations) against our Lanczos asked for the relative error PyHessian
-   reached (at most 1 %; Lanczos stops on its residual bound); both errors against a
-   converged Lanczos reference (tol 1e-10);
+   reached (at most 1 %; Lanczos stops on its residual bound), started from the gradient
+   (the default) and from a random vector; both errors against a converged Lanczos
+   reference (tol 1e-10);
 4. cases 1 and 3 on the demo's small CNN trained on the digits (the digits config's 20
    epochs of SGD with a cosine schedule, about 3 s; its 360 test images as one batch): a
    trained network's spectrum, dominated by a few large eigenvalues, where Hutch++ (a
@@ -222,13 +223,21 @@ def eigen_case(model, one, rounds) -> dict[str, Any]:
         # seeded: the same every run), at most 1 %: where power iteration went to another
         # eigenvalue its error says nothing about the accuracy wanted
         wanted = min(abs(py_top() - exact) / abs(exact), 1e-2)
-        eig = compare(
-            lambda: hessian_eigenvalues(model, ce, one, tol=wanted).eigenvalues[0], py_top, rounds
-        )
+
+        def ours(start: str) -> Callable[[], Any]:
+            return lambda: hessian_eigenvalues(model, ce, one, tol=wanted, start=start)
+
+        # Lanczos from the gradient (the default), and from a random vector as PyHessian
+        eig = compare(ours("gradient"), py_top, rounds)
+        random_start = compare(ours("random"), py_top, rounds)
     eig["reference"] = exact
     eig["tol"] = wanted
-    eig["error_ours"] = abs(eig["out"]["ours"] - exact) / abs(exact)
     eig["error_pyhessian"] = abs(eig["out"]["pyhessian"] - exact) / abs(exact)
+    for case in (eig, random_start):
+        case["products"] = case["out"]["ours"].n_products
+        case["out"]["ours"] = case["out"]["ours"].eigenvalues[0]
+        case["error_ours"] = abs(case["out"]["ours"] - exact) / abs(exact)
+    eig["random_start"] = {k: random_start[k] for k in ("ours_s", "ratio", "error_ours", "products")}
     return eig
 
 
@@ -376,14 +385,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        ("trained_top_eigenvalue", "trained digits CNN top eigenvalue"),
                        ("bert_top_eigenvalue", "tiny BERT top eigenvalue")):  # fmt: skip
         eig = results[key]
-        accurate = eig["error_ours"] <= eig["error_pyhessian"] + 1e-12
-        met = eig["ratio"] <= GOAL and accurate
-        met_all &= met
-        print(
-            f"| {label} | {eig['ours_s'] * 1e3:.0f} ms | {eig['pyhessian_s'] * 1e3:.0f} ms | "
-            f"{eig['ratio']:.2f}x | <= {GOAL}x | {'yes' if met else 'NO'} | rel. error "
-            f"{eig['error_ours']:.1e} vs {eig['error_pyhessian']:.1e} |"
-        )
+        for name, case in (("gradient start", eig), ("random start", eig["random_start"])):
+            accurate = case["error_ours"] <= eig["error_pyhessian"] + 1e-12
+            met = case["ratio"] <= GOAL and accurate
+            if case is eig:  # the default; the random start is printed for comparison
+                met_all &= met
+            print(
+                f"| {label}: {name} | {case['ours_s'] * 1e3:.0f} ms | "
+                f"{eig['pyhessian_s'] * 1e3:.0f} ms | {case['ratio']:.2f}x | <= {GOAL}x | "
+                f"{'yes' if met else 'NO'} | rel. error {case['error_ours']:.1e} "
+                f"({case['products']} products) vs {eig['error_pyhessian']:.1e} |"
+            )
     print(f"\nall goals met: {'yes' if met_all else 'NO'}")
     if "primitives" in results:
         p = results["primitives"]

@@ -390,3 +390,79 @@ def test_top_eigenvalue_meets_the_requested_relative_error(problem):
     for tol in (1e-2, 1e-4):
         e = hessian_eigenvalues(model, ce, [(x, y)], tol=tol)
         assert abs(e.eigenvalues[0] - exact) <= tol * abs(exact)
+
+
+class _Quadratic(nn.Module):
+    """loss(w) = ½ wᵀAw − bᵀw: H = A, gradient Aw − b, both exact."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> None:
+        super().__init__()
+        self.a, self.b = a, b
+        self.w = nn.Parameter(w.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * self.w @ self.a @ self.w - self.b @ self.w + x.sum() * 0
+
+
+def _quadratic_loss(model, batch):
+    return model(batch[0])
+
+
+def test_gradient_start_stops_sooner_where_the_gradient_points_at_the_top():
+    # one top eigenvalue over a bulk; the gradient lies along the top eigenvector. Lanczos
+    # from it saves the products that would lift the top's share out of the bulk
+    n = 200
+    spectrum = torch.cat([torch.tensor([10.0]), torch.linspace(0.5, 5.0, n - 1)]).double()
+    q = torch.linalg.qr(torch.randn(n, n, generator=torch.Generator().manual_seed(0)).double()).Q
+    model = _Quadratic(q @ torch.diag(spectrum) @ q.T, torch.zeros(n, dtype=torch.float64), q[:, 0])
+    batch = [(torch.zeros(1, 1, dtype=torch.float64),)]
+    for seed in range(3):
+        runs = {
+            start: hessian_eigenvalues(
+                model, _quadratic_loss, batch, tol=1e-3, start=start, seed=seed
+            )
+            for start in ("gradient", "random")
+        }
+        for run in runs.values():
+            assert run.eigenvalues[0] == pytest.approx(10.0, rel=1e-3)
+        assert runs["gradient"].n_products <= runs["random"].n_products - 2, runs
+    assert runs["gradient"].record.options["start"] == "gradient"
+    assert runs["random"].record.options["start"] == "random"
+
+
+def test_gradient_start_still_finds_an_eigenvector_the_gradient_misses():
+    # the gradient is orthogonal to the top eigenvector: its random half finds it
+    a = torch.diag(torch.tensor([9.0, 3.0, 2.0, 1.0, 0.5], dtype=torch.float64))
+    model = _Quadratic(a, torch.zeros(5, dtype=torch.float64), w=torch.tensor([0, 1, 1, 1, 1.0]).double())
+    batch = [(torch.zeros(1, 1, dtype=torch.float64),)]
+    e = hessian_eigenvalues(model, _quadratic_loss, batch, k=2, tol=1e-10)
+    assert e.eigenvalues == pytest.approx([9.0, 3.0], rel=1e-9)
+    # at a stationary point (zero gradient) it is the random start
+    at_minimum = _Quadratic(a, torch.zeros(5, dtype=torch.float64), w=torch.zeros(5, dtype=torch.float64))
+    runs = [
+        hessian_eigenvalues(at_minimum, _quadratic_loss, batch, tol=1e-10, start=start)
+        for start in ("gradient", "random")
+    ]
+    assert runs[0].eigenvalues == runs[1].eigenvalues == pytest.approx([9.0], rel=1e-9)
+
+
+def test_gradient_start_agrees_with_the_exact_hessian_on_several_batches(problem):
+    model, (x, y), h = problem
+    exact = torch.linalg.eigvalsh(h).flip(0)[:3].tolist()
+    for keep in (False, True):
+        e = hessian_eigenvalues(model, ce, split(x, y, [3, 7]), k=3, tol=1e-9, keep_graphs=keep)
+        assert e.eigenvalues == pytest.approx(exact, rel=1e-7)
+    with pytest.raises(ValueError, match="start must be one of"):
+        hessian_eigenvalues(model, ce, [(x, y)], start="gradients")
+
+
+def test_operator_gradient_is_the_size_weighted_full_data_gradient(problem):
+    model, (x, y), _ = problem
+    params = list(model.parameters())
+    full = torch.autograd.grad(ce(model, (x, y)), params)
+    expected = torch.cat([g.reshape(-1) for g in full])
+    for keep in (False, True):
+        batches = [(b, len(b[1])) for b in split(x, y, [4, 6])]
+        op = HessianOperator(model, ce, batches, params, keep_graphs=keep)
+        assert torch.allclose(op.gradient(), expected, rtol=1e-12, atol=1e-14)
+        assert op.products == 0 and len(op._graphs) == (2 if keep else 0)

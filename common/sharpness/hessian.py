@@ -27,6 +27,7 @@ from common.sharpness.hvp import HessianOperator
 
 METHODS = ("hutchinson", "hutch++")
 SAMPLINGS = ("full", "batch")
+STARTS = ("gradient", "random")
 
 
 def _operator(
@@ -415,6 +416,14 @@ def _tridiagonal_eigh(alphas: list[float], betas: list[float]) -> tuple[Tensor, 
     return torch.linalg.eigh(t)
 
 
+def _towards_gradient(random: Tensor, gradient: Tensor) -> Tensor:
+    """random/‖random‖ + gradient/‖gradient‖; the random vector alone where the gradient is
+    zero or not finite (at a stationary point it says nothing)."""
+    v0 = random / torch.linalg.vector_norm(random)
+    norm = float(torch.linalg.vector_norm(gradient))
+    return v0 + gradient / norm if math.isfinite(norm) and norm > 0 else v0
+
+
 @dataclass
 class EigenResult:
     """The k largest (algebraic) eigenvalues of the full-data Hessian, descending."""
@@ -440,6 +449,7 @@ def hessian_eigenvalues(
     seed: int = 0,
     tol: float = 1e-4,
     max_iter: int = 100,
+    start: str = "gradient",
     params: ParamSpec = None,
     batch_size: Callable[[Any], int] | None = None,
     keep_graphs: bool | None = None,
@@ -460,16 +470,30 @@ def hessian_eigenvalues(
             (see :func:`lanczos`) is at most tol·|value|.
         max_iter: at most this many Hessian-vector products (Lanczos steps); each keeps
             one parameter-sized vector in memory.
+        start: Lanczos's starting vector. "gradient": the unit gradient of the loss plus a
+            unit Gaussian vector. A network's gradient lies mostly in the span of its
+            Hessian's top eigenvectors (Gur-Ari, Roberts and Dyer 2018), so the iteration
+            starts near them and stops after fewer products; the random half keeps every
+            eigenvector's share of the start at least 1/√2 of a random start's, so none is
+            missed (Lanczos cannot find an eigenvector orthogonal to its start). The
+            gradient costs less than one product (nothing where the graphs are kept).
+            "random": the Gaussian vector alone.
     """
     check_int("k", k, 1)
     check_int("max_iter", max_iter, k)
+    if start not in STARTS:
+        raise ValueError(f"start must be one of {STARTS}, got {start!r}")
     with measuring(model):
         op, chosen = _operator(model, loss_fn, data, params, batch_size, keep_graphs)
         gen = generator(seed, "hessian_eigenvalues")
         v0 = torch.randn(op.dim, generator=gen, dtype=torch.float64).to(model_device(model))
+        if start == "gradient":
+            v0 = _towards_gradient(v0, op.gradient())
         theta, _ = lanczos(op.matvec, v0, min(max_iter, op.dim), k=k, tol=tol, progress=progress)
     top = theta.flip(0)[:k].tolist()
-    record = record_for("hessian_eigenvalues", op.batches, chosen, params, seed, k=k, tol=tol)
+    record = record_for(
+        "hessian_eigenvalues", op.batches, chosen, params, seed, k=k, tol=tol, start=start
+    )
     return EigenResult(eigenvalues=top, n_products=op.products // len(op.batches), record=record)
 
 

@@ -44,12 +44,12 @@ class HessianOperator:
         self.n_examples = sum(n for _, n in self.batches)
         self.keep_graphs = keep_graphs
         self._graphs: dict[int, tuple[Tensor | None, ...]] = {}
-        device = self.params[0].device if self.params else torch.device("cpu")
+        self._device = self.params[0].device if self.params else torch.device("cpu")
         # falls back to a loop anyway if an op has no batching rule
-        self._batched = device.type != "cpu" if batched is None else batched
+        self._batched = self._device.type != "cpu" if batched is None else batched
         self.products = 0  # Hessian-vector products computed (m per batch per call)
 
-    def _gradient(self, index: int) -> tuple[Tensor | None, ...]:
+    def _gradient(self, index: int, create_graph: bool = True) -> tuple[Tensor | None, ...]:
         if index in self._graphs:
             return self._graphs[index]
         batch, _ = self.batches[index]
@@ -57,10 +57,26 @@ class HessianOperator:
             loss = self.loss_fn(self.model, batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the loss of batch {index} is {float(loss)}")
-            grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
-        if self.keep_graphs:
+            grads = torch.autograd.grad(
+                loss, self.params, create_graph=create_graph, allow_unused=True
+            )
+        if self.keep_graphs and create_graph:
             self._graphs[index] = grads
         return grads
+
+    def gradient(self) -> Tensor:
+        """The full-data gradient, flat (P,) float64. With ``keep_graphs`` it comes from the
+        kept graphs (built here if need be, for the products that follow); otherwise from
+        plain backward passes, which cost less than a product and keep nothing."""
+        out = torch.zeros(self.dim, dtype=torch.float64, device=self._device)
+        for index, (_, n) in enumerate(self.batches):
+            grads = self._gradient(index, create_graph=self.keep_graphs)
+            flat = torch.cat([
+                (g.detach() if g is not None else torch.zeros_like(p)).reshape(-1).double()
+                for g, p in zip(grads, self.params, strict=True)
+            ])  # fmt: skip
+            out.add_(flat, alpha=n / self.n_examples)
+        return out
 
     def _split(self, block: Tensor) -> list[Tensor]:
         m = block.shape[0]

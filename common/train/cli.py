@@ -369,7 +369,7 @@ def _hessian(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
     ).to_dict()  # fmt: skip
     steps = max(100, 2 * m.top_k)  # Lanczos needs more steps than eigenvalues wanted
     out["eigenvalues"] = hessian_eigenvalues(
-        model, loss, data, k=m.top_k, max_iter=steps, tol=m.eig_tol, **common
+        model, loss, data, k=m.top_k, max_iter=steps, tol=m.eig_tol, start=m.eig_start, **common
     ).to_dict()
     if m.esd:
         esd = hessian_esd(model, loss, data, n_iter=m.esd_iter, **common)

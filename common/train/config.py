@@ -326,6 +326,10 @@ class HessianConfig:
         "full", "trace probes through every batch, or each through one", choices=("full", "batch")
     )
     eig_tol: float = keyfield(1e-4, "relative error of the top eigenvalues", gt=0, lt=1)
+    eig_start: str = keyfield(
+        "gradient", "Lanczos start: the gradient plus a random vector, or random",
+        choices=("gradient", "random"),
+    )
     params: str = keyfield("all", "parameters measured", choices=_PARAMS)
     top_k: int = keyfield(1, "top eigenvalues", min=1)
     esd: bool = keyfield(False, "also the spectral density")
