@@ -237,7 +237,9 @@ def eigen_case(model, one, rounds) -> dict[str, Any]:
         case["products"] = case["out"]["ours"].n_products
         case["out"]["ours"] = case["out"]["ours"].eigenvalues[0]
         case["error_ours"] = abs(case["out"]["ours"] - exact) / abs(exact)
-    eig["random_start"] = {k: random_start[k] for k in ("ours_s", "ratio", "error_ours", "products")}
+    eig["random_start"] = {
+        k: random_start[k] for k in ("ours_s", "ratio", "error_ours", "products")
+    }
     return eig
 
 

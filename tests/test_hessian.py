@@ -433,12 +433,16 @@ def test_gradient_start_stops_sooner_where_the_gradient_points_at_the_top():
 def test_gradient_start_still_finds_an_eigenvector_the_gradient_misses():
     # the gradient is orthogonal to the top eigenvector: its random half finds it
     a = torch.diag(torch.tensor([9.0, 3.0, 2.0, 1.0, 0.5], dtype=torch.float64))
-    model = _Quadratic(a, torch.zeros(5, dtype=torch.float64), w=torch.tensor([0, 1, 1, 1, 1.0]).double())
+    model = _Quadratic(
+        a, torch.zeros(5, dtype=torch.float64), w=torch.tensor([0, 1, 1, 1, 1.0]).double()
+    )
     batch = [(torch.zeros(1, 1, dtype=torch.float64),)]
     e = hessian_eigenvalues(model, _quadratic_loss, batch, k=2, tol=1e-10)
     assert e.eigenvalues == pytest.approx([9.0, 3.0], rel=1e-9)
     # at a stationary point (zero gradient) it is the random start
-    at_minimum = _Quadratic(a, torch.zeros(5, dtype=torch.float64), w=torch.zeros(5, dtype=torch.float64))
+    at_minimum = _Quadratic(
+        a, torch.zeros(5, dtype=torch.float64), w=torch.zeros(5, dtype=torch.float64)
+    )
     runs = [
         hessian_eigenvalues(at_minimum, _quadratic_loss, batch, tol=1e-10, start=start)
         for start in ("gradient", "random")
