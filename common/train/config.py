@@ -327,7 +327,8 @@ class HessianConfig:
     )
     eig_tol: float = keyfield(1e-4, "relative error of the top eigenvalues", gt=0, lt=1)
     eig_start: str = keyfield(
-        "gradient", "Lanczos start: the gradient plus a random vector, or random",
+        "gradient",
+        "Lanczos start: the gradient plus a random vector, or random",
         choices=("gradient", "random"),
     )
     params: str = keyfield("all", "parameters measured", choices=_PARAMS)
