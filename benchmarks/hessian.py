@@ -12,7 +12,8 @@ median of several rounds:
    early stop disabled) gives a standard error; ours runs until its own standard error is
    at most that (``target_stderr``). Also ours with the batch split into sub-batches and
    each probe through one of them (``sampling="batch"``, the stratified estimate of the
-   same trace), where a probe costs a fraction of a full one;
+   same trace), where a probe costs a fraction of a full one; and ours stratified by
+   layer (``method="stratified"``: each probe on one layer's diagonal block);
 2. trace on several batches, the same way: PyHessian runs a forward and a backward per
    probe per batch; ours keeps one gradient graph per batch and sends each probe through
    one batch (``sampling="batch"``), or through all of them (``sampling="full"``);
@@ -313,12 +314,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"trace, one batch of {size}, PyHessian {probes} probes ...", flush=True)
     results["trace_one_batch"] = trace_case(model, one, probes, rounds, {
         "hutchinson": ours(one),
+        "stratified by layer": ours(one, method="stratified"),
         f"{parts} sub-batches, per-batch probes": ours(split, sampling="batch", keep_graphs=True),
     })  # fmt: skip
     print(f"trace, {n_batches} batches of {size}, PyHessian {probes} probes ...", flush=True)
     results["trace_batches"] = trace_case(model, several, probes, rounds, {
         "per-batch probes": ours(several, sampling="batch", keep_graphs=True),
         "full probes, graphs kept": ours(several, keep_graphs=True),
+        "stratified by layer, graphs kept": ours(several, method="stratified", keep_graphs=True),
     })  # fmt: skip
     print("top eigenvalue, one batch ...", flush=True)
     results["top_eigenvalue"] = eigen_case(model, one, rounds)
@@ -333,6 +336,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     results["trained_trace"] = trace_case(trained, test, probes, rounds, {
         "hutchinson": ours_trained(),
+        "stratified by layer": ours_trained(method="stratified"),
         "hutch++, sketch of 4": ours_trained(method="hutch++", sketch_size=4),
         "hutch++, sketch of 8": ours_trained(method="hutch++", sketch_size=8),
     })  # fmt: skip
@@ -350,6 +354,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     results["bert_trace"] = trace_case(bert, ids, probes, rounds, {
         "hutchinson": ours_bert(ids),
+        "stratified by layer": ours_bert(ids, method="stratified"),
         "4 sub-batches, per-batch probes": ours_bert(bert_split, sampling="batch",
                                                      keep_graphs=True),
     })  # fmt: skip

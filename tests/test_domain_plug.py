@@ -281,3 +281,18 @@ def test_the_trace_stops_on_its_standard_error_from_the_command_line(tmp_path, c
     assert trace["record"]["options"]["sketch_size"] == 2 and trace["n_probes"] == 4 + 10
     assert measure_main(TASK, "hessian", [*run, "hessian.sketch_size=2"]) == 2
     assert "hessian.sketch_size is an option of hessian.method=hutch++" in capsys.readouterr().err
+
+
+def test_stratified_trace_and_eigen_start_from_the_command_line(tmp_path, capsys) -> None:
+    train(TASK, cfg_for(tmp_path, "train.epochs=2"))
+    run = [f"run_dir={tmp_path}", "train.progress=false", "hessian.batch_size=10"]
+    chosen = [*run, "hessian.method=stratified", "hessian.n_probes=30", "hessian.eig_start=random"]
+    assert measure_main(TASK, "hessian", chosen) == 0
+    out = json.loads((tmp_path / "hessian.json").read_text())
+    assert out["trace"]["method"] == "stratified" and out["trace"]["n_probes"] == 30
+    assert out["eigenvalues"]["record"]["options"]["start"] == "random"
+    assert (
+        measure_main(TASK, "hessian", [*run, "hessian.method=stratified", "hessian.n_probes=1"])
+        == 2
+    )
+    assert "hessian.method=stratified needs a probe per layer first" in capsys.readouterr().err

@@ -470,3 +470,105 @@ def test_operator_gradient_is_the_size_weighted_full_data_gradient(problem):
         op = HessianOperator(model, ce, batches, params, keep_graphs=keep)
         assert torch.allclose(op.gradient(), expected, rtol=1e-12, atol=1e-14)
         assert op.products == 0 and len(op._graphs) == (2 if keep else 0)
+
+
+def _block_traces(model: nn.Module, h: torch.Tensor) -> dict[str, float]:
+    """tr of each module's diagonal block of h (a weight and its bias together)."""
+    spans: dict[str, list[int]] = {}
+    start = 0
+    for name, p in model.named_parameters():
+        spans.setdefault(name.rpartition(".")[0], []).extend(range(start, start + p.numel()))
+        start += p.numel()
+    return {k: float(h[idx][:, idx].trace()) for k, idx in spans.items()}
+
+
+def test_stratified_is_unbiased_with_a_standard_error_that_covers_it(problem):
+    model, (x, y), h = problem
+    exact = float(h.trace())
+    runs = [
+        hessian_trace(model, ce, [(x, y)], n_probes=12, method="stratified", seed=s)
+        for s in range(60)
+    ]
+    totals = torch.tensor([r.total for r in runs])
+    z = (totals - exact) / torch.tensor([r.stderr for r in runs])
+    assert abs(float(totals.mean()) - exact) < 4 * float(totals.std()) / 60**0.5
+    assert float((z.abs() < 2).double().mean()) >= 0.85  # ~95 % for a true standard error
+    # the formula's standard error is the spread of the estimates, within sampling noise
+    spread = float(totals.std())
+    typical = float(torch.tensor([r.stderr for r in runs]).median())
+    assert 0.6 < typical / spread < 1.6, (typical, spread)
+    r = runs[0]
+    assert r.n_probes == 12 and r.method == "stratified"
+    assert sum(r.per_layer.values()) == pytest.approx(r.total, rel=1e-9)
+
+
+def test_stratified_leaves_out_the_blocks_coupling_layers():
+    # two layers strongly coupled, each block alone nearly diagonal: Hutchinson's variance
+    # is the coupling, the stratified estimate's almost none
+    n = 40
+    g = torch.Generator().manual_seed(3)
+    coupling = torch.randn(n, n, generator=g, dtype=torch.float64)
+    a = torch.zeros(2 * n, 2 * n, dtype=torch.float64)
+    a[:n, n:], a[n:, :n] = coupling, coupling.T
+    a += torch.diag(torch.rand(2 * n, generator=g, dtype=torch.float64))
+
+    class TwoLayers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = nn.Linear(n, 1, bias=False).double()
+            self.second = nn.Linear(n, 1, bias=False).double()
+
+        def forward(self, x):
+            w = torch.cat([self.first.weight[0], self.second.weight[0]])
+            return 0.5 * w @ a @ w + x.sum() * 0
+
+    model, batch = TwoLayers(), [(torch.zeros(1, 1, dtype=torch.float64),)]
+    exact = float(a.trace())
+    errors = {m: [] for m in ("hutchinson", "stratified")}
+    for seed in range(10):
+        for method in errors:
+            r = hessian_trace(model, _quadratic_loss, batch, n_probes=10, method=method, seed=seed)
+            errors[method].append(abs(r.total - exact))
+    assert max(errors["stratified"]) < 1e-6 * exact < min(errors["hutchinson"]), errors
+
+
+def test_stratified_is_exact_on_one_coordinate_layers_and_stops_there():
+    model = nn.Sequential(
+        nn.Linear(1, 1, bias=False), nn.Tanh(), nn.Linear(1, 1, bias=False), nn.Tanh(),
+        nn.Linear(1, 2),
+    ).double()  # fmt: skip
+    x, y = torch.randn(6, 1, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 1, 0])
+    blocks = _block_traces(model, exact_hessian(model, ce, (x, y)))
+    r = hessian_trace(model, ce, [(x, y)], n_probes=50, method="stratified")
+    # the last layer's 4 coordinates need probes; the 1-coordinate layers are exact at once
+    assert r.per_layer["0.weight"] == pytest.approx(blocks["0"], rel=1e-12)
+    assert r.per_layer["2.weight"] == pytest.approx(blocks["2"], rel=1e-12)
+    assert r.n_probes <= 50
+
+
+def test_stratified_variance_estimate_is_the_rademacher_formula():
+    from common.sharpness.hessian import _Stratum
+
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(30, 30, generator=g, dtype=torch.float64)
+    a = m + m.T
+    formula = 2 * (float((a * a).sum()) - float((a.diagonal() ** 2).sum()))
+    st = _Stratum(torch.ones(30, dtype=torch.bool))
+    for _ in range(400):
+        z = (torch.randint(0, 2, (30,), generator=g) * 2 - 1).double()
+        st.add(z, a @ z)
+    assert st.variance == pytest.approx(formula, rel=0.1)
+    assert statistics_variance(st.values) == pytest.approx(formula, rel=0.25)
+
+
+def statistics_variance(values: list[float]) -> float:
+    t = torch.tensor(values, dtype=torch.float64)
+    return float(t.var())
+
+
+def test_stratified_refuses_a_budget_below_one_probe_per_layer(problem):
+    model, (x, y), _ = problem
+    with pytest.raises(ValueError, match="needs a probe per layer first: n_probes=1 is below"):
+        hessian_trace(model, ce, [(x, y)], n_probes=1, method="stratified")
+    with pytest.raises(ValueError, match="sampling='batch' is an option"):
+        hessian_trace(model, ce, [(x, y)], n_probes=10, method="stratified", sampling="batch")

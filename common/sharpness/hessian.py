@@ -25,7 +25,7 @@ from common.sharpness.core import (
 )
 from common.sharpness.hvp import HessianOperator
 
-METHODS = ("hutchinson", "hutch++")
+METHODS = ("hutchinson", "hutch++", "stratified")
 SAMPLINGS = ("full", "batch")
 STARTS = ("gradient", "random")
 
@@ -103,9 +103,17 @@ def hessian_trace(
         model, loss_fn, data: the loss is the size-weighted mean of
             ``loss_fn(model, batch)`` over ``data``; the model runs in eval mode.
         n_probes: Hessian-vector products to spend (Hutchinson: Rademacher probes).
-        method: "hutchinson" (mean of vᵀHv) or "hutch++" (Meyer et al. 2021: a third of
+        method: "hutchinson" (mean of vᵀHv), "hutch++" (Meyer et al. 2021: a third of
             the budget sketches the top eigenspace, whose trace is taken exactly, the rest
-            estimates the remainder; far lower variance when a few directions dominate).
+            estimates the remainder; far lower variance when a few directions dominate) or
+            "stratified": tr(H) = Σ tr(H_ll) over the layers l (the modules owning the
+            selected parameters: a weight and its bias together), each diagonal block by
+            Hutchinson with probes supported on l alone. Such a probe costs a full product,
+            but its variance leaves out every block coupling two layers, which dominates
+            Hutchinson's at random weights. One probe per layer first, then each probe goes
+            where it cuts the variance most (Neyman allocation); the variances, and so
+            ``stderr``, come from the exact Rademacher formula 2(‖H_ll‖²_F − Σ H_ii²),
+            estimated from the products. Needs ``n_probes`` >= the number of layers.
         params: which parameters (see :func:`select_params`); per_layer has one entry each.
         seed: seed of the probe vectors.
         tol: stop early once stderr <= tol·|total| (checked after each chunk, never before
@@ -137,6 +145,13 @@ def hessian_trace(
     if sampling == "batch" and method != "hutchinson":
         raise ValueError("sampling='batch' is an option of method='hutchinson' only")
     check_int("n_probes", n_probes, 3 if method == "hutch++" else 1)
+    if method == "stratified":
+        n_strata = n_layers(select_params(model, params))
+        if n_probes < n_strata:
+            raise ValueError(
+                f"method='stratified' needs a probe per layer first: n_probes={n_probes} is "
+                f"below the {n_strata} layers selected; raise n_probes or select fewer"
+            )
     for name, value in (("tol", tol), ("target_stderr", target_stderr)):
         if value is not None and not (isinstance(value, int | float) and value > 0):
             raise ValueError(f"{name} must be a positive number or None, got {value!r}")
@@ -168,6 +183,10 @@ def hessian_trace(
         elif method == "hutchinson":
             total, stderr, layers, samples = _hutchinson(
                 op, n_probes, chunk, gen, device, stop, progress
+            )
+        elif method == "stratified":
+            total, stderr, layers, samples = _stratified(
+                op, [name for name, _ in chosen], n_probes, chunk, gen, device, stop, progress
             )
         else:
             s_size = n_probes // 3 if sketch_size is None else sketch_size
@@ -202,8 +221,13 @@ def hessian_trace(
 
 def _per_layer(op: HessianOperator, v: Tensor, hv: Tensor) -> Tensor:
     """Σ over each parameter's coordinates of v⊙Hv, summed over the rows of the block."""
-    prod = (v * hv).sum(0)
-    return torch.stack([prod[s].sum() for s in op.layer_slices()])
+    return _per_layer_rows(op, v, hv).sum(0)
+
+
+def _per_layer_rows(op: HessianOperator, v: Tensor, hv: Tensor) -> Tensor:
+    """(rows, parameters): Σ over each parameter's coordinates of v⊙Hv, row by row."""
+    prod = v * hv
+    return torch.stack([prod[:, s].sum(1) for s in op.layer_slices()], dim=1)
 
 
 def _mean_stderr(samples: list[float]) -> tuple[float, float]:
@@ -289,6 +313,103 @@ def _hutchinson_per_batch(op, n_probes, gen, device, stop, progress):
         n_batches * weights[b] * per_batch[b][i] for i in range(m) for b in range(n_batches)
     ]
     return total, stderr, per_layer.tolist(), samples
+
+
+def _strata(names: list[str]) -> list[list[int]]:
+    """Indices of the selected parameters grouped by the module owning them (a layer's
+    weight and bias together), in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(name.rpartition(".")[0], []).append(i)
+    return list(groups.values())
+
+
+def n_layers(chosen: list[tuple[str, nn.Parameter]]) -> int:
+    """How many strata ``method="stratified"`` makes of the selected parameters."""
+    return len(_strata([name for name, _ in chosen]))
+
+
+class _Stratum:
+    """Hutchinson on one diagonal block A of H with probes z supported on it. The variance
+    of zᵀAz is 2(‖A‖²_F − Σ A_ii²) for Rademacher z; ‖Az‖² is an unbiased estimate of
+    ‖A‖²_F, and Σ_i u_i u'_i of Σ A_ii² for u = z⊙Az, u' the same for an independent z'.
+    Both are sums over the block's coordinates: far steadier than the sample variance of a
+    few zᵀAz, so the allocation and the stop can act after one or two probes."""
+
+    def __init__(self, mask: Tensor) -> None:
+        self.mask = mask
+        self.values: list[float] = []
+        self.frobenius = 0.0  # Σ ‖Az‖²
+        self.u_sum = torch.zeros(int(mask.sum()), dtype=torch.float64, device=mask.device)
+        self.u_squares = 0.0  # Σ ‖u‖²
+
+    def add(self, z: Tensor, hz: Tensor) -> None:
+        az = hz[self.mask]
+        u = z[self.mask] * az
+        self.values.append(float(u.sum()))
+        self.frobenius += float(az @ az)
+        self.u_sum += u
+        self.u_squares += float(u @ u)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)
+
+    @property
+    def variance(self) -> float:
+        """Of one probe's zᵀAz; until a second probe, the bound 2‖A‖²_F."""
+        n = len(self.values)
+        diagonal = (float(self.u_sum @ self.u_sum) - self.u_squares) / (n * (n - 1)) if n > 1 else 0
+        return max(0.0, 2 * (self.frobenius / n - diagonal))
+
+
+def _stratified(op, names, n_probes, chunk, gen, device, stop, progress):
+    """Hutchinson per module block, then probes allocated greedily by Neyman's rule."""
+    slices = op.layer_slices()
+    groups = _strata(names)
+    strata = []
+    for group in groups:
+        mask = torch.zeros(op.dim, dtype=torch.bool, device=device)
+        for i in group:
+            mask[slices[i]] = True
+        strata.append(_Stratum(mask))
+    layers = torch.zeros(len(slices), dtype=torch.float64, device=device)
+    counts = torch.zeros(len(slices), dtype=torch.float64, device=device)
+    bar = tqdm(total=n_probes, desc="hessian trace (stratified)", disable=_disable(progress),
+               leave=False)  # fmt: skip
+
+    def probe(chosen: list[int]) -> None:
+        v = torch.zeros(len(chosen), op.dim, dtype=torch.float64, device=device)
+        for row, k in enumerate(chosen):
+            mask = strata[k].mask
+            v[row, mask] = _rademacher(1, int(mask.sum()), gen, device)[0]
+        hv = op.matmat(v)
+        for row, k in enumerate(chosen):
+            strata[k].add(v[row], hv[row])
+        per = _per_layer_rows(op, v, hv)  # (m, parameters): each row's share per parameter
+        for row, k in enumerate(chosen):
+            layers[groups[k]] += per[row, groups[k]]
+            counts[groups[k]] += 1
+        bar.update(len(chosen))
+
+    def estimate() -> tuple[float, float]:
+        total = sum(st.mean for st in strata)
+        return total, math.sqrt(sum(st.variance / len(st.values) for st in strata))
+
+    for start in range(0, len(strata), chunk):  # one probe each: the variances need no more
+        probe(list(range(start, min(start + chunk, len(strata)))))
+    n = len(strata)
+    while n < n_probes and not stop(*estimate(), n):
+        # one more probe of a stratum cuts the variance by var / (n (n + 1))
+        gains = [st.variance / (len(st.values) * (len(st.values) + 1)) for st in strata]
+        best = max(range(len(gains)), key=gains.__getitem__)
+        if gains[best] == 0:  # every block exact (e.g. one coordinate each)
+            break
+        probe([best])
+        n += 1
+    bar.close()
+    total, stderr = estimate()
+    return total, stderr, (layers / counts).tolist(), [x for st in strata for x in st.values]
 
 
 def _hutchpp(op, n_probes, s, chunk, gen, device, stop, progress):

@@ -31,6 +31,7 @@ from common.sharpness import (
     plot_landscape,
 )
 from common.sharpness.core import select_params
+from common.sharpness.hessian import n_layers
 from common.train.checkpoint import load_checkpoint, load_weights, seed_everything
 from common.train.config import (
     RUNTIME_KEYS,
@@ -361,6 +362,12 @@ def _hessian(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
     if m.top_k > size:
         raise ConfigError(
             f"hessian.top_k={m.top_k} exceeds the {size} parameters measured: lower it"
+        )
+    layers = n_layers(select_params(model, params))
+    if m.method == "stratified" and m.n_probes < layers:
+        raise ConfigError(
+            f"hessian.method=stratified needs a probe per layer first: raise "
+            f"hessian.n_probes={m.n_probes} to at least {layers}"
         )
     out: dict[str, Any] = dict(info)
     out["trace"] = hessian_trace(

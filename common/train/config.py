@@ -315,7 +315,9 @@ class HessianConfig:
     n_examples: int | None = keyfield(1000, "examples used (None = all)", min=1)
     batch_size: int = keyfield(250, "batch size", min=1)
     n_probes: int = keyfield(100, "random probes of the trace estimator (the budget)", min=1)
-    method: str = keyfield("hutchinson", "trace estimator", choices=("hutchinson", "hutch++"))
+    method: str = keyfield(
+        "hutchinson", "trace estimator", choices=("hutchinson", "hutch++", "stratified")
+    )
     target_stderr: float | None = keyfield(
         None, "stop the trace once its standard error is at most this (None = every probe)", gt=0
     )
