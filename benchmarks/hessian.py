@@ -239,7 +239,7 @@ def eigen_case(model, one, rounds) -> dict[str, Any]:
         case["out"]["ours"] = case["out"]["ours"].eigenvalues[0]
         case["error_ours"] = abs(case["out"]["ours"] - exact) / abs(exact)
     eig["random_start"] = {
-        k: random_start[k] for k in ("ours_s", "ratio", "error_ours", "products")
+        k: random_start[k] for k in ("ours_s", "pyhessian_s", "ratio", "error_ours", "products")
     }
     return eig
 
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 met_all &= met
             print(
                 f"| {label}: {name} | {case['ours_s'] * 1e3:.0f} ms | "
-                f"{eig['pyhessian_s'] * 1e3:.0f} ms | {case['ratio']:.2f}x | <= {GOAL}x | "
+                f"{case['pyhessian_s'] * 1e3:.0f} ms | {case['ratio']:.2f}x | <= {GOAL}x | "
                 f"{'yes' if met else 'NO'} | rel. error {case['error_ours']:.1e} "
                 f"({case['products']} products) vs {eig['error_pyhessian']:.1e} |"
             )

@@ -295,4 +295,4 @@ def test_stratified_trace_and_eigen_start_from_the_command_line(tmp_path, capsys
         measure_main(TASK, "hessian", [*run, "hessian.method=stratified", "hessian.n_probes=1"])
         == 2
     )
-    assert "hessian.method=stratified needs a probe per layer first" in capsys.readouterr().err
+    assert "hessian.method=stratified needs 2 probes per layer first" in capsys.readouterr().err

@@ -110,10 +110,15 @@ def hessian_trace(
             selected parameters: a weight and its bias together), each diagonal block by
             Hutchinson with probes supported on l alone. Such a probe costs a full product,
             but its variance leaves out every block coupling two layers, which dominates
-            Hutchinson's at random weights. One probe per layer first, then each probe goes
-            where it cuts the variance most (Neyman allocation); the variances, and so
-            ``stderr``, come from the exact Rademacher formula 2(‖H_ll‖²_F − Σ H_ii²),
-            estimated from the products. Needs ``n_probes`` >= the number of layers.
+            Hutchinson's at random weights. Two probes per layer first (one for a layer of
+            one coordinate, exact), then each probe goes where it cuts the variance most
+            (Neyman allocation). A block's variance, and so ``stderr``, is the larger of
+            the exact Rademacher formula 2(‖H_ll‖²_F − Σ H_ii²) estimated from the
+            products and the sample variance. Needs ``n_probes`` >= that pilot. On a
+            block of a few coordinates and low rank (a tiny softmax head) every probe can
+            miss its large values (2 of 400 runs on a 4-coordinate head): give such
+            models more probes, or use "hutchinson". ``samples`` are the blocks' values
+            grouped by block (their mean is not the total).
         params: which parameters (see :func:`select_params`); per_layer has one entry each.
         seed: seed of the probe vectors.
         tol: stop early once stderr <= tol·|total| (checked after each chunk, never before
@@ -146,11 +151,11 @@ def hessian_trace(
         raise ValueError("sampling='batch' is an option of method='hutchinson' only")
     check_int("n_probes", n_probes, 3 if method == "hutch++" else 1)
     if method == "stratified":
-        n_strata = n_layers(select_params(model, params))
-        if n_probes < n_strata:
+        pilot = pilot_probes(select_params(model, params))
+        if n_probes < pilot:
             raise ValueError(
-                f"method='stratified' needs a probe per layer first: n_probes={n_probes} is "
-                f"below the {n_strata} layers selected; raise n_probes or select fewer"
+                f"method='stratified' needs 2 probes per layer first: n_probes={n_probes} "
+                f"is below the {pilot} of the layers selected; raise n_probes or select fewer"
             )
     for name, value in (("tol", tol), ("target_stderr", target_stderr)):
         if value is not None and not (isinstance(value, int | float) and value > 0):
@@ -324,28 +329,40 @@ def _strata(names: list[str]) -> list[list[int]]:
     return list(groups.values())
 
 
-def n_layers(chosen: list[tuple[str, nn.Parameter]]) -> int:
-    """How many strata ``method="stratified"`` makes of the selected parameters."""
-    return len(_strata([name for name, _ in chosen]))
+def pilot_probes(chosen: list[tuple[str, nn.Parameter]]) -> int:
+    """The probes ``method="stratified"`` spends before it allocates: 2 per layer, 1 for a
+    layer of one coordinate (its block is a number, exact after one probe)."""
+    sizes = [sum(chosen[i][1].numel() for i in group) for group in _strata([n for n, _ in chosen])]
+    return sum(1 if size == 1 else 2 for size in sizes)
 
 
 class _Stratum:
-    """Hutchinson on one diagonal block A of H with probes z supported on it. The variance
-    of zᵀAz is 2(‖A‖²_F − Σ A_ii²) for Rademacher z; ‖Az‖² is an unbiased estimate of
-    ‖A‖²_F, and Σ_i u_i u'_i of Σ A_ii² for u = z⊙Az, u' the same for an independent z'.
-    Both are sums over the block's coordinates: far steadier than the sample variance of a
-    few zᵀAz, so the allocation and the stop can act after one or two probes."""
+    """Hutchinson on one diagonal block A of H with probes z supported on it (the
+    coordinates ``parts`` of the flat vectors). The variance of zᵀAz is
+    2(‖A‖²_F − Σ A_ii²) for Rademacher z; ‖Az‖² is an unbiased estimate of ‖A‖²_F, and
+    Σ_i u_i u'_i of Σ A_ii² for u = z⊙Az, u' the same for an independent z'. On a block of
+    high rank these sums over its coordinates are far steadier than the sample variance of
+    a few zᵀAz; on a block of low rank they are as noisy as it, so the variance used is the
+    larger of the two."""
 
-    def __init__(self, mask: Tensor) -> None:
-        self.mask = mask
+    def __init__(self, parts: list[slice], device: torch.device) -> None:
+        self.parts = parts
+        self.size = sum(part.stop - part.start for part in parts)
         self.values: list[float] = []
         self.frobenius = 0.0  # Σ ‖Az‖²
-        self.u_sum = torch.zeros(int(mask.sum()), dtype=torch.float64, device=mask.device)
+        self.u_sum = torch.zeros(self.size, dtype=torch.float64, device=device)
         self.u_squares = 0.0  # Σ ‖u‖²
 
+    @property
+    def exact(self) -> bool:
+        """One coordinate: zᵀAz = A_11 for either sign."""
+        return self.size == 1 and bool(self.values)
+
+    def gather(self, flat: Tensor) -> Tensor:
+        return torch.cat([flat[part] for part in self.parts])
+
     def add(self, z: Tensor, hz: Tensor) -> None:
-        az = hz[self.mask]
-        u = z[self.mask] * az
+        az, u = self.gather(hz), self.gather(z * hz)
         self.values.append(float(u.sum()))
         self.frobenius += float(az @ az)
         self.u_sum += u
@@ -356,23 +373,32 @@ class _Stratum:
         return sum(self.values) / len(self.values)
 
     @property
-    def variance(self) -> float:
-        """Of one probe's zᵀAz; until a second probe, the bound 2‖A‖²_F."""
+    def formula_variance(self) -> float:
+        """2(‖A‖²_F − Σ A_ii²) estimated from the products (two probes on)."""
         n = len(self.values)
-        diagonal = (float(self.u_sum @ self.u_sum) - self.u_squares) / (n * (n - 1)) if n > 1 else 0
-        return max(0.0, 2 * (self.frobenius / n - diagonal))
+        diagonal = (float(self.u_sum @ self.u_sum) - self.u_squares) / (n * (n - 1))
+        return 2 * (self.frobenius / n - diagonal)
+
+    @property
+    def variance(self) -> float:
+        """Of one probe's zᵀAz: the larger of the formula's and the sample variance (from
+        two probes on; 0 for an exact block)."""
+        n = len(self.values)
+        if self.exact or n < 2:
+            return 0.0
+        sample = sum((x - self.mean) ** 2 for x in self.values) / (n - 1)
+        return max(0.0, self.formula_variance, sample)
+
+
+RECHECKS = 8  # probes of a block that came out 0 before its zero is believed
 
 
 def _stratified(op, names, n_probes, chunk, gen, device, stop, progress):
-    """Hutchinson per module block, then probes allocated greedily by Neyman's rule."""
+    """Hutchinson per module block: a pilot of 2 probes each (1 for a one-coordinate
+    block), then probes allocated greedily by Neyman's rule, ``chunk`` per product call."""
     slices = op.layer_slices()
     groups = _strata(names)
-    strata = []
-    for group in groups:
-        mask = torch.zeros(op.dim, dtype=torch.bool, device=device)
-        for i in group:
-            mask[slices[i]] = True
-        strata.append(_Stratum(mask))
+    strata = [_Stratum([slices[i] for i in group], device) for group in groups]
     layers = torch.zeros(len(slices), dtype=torch.float64, device=device)
     counts = torch.zeros(len(slices), dtype=torch.float64, device=device)
     bar = tqdm(total=n_probes, desc="hessian trace (stratified)", disable=_disable(progress),
@@ -381,13 +407,12 @@ def _stratified(op, names, n_probes, chunk, gen, device, stop, progress):
     def probe(chosen: list[int]) -> None:
         v = torch.zeros(len(chosen), op.dim, dtype=torch.float64, device=device)
         for row, k in enumerate(chosen):
-            mask = strata[k].mask
-            v[row, mask] = _rademacher(1, int(mask.sum()), gen, device)[0]
+            for part in strata[k].parts:
+                v[row, part] = _rademacher(1, part.stop - part.start, gen, device)[0]
         hv = op.matmat(v)
-        for row, k in enumerate(chosen):
-            strata[k].add(v[row], hv[row])
         per = _per_layer_rows(op, v, hv)  # (m, parameters): each row's share per parameter
         for row, k in enumerate(chosen):
+            strata[k].add(v[row], hv[row])
             layers[groups[k]] += per[row, groups[k]]
             counts[groups[k]] += 1
         bar.update(len(chosen))
@@ -396,17 +421,45 @@ def _stratified(op, names, n_probes, chunk, gen, device, stop, progress):
         total = sum(st.mean for st in strata)
         return total, math.sqrt(sum(st.variance / len(st.values) for st in strata))
 
-    for start in range(0, len(strata), chunk):  # one probe each: the variances need no more
-        probe(list(range(start, min(start + chunk, len(strata)))))
-    n = len(strata)
+    def allocate(m: int) -> list[int]:
+        """The next m probes, one at a time where it cuts the variance most: one more probe
+        of a block cuts it by var / (n (n + 1)). Blocks whose variance came out 0 but are
+        not exact (a probe can fall into a block's null space) share the probes when no
+        block has a positive one, so none is left at a wrong 0 for good."""
+        planned = [len(st.values) for st in strata]
+        chosen = []
+        # a block whose every probe gave Az = 0 (to rounding) while others did not may
+        # have had probes that fell into its null space (a softmax head's shift directions
+        # with few coordinates): it is probed again first, up to RECHECKS times, before its
+        # zero is believed
+        scale = max(st.frobenius / len(st.values) for st in strata)
+        for k, st in enumerate(strata):
+            vanished = st.frobenius / len(st.values) <= 1e-24 * scale
+            if vanished and not st.exact and len(st.values) < RECHECKS and len(chosen) < m:
+                chosen.append(k)
+                planned[k] += 1
+        for _ in range(m - len(chosen)):
+            gains = [st.variance / (k * (k + 1)) for st, k in zip(strata, planned, strict=True)]
+            best = max(range(len(strata)), key=gains.__getitem__)
+            if gains[best] == 0:
+                open_ = [i for i, st in enumerate(strata) if not st.exact]
+                if not open_:
+                    break
+                best = min(open_, key=planned.__getitem__)
+            chosen.append(best)
+            planned[best] += 1
+        return chosen
+
+    pilot = [k for rep in range(2) for k, st in enumerate(strata) if rep == 0 or st.size > 1]
+    for start in range(0, len(pilot), chunk):
+        probe(pilot[start : start + chunk])
+    n = len(pilot)
     while n < n_probes and not stop(*estimate(), n):
-        # one more probe of a stratum cuts the variance by var / (n (n + 1))
-        gains = [st.variance / (len(st.values) * (len(st.values) + 1)) for st in strata]
-        best = max(range(len(gains)), key=gains.__getitem__)
-        if gains[best] == 0:  # every block exact (e.g. one coordinate each)
+        chosen = allocate(min(chunk, n_probes - n))
+        if not chosen:  # every block exact
             break
-        probe([best])
-        n += 1
+        probe(chosen)
+        n += len(chosen)
     bar.close()
     total, stderr = estimate()
     return total, stderr, (layers / counts).tolist(), [x for st in strata for x in st.values]
@@ -595,9 +648,11 @@ def hessian_eigenvalues(
             unit Gaussian vector. A network's gradient lies mostly in the span of its
             Hessian's top eigenvectors (Gur-Ari, Roberts and Dyer 2018), so the iteration
             starts near them and stops after fewer products; the random half keeps every
-            eigenvector's share of the start at least 1/√2 of a random start's, so none is
-            missed (Lanczos cannot find an eigenvector orthogonal to its start). The
-            gradient costs less than one product (nothing where the graphs are kept).
+            eigenvector's expected squared share of the start at least half a random
+            start's, so none is missed (Lanczos cannot find an eigenvector orthogonal to
+            its start). The gradient comes free with kept graphs (one batch); otherwise it
+            costs a forward and backward pass per batch, less than a product, not counted
+            in ``n_products``.
             "random": the Gaussian vector alone.
     """
     check_int("k", k, 1)

@@ -31,7 +31,7 @@ from common.sharpness import (
     plot_landscape,
 )
 from common.sharpness.core import select_params
-from common.sharpness.hessian import n_layers
+from common.sharpness.hessian import pilot_probes
 from common.train.checkpoint import load_checkpoint, load_weights, seed_everything
 from common.train.config import (
     RUNTIME_KEYS,
@@ -363,11 +363,11 @@ def _hessian(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"hessian.top_k={m.top_k} exceeds the {size} parameters measured: lower it"
         )
-    layers = n_layers(select_params(model, params))
-    if m.method == "stratified" and m.n_probes < layers:
+    pilot = pilot_probes(select_params(model, params))
+    if m.method == "stratified" and m.n_probes < pilot:
         raise ConfigError(
-            f"hessian.method=stratified needs a probe per layer first: raise "
-            f"hessian.n_probes={m.n_probes} to at least {layers}"
+            f"hessian.method=stratified needs 2 probes per layer first: raise "
+            f"hessian.n_probes={m.n_probes} to at least {pilot}"
         )
     out: dict[str, Any] = dict(info)
     out["trace"] = hessian_trace(
