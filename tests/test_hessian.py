@@ -617,3 +617,15 @@ def test_stratified_refuses_a_budget_below_one_probe_per_layer(problem):
         hessian_trace(model, ce, [(x, y)], n_probes=1, method="stratified")
     with pytest.raises(ValueError, match="sampling='batch' is an option"):
         hessian_trace(model, ce, [(x, y)], n_probes=10, method="stratified", sampling="batch")
+
+
+def test_layers_of_the_stratified_trace_are_numbered_blocks_else_modules():
+    from common.sharpness.hessian import layer_of
+
+    assert layer_of("13.weight") == "13"  # a Sequential's module
+    assert layer_of("features.0.bias") == "features.0"
+    assert layer_of("layer1.0.conv1.weight") == "layer1.0"  # a ResNet block
+    assert layer_of("bert.encoder.layer.3.attention.self.query.weight") == "bert.encoder.layer.3"
+    assert layer_of("fc.weight") == layer_of("fc.bias") == "fc"
+    assert layer_of("bert.embeddings.word_embeddings.weight") == "bert.embeddings.word_embeddings"
+    assert layer_of("scale") == ""  # a parameter of the model itself

@@ -106,8 +106,8 @@ def hessian_trace(
         method: "hutchinson" (mean of vᵀHv), "hutch++" (Meyer et al. 2021: a third of
             the budget sketches the top eigenspace, whose trace is taken exactly, the rest
             estimates the remainder; far lower variance when a few directions dominate) or
-            "stratified": tr(H) = Σ tr(H_ll) over the layers l (the modules owning the
-            selected parameters: a weight and its bias together), each diagonal block by
+            "stratified": tr(H) = Σ tr(H_ll) over the layers l (see :func:`layer_of`:
+            a numbered block of a container, else a module), each diagonal block by
             Hutchinson with probes supported on l alone. Such a probe costs a full product,
             but its variance leaves out every block coupling two layers, which dominates
             Hutchinson's at random weights. Two probes per layer first (one for a layer of
@@ -320,12 +320,25 @@ def _hutchinson_per_batch(op, n_probes, gen, device, stop, progress):
     return total, stderr, per_layer.tolist(), samples
 
 
+def layer_of(name: str) -> str:
+    """The layer ``method="stratified"`` puts a parameter in: the numbered entry of a
+    container it lies in (a ``Sequential``'s module, a ResNet's or a BERT's block:
+    ``layer1.0``, ``encoder.layer.3``), else the module owning it (a weight and its bias
+    together). Fewer, coarser layers make a cheaper pilot; the blocks' internal couplings
+    stay in their variance."""
+    parts = name.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part.isdigit():
+            return ".".join(parts[: i + 1])
+    return name.rpartition(".")[0]
+
+
 def _strata(names: list[str]) -> list[list[int]]:
-    """Indices of the selected parameters grouped by the module owning them (a layer's
-    weight and bias together), in order of first appearance."""
+    """Indices of the selected parameters grouped by :func:`layer_of`, in order of first
+    appearance."""
     groups: dict[str, list[int]] = {}
     for i, name in enumerate(names):
-        groups.setdefault(name.rpartition(".")[0], []).append(i)
+        groups.setdefault(layer_of(name), []).append(i)
     return list(groups.values())
 
 
