@@ -407,7 +407,7 @@ RECHECKS = 8  # probes of a block that came out 0 before its zero is believed
 
 
 def _stratified(op, names, n_probes, chunk, gen, device, stop, progress):
-    """Hutchinson per module block: a pilot of 2 probes each (1 for a one-coordinate
+    """Hutchinson per layer block: a pilot of 2 probes each (1 for a one-coordinate
     block), then probes allocated greedily by Neyman's rule, ``chunk`` per product call."""
     slices = op.layer_slices()
     groups = _strata(names)
