@@ -1,4 +1,5 @@
-"""What every benchmark's command line shares: --quick, --json PATH, --threads N."""
+"""What every benchmark shares: the command line (--quick, --json PATH, --threads N), the
+Markdown table and the ending."""
 
 from __future__ import annotations
 
@@ -29,6 +30,17 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Na
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     return args
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table with its columns padded to their widest cell."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep, *(line(r) for r in rows)])
 
 
 def write_json(path: str | None, data: dict[str, Any]) -> None:

@@ -498,16 +498,6 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def format_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(header), sep, *(line(r) for r in rows)])
-
-
 def report(results: dict[str, Any]) -> bool:
     """Prints the tables; returns whether every goal is met."""
     esd, land = results["esd"], results["landscape"]
@@ -548,7 +538,7 @@ def report(results: dict[str, Any]) -> bool:
     ]
     header = ["measure", "ours", "reference", "ratio", "goal", "met", "note"]
     print()
-    print(format_table(header, rows))
+    print(cli.format_table(header, rows))
     print(
         f"\nper grid point: reference {pp['reference'] * 1e3:.1f} ms (DataLoader pass "
         f"{pp['data_pass'] * 1e3:.1f} ms, model pass {pp['model_pass'] * 1e3:.1f} ms, setting "
@@ -572,7 +562,7 @@ def report(results: dict[str, Any]) -> bool:
     ]
     print(f"\none grid row ({steps} points), per point:")
     header = ["model", "evaluation", "per point", "vs loop", "max rel. diff"]
-    print(format_table(header, rows))
+    print(cli.format_table(header, rows))
     return bool(esd["met"] and land["met"])
 
 

@@ -745,16 +745,6 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def format_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(header), sep, *(line(r) for r in rows)])
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs the three measurements, prints the table; returns the results dict."""
     parser = cli.parser(__doc__, quick_help="few repeats: a smoke run")
@@ -802,7 +792,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results["all_goals_met"] = judge(results)
     header = ["measure", "workload", "ours", "reference", "ratio", "goal", "met"]
     print()
-    print(format_table(header, table_rows(results)))
+    print(cli.format_table(header, table_rows(results)))
     print()
     print(f"median whole step, ms (page faults per step), {repeats} runs each:")
     for workload, per_opt in results["overhead"].items():
