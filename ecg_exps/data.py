@@ -53,6 +53,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from common.embedded import embedded_sets
 from common.errors import DataError, first_line  # DataError re-exported
 from common.io import load_arrays, save_arrays
 from common.splits import check_split_options, seeded_subset
@@ -109,6 +110,9 @@ PHYSIONET_FILES = "https://physionet.org/files/mitdb/1.0.0"
 #: the SAM course project's ``[71829:]`` / ``[17956:]`` of frames read with a header row
 BALANCED_TRAIN_START = 71830
 BALANCED_TEST_START = 17957
+#: records shipped with the package (``ecg_exps/embedded/mitdb/``, source and licence in its
+#: SOURCE.md), installed into ``<root>/mitdb/`` when missing
+EMBEDDED = embedded_sets(Path(__file__).parent).get("mitdb")
 CACHE_VERSION = 1  # bump when the cached beats change meaning
 N_COLUMNS = BEAT_LENGTH + 1
 
@@ -616,10 +620,25 @@ def _how_to_get(folder: Path) -> str:
     )
 
 
+def _chosen_records(needed: list[int], records: Sequence[int] | None, split: str) -> list[int]:
+    """``records`` (checked against the split's) or, without them, every record of it."""
+    if not records:
+        return needed
+    unknown = sorted({int(r) for r in records} - set(needed))
+    if unknown:
+        raise DataError(
+            f"records {', '.join(map(str, unknown))} are not records of the {split} split of "
+            f"the MIT-BIH Arrhythmia Database (its records: {', '.join(map(str, needed))})."
+        )
+    return sorted({int(r) for r in records})
+
+
 def _mitdb_records(
     folder: Path, needed: Sequence[int], download: bool
 ) -> tuple[list[int], list[int], bool]:
     """(records present, records missing, whether any were downloaded) among ``needed``."""
+    if EMBEDDED is not None:  # verified on every call; installs only the missing files
+        EMBEDDED.install(folder, [f"{r}.{e}" for r in needed for e in ("hea", "dat", "atr")])
     missing = [r for r in needed if not _complete(folder, r)]
     downloaded = False
     if missing and download:
@@ -715,6 +734,7 @@ def build_ecg_data(
     balanced: bool = False,
     cache_dir: str | Path | None = None,
     beats_spec: synthetic.BeatsSpec | None = None,
+    records: Sequence[int] | None = None,
 ) -> EcgSplits:
     """Build the train / val / test beats of ECG data set ``name``.
 
@@ -747,6 +767,8 @@ def build_ecg_data(
         cache_dir: ``mitdb``: where each record's beats are cached (default
             ``root/.cache/ecg``; any file there may be deleted, it is recomputed).
         beats_spec: what ``beats`` holds (default :class:`~ecg_exps.synthetic.BeatsSpec()`).
+        records: ``mitdb`` only: use these records (of the split's) instead of all of them,
+            e.g. ``(100, 208)``, the two shipped with the package (:data:`EMBEDDED`).
 
     Raises:
         DataError: unknown set, bad option, or data that is missing or corrupt.
@@ -758,6 +780,8 @@ def build_ecg_data(
             f"split={split!r} needs the records of each patient (name='mitdb'); {key} comes as "
             f"fixed train and test files: use split='intrapatient'."
         )
+    if records and key != "mitdb":
+        raise DataError(f"records= picks PhysioNet records (name='mitdb'), not {key}'s beats.")
     if balanced and key != "mitbih":
         raise DataError(f"balanced=True is the SAM course project's mitbih subset, not {key}'s.")
     split_seed = check_split_options(val_fraction, n_examples, split_seed)
@@ -767,6 +791,7 @@ def build_ecg_data(
         folder = root / "mitdb"
         cache = Path(cache_dir).expanduser() if cache_dir is not None else root / ".cache" / "ecg"
         needed = sorted({*DS1, *DS2}) if split == "interpatient" else list(MITDB_RECORDS)
+        needed = _chosen_records(needed, records, split)
         present, missing, downloaded = _mitdb_records(folder, needed, download)
         if not present:
             why = "" if download else " download=False, so nothing is fetched."

@@ -36,6 +36,10 @@ class EcgDataConfig(DataConfig):
         choices=("intrapatient", "interpatient"),
     )
     balanced: bool = keyfield(False, "mitbih: the SAM course project's balanced subset")
+    records: list[int] = field(
+        default_factory=list,
+        metadata={"help": "mitdb: the records to use (default: every record of the split)"},
+    )
 
 
 @dataclass
@@ -71,6 +75,7 @@ def build_data(cfg: EcgConfig) -> Any:
         n_examples=d.n_examples,
         download=d.download,
         balanced=d.balanced,
+        records=tuple(d.records) or None,
     )
 
 

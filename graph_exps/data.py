@@ -19,6 +19,9 @@ and absent, :class:`DataError` says which files go where.
   block model graphs whose classes differ only in their number of communities, at equal
   expected edge density. It is written in the TU format, so the same loader reads it, and is
   labelled synthetic (``meta["synthetic"]``).
+* Embedded: MUTAG and PTC_MR ship with the package (``graph_exps/embedded/``, source and
+  terms in each ``SOURCE.md``): when their raw files are missing under ``root`` they are
+  installed there from the embedded copy, checksums verified, without a network.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from torch_geometric.loader.dataloader import Collater
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import degree, one_hot
 
+from common.embedded import embedded_sets
 from common.errors import DataError, UserError  # DataError re-exported: the shared one
 from common.io import exclusive, read_json, write_json, write_text
 from common.splits import check_split_options, seeded_subset
@@ -58,6 +62,8 @@ TU_DATASETS: tuple[str, ...] = (
     "REDDIT-MULTI-5K",
 )
 SBM_NAME = "sbm"
+#: the TU sets shipped with the package, installed into ``<root>/<NAME>/raw/`` when missing
+EMBEDDED = embedded_sets(Path(__file__).parent)
 DATASETS: tuple[str, ...] = (*TU_DATASETS, SBM_NAME)
 TU_URL: str = TUDataset.url
 REQUIRED_FILES: tuple[str, ...] = ("A", "graph_indicator", "graph_labels")
@@ -520,7 +526,9 @@ def _open_tu(root: Path, name: str, download: bool, force: bool, fix: str) -> TU
     missing = _missing(raw, name)
     if missing:
         _extract_zip(root, name, raw)
-        missing = _missing(raw, name)
+    if name in EMBEDDED:  # verified on every load; installs only what is missing
+        force = bool(EMBEDDED[name].install(raw)) or force
+    missing = _missing(raw, name)
     why = ""
     if missing and download and name != SBM_NAME:
         try:  # PyG downloads the archive (and processes it) when A / graph_indicator lack
@@ -690,6 +698,7 @@ def build_graph_data(
         "num_classes": num_classes,
         "mean_nodes": ds._data.num_nodes / len(ds),
         "source": str(root / name / "raw"),
+        "embedded": name in EMBEDDED,
     }
     if features == "degree one-hot":
         meta["max_degree"] = int(max_degree)
