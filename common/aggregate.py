@@ -39,6 +39,11 @@ def optimizer_rank(name: str) -> int:
     return _OPTIMIZER_ORDER.get(name, len(_OPTIMIZER_ORDER))
 
 
+def optimizer_colour(name: str) -> str:
+    """The optimizer's matplotlib colour in every figure (``C0``... by registry order)."""
+    return f"C{optimizer_rank(name) % 10}"
+
+
 @dataclass(frozen=True)
 class Stat:
     """Mean, sample standard deviation (None for one value) and count of some values."""

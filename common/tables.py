@@ -39,6 +39,7 @@ from common.aggregate import (
     Measure,
     Stat,
     group_runs,
+    optimizer_colour,
     optimizer_rank,
     reference,
     relative_change,
@@ -181,6 +182,20 @@ def _noise(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _validation(summary: dict[str, Any]) -> dict[str, Any]:
+    """The metric that selects ``best.pt`` and its best validation value: what
+    hyper-parameters are chosen on (:mod:`common.select`); {} for runs without them."""
+    select, best = summary.get("select"), summary.get("best_val")
+    if not isinstance(select, dict) or not isinstance(best, dict):
+        return {}
+    value, loss = best.get(select.get("name")), best.get("loss")
+    return {
+        "select": _metric(select),
+        "val_select": value if _number(value) else None,
+        "val_loss": loss if _number(loss) else None,
+    }
+
+
 def _config(run_dir: Path) -> dict[str, Any]:
     """The run's resolved config.yaml as dotted keys ({} for a directory without one)."""
     path = run_dir / CONFIG
@@ -216,6 +231,7 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
         "wall_time_s": summary.get("wall_time_s"),
         "fold": summary.get("fold"),
         "fold_key": summary.get("fold_key"),
+        **_validation(summary),
     }
     row["config"] = _config(run_dir)
     row["base"] = _base(row["optimizer"], row["config"])
@@ -608,11 +624,6 @@ def write_aggregate(groups: Sequence[Group], out: str | Path) -> list[Path]:
 
 
 # -- plots: one panel per domain and measure, error bars, log axes where values span decades
-def _colour(optimizer: str) -> str:
-    palette = [f"C{i}" for i in range(10)]
-    return palette[optimizer_rank(optimizer) % 10]
-
-
 def _log_scale(values: Sequence[float], span: float = 100.0) -> bool:
     """Log axis when every value is positive and the largest is ``span`` times the smallest
     or more (two decades by default)."""
@@ -669,7 +680,7 @@ def _bars(ax: Any, groups: Sequence[Group], key: Callable[[Group], str]) -> None
                 means.append(stat.mean)
                 errors.append(stat.std or 0.0)
         heights += means
-        ax.bar(xs, means, width, yerr=errors, capsize=3, label=name, color=_colour(name))
+        ax.bar(xs, means, width, yerr=errors, capsize=3, label=name, color=optimizer_colour(name))
     ax.set_xticks(range(len(rows)), [_row_label(r, rows) for r in rows], fontsize=7)
     if _log_scale(heights):
         ax.set_yscale("log")
@@ -726,7 +737,7 @@ def _line(ax: Any, points: Sequence[tuple[float, Stat]], label: str, optimizer: 
         marker="o",
         capsize=3,
         label=label,
-        color=_colour(optimizer),
+        color=optimizer_colour(optimizer),
     )
 
 
@@ -793,11 +804,11 @@ def plot_sweep(groups: Sequence[Group], key: str, out: str | Path) -> list[Path]
                 ax.axhline(
                     stat.mean,
                     ls="--",
-                    color=_colour(base.optimizer),
+                    color=optimizer_colour(base.optimizer),
                     label=f"{dataset} {base.optimizer}",
                 )
                 if stat.std:
-                    ax.axhspan(*stat.interval(), color=_colour(base.optimizer), alpha=0.1)
+                    ax.axhspan(*stat.interval(), color=optimizer_colour(base.optimizer), alpha=0.1)
         if min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 10:
             ax.set_xscale("log")
         ax.set_xlabel(short)

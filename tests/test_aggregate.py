@@ -66,6 +66,8 @@ def write_run(
     sigmas: tuple[float, ...] = (0.01,),
     fold: int | None = None,
     name: str | None = None,
+    val: float | None = None,
+    val_loss: float | None = None,
 ) -> Path:
     """A finished, measured run directory as the trainer and the measurements write it:
     config.yaml (a resolved Config), summary.json, hessian.json, noise_stability.json."""
@@ -85,7 +87,11 @@ def write_run(
         "metrics": list(metrics),
         "select": metrics[0],
         "test": {m["name"]: acc for m in metrics},
-        "best_val": {"epoch": 1},
+        "best_val": {
+            "epoch": 1,
+            **({metrics[0]["name"]: val} if val is not None else {}),
+            **({"loss": val_loss} if val_loss is not None else {}),
+        },
         "wall_time_s": 1.0,
         # the base Config has no folds: data.split_seed stands in for a domain's fold key
         **({"fold": fold, "fold_key": "data.split_seed"} if fold is not None else {}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 
+from common.io import read_json
 from scripts import demo
 
 
@@ -23,19 +24,39 @@ def test_demo_covers_every_domain_with_each_base_optimizer_over_seeds(
         ("image", "digits", "nso"),
         ("text", "polarity (synthetic)", "adamw"),  # SGD does not train a transformer here
         ("text", "polarity (synthetic)", "nso"),
-        ("graph", "sbm (synthetic)", "sgd"),
-        ("graph", "sbm (synthetic)", "nso"),
-        ("ecg", "beats (synthetic)", "sgd"),
-        ("ecg", "beats (synthetic)", "nso"),
+        ("graph", "MUTAG", "adam"),  # real data shipped with the package
+        ("graph", "MUTAG", "nso"),
+        ("ecg", "mitdb", "sgd"),
+        ("ecg", "mitdb", "nso"),
     }
     assert {r["n"] for r in rows} == {"2"} and {r["seeds"] for r in rows} == {"0 1"}
+    # NSO's sigma was chosen on validation data from its grid (seed 0), then run with seed 1
+    key, grid = demo.GRIDS["nso"]
+    selection = read_json(out / "selection.json", fix="")["selections"]
+    assert [s["optimizer"] for s in selection] == ["nso"] * 4
+    for choice in selection:
+        assert [p["setting"][key] for p in choice["grid"]] == list(grid)
+        assert all(p["n"] == 1 for p in choice["grid"])
+        (value,) = choice["chosen"].values()
+        runs = sorted((out / "runs" / choice["domain"] / "nso").glob("*=*/seed*"))
+        assert len(runs) == len(grid) + 1  # every grid point with seed 0, the chosen with 1
+        assert (out / "runs" / choice["domain"] / "nso" / f"sigma={value}" / "seed1").is_dir()
+    assert (out / "tradeoff.png").is_file()
     measured = {(r["domain"], r["optimizer"]) for r in rows if r["measure"] == "trace"}
     assert measured == {(d, o) for d, _, o in got}
     assert {r["measure"] for r in rows} >= {"trace", "top_eigenvalue", "noise_stability"}
-    for name in ("metric.png", "trace.png", "noise_stability.png", "table.tex", "runs.md"):
+    for name in (
+        "metric.png",
+        "trace.png",
+        "noise_stability.png",
+        "table.tex",
+        "runs.md",
+        "selection.md",
+    ):
         assert (out / name).is_file(), name
     printed = capsys.readouterr().out
     assert "| text | polarity (synthetic) |" in printed
+    assert "### Hyper-parameters chosen on validation data (seed 0)" in printed
     verdicts = [line for line in printed.splitlines() if line.startswith("- ")]
     assert [v.split(",")[0] for v in verdicts] == ["- image", "- text", "- graph", "- ecg"]
     assert all(", 2 seeds: NSO " in v for v in verdicts), verdicts
@@ -43,5 +64,5 @@ def test_demo_covers_every_domain_with_each_base_optimizer_over_seeds(
 
 def test_demo_base_optimizer_per_domain() -> None:
     bases = {d.task.domain: d.optimizer("base") for d in demo.domains()}
-    assert bases == {"image": "sgd", "text": "adamw", "graph": "sgd", "ecg": "sgd"}
+    assert bases == {"image": "sgd", "text": "adamw", "graph": "adam", "ecg": "sgd"}
     assert all(d.optimizer("sam") == "sam" for d in demo.domains())

@@ -148,7 +148,7 @@ def test_an_unwritable_root_is_one_message(copy_of_mutag, tmp_path):
     dest.mkdir()
     dest.chmod(0o500)
     try:
-        with pytest.raises(DataError, match="make data.root writable"):
+        with pytest.raises(DataError, match=r"make data\.root writable"):
             copy_of_mutag.install(dest)
     finally:
         dest.chmod(0o700)

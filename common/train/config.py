@@ -120,6 +120,12 @@ class ModelConfig:
 
     name: str = keyfield("cnn", "model name")
     dropout: float = keyfield(0.0, "dropout probability", min=0, lt=1)
+    weights: str | None = keyfield(
+        None, "initial weights: a state dict or checkpoint file to fine-tune from"
+    )
+    replace_head: bool = keyfield(
+        False, "with weights: keep a fresh classifier where the file's has other classes"
+    )
 
 
 def diff_configs(

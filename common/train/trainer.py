@@ -71,6 +71,7 @@ from common.train.rundir import (
     write_record,
 )
 from common.train.task import Splits, Task, balanced_class_weights
+from common.weights import load_initial_weights
 
 
 class TrainingError(UserError):
@@ -397,6 +398,16 @@ class Trainer:
             write_checkpoint(self.run_dir / CHECKPOINT, self._pending)
             self._pending = None
 
+    def _initial_weights(self) -> None:
+        """``model.weights``: the file's weights into the fresh model (a resumed run takes
+        its checkpoint's instead)."""
+        m = self.cfg.model
+        if m.weights is None:
+            return
+        loaded = load_initial_weights(self.model, m.weights, replace_head=m.replace_head)
+        fresh = f", fresh {' and '.join(loaded['fresh_head'])}" if loaded["fresh_head"] else ""
+        self.say(f"initial weights from {loaded['path']} (sha256 {loaded['sha256'][:12]}{fresh})")
+
     def _resume(self, ckpt: dict[str, Any]) -> None:
         load_weights(self.model, ckpt, self.run_dir / CHECKPOINT)
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -601,6 +612,7 @@ class Trainer:
         if ckpt is not None:
             self._resume(ckpt)
         else:
+            self._initial_weights()
             self.say(f"training into {self.run_dir}")
         self._write_records()
         logger = _make_logger(cfg.train.log, self.run_dir, to_dict(cfg), self.dist.main)
