@@ -89,7 +89,9 @@ class EmbeddedSet:
 
         The embedded files are verified first. A file in ``dest`` that an earlier call
         installed (``dest/.embedded.json`` lists it) must still match, else the call
-        refuses it; files the user put there themselves are left alone.
+        refuses it. Where ``dest`` already holds a file of the set that did not come from
+        here (the user's own copy or download), nothing is installed: the two are never
+        mixed, and the loader judges the user's files as they are.
 
         Raises:
             DataError: a checksum does not match, or ``dest`` cannot be written.
@@ -97,6 +99,8 @@ class EmbeddedSet:
         dest = Path(dest)
         wanted = self.verify(names)
         installed = self._installed(dest)
+        if any((dest / n).exists() and n not in installed for n in wanted):
+            return []
         copied = []
         for name, digest in wanted.items():
             target = dest / name

@@ -858,12 +858,18 @@ def write_results(
     """Everything ``python -m common.tables --out`` writes into ``out`` for the run rows and
     their :func:`group_runs` groups: the per-run table (``runs.md``, ``runs.csv``), the
     tables over seeds (``table.md``, ``.tex``, ``.csv``), a bar figure per measure, a line
-    figure per sweep and the noise-vs-σ figure."""
+    figure per sweep with the trade-off figure of its grid points, and the noise-vs-σ
+    figure."""
     written = write_table(rows, Path(out) / "runs")
     written += write_aggregate(groups, out)
     written += plot_measures(groups, out)
     for key in sweep_keys(groups):
         written += plot_sweep(groups, key, out)
+    if sweep_keys(groups):  # a grid: where each point lies in accuracy vs sharpness
+        from common.select import select
+        from common.tradeoff import plot_tradeoff
+
+        written += plot_tradeoff(groups, out, select(groups))
     written += plot_noise_curves(groups, out)
     return written
 

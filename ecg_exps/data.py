@@ -634,10 +634,12 @@ def _chosen_records(needed: list[int], records: Sequence[int] | None, split: str
 
 
 def _mitdb_records(
-    folder: Path, needed: Sequence[int], download: bool
+    folder: Path, needed: Sequence[int], download: bool, chosen: bool
 ) -> tuple[list[int], list[int], bool]:
-    """(records present, records missing, whether any were downloaded) among ``needed``."""
-    if EMBEDDED is not None:  # verified on every call; installs only the missing files
+    """(records present, records missing, whether any were downloaded) among ``needed``;
+    records the user ``chosen`` by name are installed from the package where it has them
+    (a whole split is not quietly run on the package's two records)."""
+    if EMBEDDED is not None and chosen:  # verified on every call; installs what is missing
         EMBEDDED.install(folder, [f"{r}.{e}" for r in needed for e in ("hea", "dat", "atr")])
     missing = [r for r in needed if not _complete(folder, r)]
     downloaded = False
@@ -792,7 +794,7 @@ def build_ecg_data(
         cache = Path(cache_dir).expanduser() if cache_dir is not None else root / ".cache" / "ecg"
         needed = sorted({*DS1, *DS2}) if split == "interpatient" else list(MITDB_RECORDS)
         needed = _chosen_records(needed, records, split)
-        present, missing, downloaded = _mitdb_records(folder, needed, download)
+        present, missing, downloaded = _mitdb_records(folder, needed, download, bool(records))
         if not present:
             why = "" if download else " download=False, so nothing is fetched."
             raise DataError(

@@ -15,7 +15,7 @@ EXIT_USAGE=2
 usage() {
     cat <<EOF
 usage: $PROG --config FILE [--optimizers "sgd sam nso"] [--seeds "0 1 2"]
-           [--grid key=v1,v2,...]... [--out DIR] [--jobs N]
+           [--grid [OPT:]key=v1,v2,...]... [--select [--tune-seeds "0"]] [--out DIR] [--jobs N]
            [--slurm [--partition P] [--time T] [--gpus G] [--cpus C]] [--dry-run]
            [-- key=value ...]
 
@@ -34,6 +34,15 @@ options:
   --optimizers "A B"   optimizer names, space-separated (default: "sgd sam nso")
   --seeds "0 1"        seeds, space-separated (default: "0")
   --grid KEY=V1,V2     a config key and its values; repeat for a cartesian product
+  --grid OPT:KEY=V,..  an axis of optimizer OPT only (e.g. sam:optimizer.rho=0.02,0.05,0.2
+                       and nso:optimizer.sigma=0.01,0.03,0.1): the others run without it
+  --select             choose each optimizer's grid point on validation data, then run the
+                       other seeds at it: the grid runs with the --tune-seeds first, then
+                       python -m common.select picks, per optimizer, the setting with the
+                       best mean validation metric (the one that selects best.pt; ties to
+                       the lower validation loss), and the remaining --seeds run with it
+  --tune-seeds "0"     the seeds every grid point runs with under --select (default: the
+                       first of --seeds)
   --out DIR            where the cells go (default: <repository>/runs/sweeps/<config name>)
   --jobs N             cells run at once (default: 1; with --slurm: the array's %N limit,
                        none by default)
@@ -67,6 +76,12 @@ SLURM:
   The script submitted is self-contained: #SBATCH options, the cells' commands as a bash
   array, and array task i runs cell i from the repository. The logs folder is created
   before submitting; sbatch's answer (the job id) is printed.
+
+selection (--select):
+  The choice is written to <out>/<optimizer>/selection.md and selection.json (each grid
+  point's validation mean ± std and n). With --slurm the tuning cells are submitted first;
+  run the same command again once they have finished: it makes the choice and submits the
+  remaining seeds. --dry-run shows the tuning cells and the selection command.
 
 idempotence:
   Rerunning the same sweep is safe and cheap: a finished cell (summary.json) is skipped,
@@ -103,8 +118,8 @@ absolute() {  # a path relative to the caller's directory, made absolute (it may
 
 # ------------------------------------------------------------------------ arguments
 CONFIG="" OUT="" OPTIMIZERS="sgd sam nso" SEEDS="0" JOBS="" DRY_RUN=0
-SLURM=0 PARTITION="" TIME="" GPUS_PER_CELL="" CPUS=""
-GRID_KEYS=() GRID_VALUES=() EXTRA=()
+SLURM=0 PARTITION="" TIME="" GPUS_PER_CELL="" CPUS="" SELECT=0 TUNE_SEEDS=""
+GRID_KEYS=() GRID_VALUES=() GRID_OPTS=() EXTRA=()
 
 parse_args() {
     local opt value
@@ -121,9 +136,10 @@ parse_args() {
                 ;;
             --dry-run) DRY_RUN=1 ;;
             --slurm) SLURM=1 ;;
+            --select) SELECT=1 ;;
             --) shift; EXTRA=("$@"); return ;;
             --config | --optimizers | --seeds | --grid | --out | --jobs | --partition | --time \
-                | --gpus | --cpus)
+                | --gpus | --cpus | --tune-seeds)
                 if [[ $1 == --*=* ]]; then
                     shift
                 else
@@ -141,6 +157,7 @@ parse_args() {
                     --time) TIME=$value ;;
                     --gpus) GPUS_PER_CELL=$value ;;
                     --cpus) CPUS=$value ;;
+                    --tune-seeds) TUNE_SEEDS=$value ;;
                 esac
                 continue
                 ;;
@@ -151,21 +168,27 @@ parse_args() {
     done
 }
 
-add_grid() {  # KEY=V1,V2,... -> one more grid axis
-    local spec=$1 key values v
+add_grid() {  # [OPT:]KEY=V1,V2,... -> one more grid axis (of optimizer OPT only)
+    local spec=$1 key values v opt="" i
     [[ $spec == *=* ]] || die "--grid $spec: expected KEY=V1,V2,..."
     key=${spec%%=*} values=${spec#*=}
+    if [[ $key == *:* ]]; then
+        opt=${key%%:*} key=${key#*:}
+        [[ $opt =~ ^[A-Za-z0-9_.-]+$ ]] || die "--grid $spec: '$opt' is not an optimizer name"
+    fi
     [[ -n $key && $key != *[[:space:]]* ]] || die "--grid $spec: the key is empty"
     [[ -n $values && $values != *, && $values != ,* && $values != *,,* ]] ||
         die "--grid $spec: an empty value (expected KEY=V1,V2,...)"
     if own_key "$key"; then
         die "--grid $key: the sweep sets $key itself (use --optimizers/--seeds)"
     fi
-    for v in "${GRID_KEYS[@]}"; do
-        [[ $v != "$key" ]] || die "--grid $key is given twice: list its values once"
+    for i in "${!GRID_KEYS[@]}"; do
+        [[ ${GRID_KEYS[i]} != "$key" || (-n $opt && -n ${GRID_OPTS[i]} && $opt != "${GRID_OPTS[i]}") ]] ||
+            die "--grid $key is given twice for ${opt:-every optimizer}: list its values once"
     done
     GRID_KEYS+=("$key")
     GRID_VALUES+=("$values")
+    GRID_OPTS+=("$opt")
 }
 
 own_key() {  # keys every cell sets itself
@@ -199,6 +222,19 @@ check_args() {
     for x in "${SEED_LIST[@]}"; do
         [[ $x =~ ^[0-9]+$ ]] || die "--seeds: '$x' is not a non-negative integer"
     done
+    for x in "${GRID_OPTS[@]}"; do
+        [[ -z $x || " ${OPTIMIZER_LIST[*]} " == *" $x "* ]] ||
+            die "--grid $x:...: $x is not one of --optimizers ($OPTIMIZERS)"
+    done
+    read -ra TUNE_LIST <<<"${TUNE_SEEDS:-${SEED_LIST[0]}}"
+    if ((SELECT)); then
+        ((${#GRID_KEYS[@]})) || die "--select chooses among --grid values: give a --grid"
+        for x in "${TUNE_LIST[@]}"; do
+            [[ " ${SEED_LIST[*]} " == *" $x "* ]] || die "--tune-seeds: $x is not one of --seeds"
+        done
+    else
+        [[ -z $TUNE_SEEDS ]] || die "--tune-seeds needs --select"
+    fi
     for x in "${EXTRA[@]}"; do
         [[ $x == ?*=* ]] || die "override '$x' after --: expected key=value"
         if own_key "${x%%=*}"; then die "override $x: the sweep sets ${x%%=*} for each cell"; fi
@@ -226,9 +262,10 @@ check_args() {
 # ------------------------------------------------------------------------ cells
 CELL_NAMES=() CELL_CMDS=()  # per cell: <optimizer>/[<grid>/]seed<S>, its quoted command
 
-grid_combinations() {  # one line per combination: key=value pairs separated by tabs
-    local combos=("") next i v c
+grid_combinations() {  # optimizer -> one line per combination: key=value pairs, tab-separated
+    local combos=("") next i v c opt=$1
     for i in "${!GRID_KEYS[@]}"; do
+        [[ -z ${GRID_OPTS[i]} || ${GRID_OPTS[i]} == "$opt" ]] || continue
         next=()
         IFS=, read -ra values <<<"${GRID_VALUES[$i]}"
         for c in "${combos[@]}"; do
@@ -241,32 +278,70 @@ grid_combinations() {  # one line per combination: key=value pairs separated by 
     printf '%s\n' "${combos[@]}"
 }
 
+has_grid() {  # whether optimizer $1 has a grid axis
+    local i
+    for i in "${!GRID_KEYS[@]}"; do
+        [[ -n ${GRID_OPTS[i]} && ${GRID_OPTS[i]} != "$1" ]] || return 0
+    done
+    return 1
+}
+
+add_cell() {  # optimizer, seed, key=value pairs...: one more cell
+    local opt=$1 seed=$2 name argv joined
+    shift 2
+    name=$opt
+    if (($#)); then
+        joined=$(IFS=,; echo "$*")
+        name+="/${joined//\//_}"  # a value such as org/model stays one folder
+    fi
+    name+="/seed$seed"
+    argv=("${LAUNCHER[@]}" "$PKG.train" --measure --config "$CONFIG"
+        "optimizer.name=$opt" "seed=$seed" "$@" "run_dir=$OUT/$name"
+        train.progress=false "${EXTRA[@]}")
+    CELL_NAMES+=("$name")
+    CELL_CMDS+=("$(printf '%q ' "${argv[@]}")")
+}
+
+# the cells of every seed, or under --select those that tune (every grid point with the
+# tune seeds; every seed of the optimizers without a grid)
 build_cells() {
-    local opt seed combo name pairs argv launcher
-    local -a combos
-    mapfile -t combos < <(grid_combinations)
-    launcher=("$PYTHON" -m)
+    local opt seed combo pairs
+    local -a combos seeds
+    LAUNCHER=("$PYTHON" -m)
     if [[ ${GPUS_PER_CELL:-1} -gt 1 ]]; then  # the trainer supports torchrun
-        launcher=("$PYTHON" -m torch.distributed.run --standalone
+        LAUNCHER=("$PYTHON" -m torch.distributed.run --standalone
             "--nproc_per_node=$GPUS_PER_CELL" -m)
     fi
     for opt in "${OPTIMIZER_LIST[@]}"; do
+        mapfile -t combos < <(grid_combinations "$opt")
+        seeds=("${SEED_LIST[@]}")
+        if ((SELECT)) && has_grid "$opt"; then seeds=("${TUNE_LIST[@]}"); fi
         for combo in "${combos[@]}"; do
             IFS=$'\t' read -ra pairs <<<"$combo"
-            for seed in "${SEED_LIST[@]}"; do
-                name=$opt
-                if ((${#pairs[@]})); then
-                    local joined
-                    joined=$(IFS=,; echo "${pairs[*]}")
-                    name+="/${joined//\//_}"  # a value such as org/model stays one folder
-                fi
-                name+="/seed$seed"
-                argv=("${launcher[@]}" "$PKG.train" --measure --config "$CONFIG"
-                    "optimizer.name=$opt" "seed=$seed" "${pairs[@]}" "run_dir=$OUT/$name"
-                    train.progress=false "${EXTRA[@]}")
-                CELL_NAMES+=("$name")
-                CELL_CMDS+=("$(printf '%q ' "${argv[@]}")")
-            done
+            for seed in "${seeds[@]}"; do add_cell "$opt" "$seed" "${pairs[@]}"; done
+        done
+    done
+}
+
+tuned() {  # whether every tuning cell has finished (its summary.json exists)
+    local name
+    for name in "${CELL_NAMES[@]}"; do [[ -f $OUT/$name/summary.json ]] || return 1; done
+}
+
+# under --select, after the tuning cells: each gridded optimizer's choice on validation data
+# (written to <out>/<optimizer>/selection.*), and the cells of its remaining seeds at it
+build_chosen_cells() {
+    local opt seed
+    local -a chosen
+    CELL_NAMES=() CELL_CMDS=()
+    for opt in "${OPTIMIZER_LIST[@]}"; do
+        has_grid "$opt" || continue
+        mapfile -t chosen < <("$PYTHON" -m common.select "$OUT/$opt" --overrides "$opt" \
+            --out "$OUT/$opt") || die "cannot choose $opt's setting (above)"
+        ((${#chosen[@]})) || die "python -m common.select chose nothing for $opt"
+        echo "$opt: chosen on validation data: ${chosen[*]} (see $OUT/$opt/selection.md)"
+        for seed in "${SEED_LIST[@]}"; do
+            [[ " ${TUNE_LIST[*]} " == *" $seed "* ]] || add_cell "$opt" "$seed" "${chosen[@]}"
         done
     done
 }
@@ -330,7 +405,7 @@ worker() {  # job slot w runs cells w, w + JOBS, ...; one "index status" line ea
     done
 }
 
-WORKER_PIDS=()
+WORKER_PIDS=() STATUS_DIRS=()
 
 stop_workers() {  # forwards an interrupt to each worker's process group, cells included
     local pid
@@ -347,8 +422,8 @@ run_local() {
     local status_dir w
     detect_gpus
     status_dir=$(mktemp -d)
-    # shellcheck disable=SC2064  # the folder is known now
-    trap "rm -rf '$status_dir'" EXIT
+    STATUS_DIRS+=("$status_dir")  # --select runs twice: both folders go at exit
+    trap 'rm -rf "${STATUS_DIRS[@]}"' EXIT
     if ((JOBS == 1)); then
         worker 0 "$status_dir/0" || true
     else
@@ -458,12 +533,29 @@ main() {
     ((SLURM)) || JOBS=${JOBS:-1}  # SLURM: no limit unless --jobs gives one
     build_cells
     cd "$REPO"  # python -m <pkg>.train imports the package from here
-    if ((SLURM)); then
-        if ((DRY_RUN)); then sbatch_script; else submit; fi
+    if ((SELECT && DRY_RUN)); then
+        if ((SLURM)); then sbatch_script; else dry_run_local; fi
+        echo "# then: $PYTHON -m common.select $OUT/<optimizer> --overrides <optimizer>" \
+            "chooses each gridded optimizer's setting; seeds not in '${TUNE_LIST[*]}' run at it"
+    elif ((SLURM)); then
+        if ((SELECT)) && tuned; then
+            build_chosen_cells
+            submit
+        else
+            ((DRY_RUN)) && sbatch_script || submit
+            ((!SELECT)) || echo "--select: run this command again once the array has" \
+                "finished; it chooses each optimizer's setting and submits the other seeds"
+        fi
     elif ((DRY_RUN)); then
         dry_run_local
     else
+        ((!SELECT)) || echo "tuning: ${#CELL_CMDS[@]} cells (seeds ${TUNE_LIST[*]} at every grid point)"
         run_local
+        if ((SELECT)); then
+            build_chosen_cells
+            ((${#CELL_CMDS[@]})) || return 0
+            run_local
+        fi
     fi
 }
 

@@ -72,6 +72,13 @@ def test_mitdb_records_have_physionets_beats(tmp_path, record, expected):
     assert splits.meta["records"]["test"] == [record]
 
 
+def test_embedded_records_are_installed_only_when_asked_for(tmp_path):
+    # a split over the whole database is not silently run on the two shipped records
+    with pytest.raises(DataError, match="No MIT-BIH Arrhythmia Database record"):
+        ecg_data.build_ecg_data("mitdb", tmp_path, download=False)
+    assert not (tmp_path / "mitdb" / "100.dat").exists()
+
+
 def test_records_outside_the_split_are_refused(tmp_path):
     with pytest.raises(DataError, match="999 are not records"):
         ecg_data.build_ecg_data("mitdb", tmp_path, records=[100, 999], download=False)
@@ -125,14 +132,13 @@ def test_install_copies_once_and_reverifies_its_copies(copy_of_mutag, tmp_path):
     assert copy_of_mutag.install(dest) == ["MUTAG_node_labels.txt"]
 
 
-def test_the_users_own_files_are_left_alone(copy_of_mutag, tmp_path):
+def test_the_users_own_files_are_never_mixed_with_the_embedded_ones(copy_of_mutag, tmp_path):
     dest = tmp_path / "dest"
     dest.mkdir()
-    (dest / "README.txt").write_text("my own notes\n", encoding="utf-8")
-    copied = copy_of_mutag.install(dest)
-    assert "README.txt" not in copied
-    assert (dest / "README.txt").read_text(encoding="utf-8") == "my own notes\n"
+    (dest / "MUTAG_A.txt").write_text("1, 2\n2, 1\n", encoding="utf-8")  # a set of their own
     assert copy_of_mutag.install(dest) == []
+    assert sorted(p.name for p in dest.iterdir()) == ["MUTAG_A.txt"]
+    assert (dest / "MUTAG_A.txt").read_text(encoding="utf-8") == "1, 2\n2, 1\n"
 
 
 def test_an_edited_install_of_a_graph_set_fails_the_loader(tmp_path):

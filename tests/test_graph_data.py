@@ -114,14 +114,15 @@ def test_names_are_canonical_and_zip_is_extracted(tmp_path):
 
 
 def test_missing_data_offline_names_the_raw_files(tmp_path):
+    # PROTEINS: MUTAG and PTC_MR ship with the package, so they are never missing
     with pytest.raises(DataError) as e:
-        build_graph_data("mutag", tmp_path, download=False)
+        build_graph_data("proteins", tmp_path, download=False)
     msg = str(e.value)
-    raw = tmp_path / "MUTAG" / "raw"
-    for f in ("MUTAG_A.txt", "MUTAG_graph_indicator.txt", "MUTAG_graph_labels.txt"):
+    raw = tmp_path / "PROTEINS" / "raw"
+    for f in ("PROTEINS_A.txt", "PROTEINS_graph_indicator.txt", "PROTEINS_graph_labels.txt"):
         assert f in msg
-    assert "MUTAG_node_labels.txt" in msg and str(raw) in msg
-    assert f"{TU_URL}/MUTAG.zip" in msg
+    assert "PROTEINS_node_labels.txt" in msg and str(raw) in msg
+    assert f"{TU_URL}/PROTEINS.zip" in msg
     assert isinstance(e.value, UserError)
 
     with pytest.raises(DataError, match="Did you mean 'MUTAG'"):

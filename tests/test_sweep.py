@@ -319,3 +319,43 @@ def test_a_damaged_or_unusable_measurement_is_made_again(data, finished, damage)
     out = read_json(path, fix="")  # verifies again
     assert out["finished"] is True and out["options"]["n_probes"] == 4
     assert {name: stamp(finished / name) for name in MEASURED[1:]} == others
+
+
+def test_select_tunes_each_optimizers_own_grid_then_runs_the_seeds_at_the_choice(tmp_path, data):
+    args = ["--config", str(CONFIG), "--optimizers", "sgd sam", "--seeds", "0 1"]
+    args += ["--grid", "sam:optimizer.rho=0.02,0.2", "--select", "--out", str(tmp_path)]
+    done = sweep(*args, "--", *data)
+    assert done.returncode == 0, done.stderr
+    assert "tuning: 4 cells" in done.stdout  # sgd's two seeds, sam's grid at seed 0
+    choice = read_json(tmp_path / "sam" / "selection.json", fix="")["selections"]
+    (rho,) = [c["chosen"]["optimizer.rho"] for c in choice]
+    assert f"sam: chosen on validation data: optimizer.rho={rho}" in done.stdout
+    cells = sorted(str(p.parent.relative_to(tmp_path)) for p in tmp_path.rglob("summary.json"))
+    other = 0.2 if rho == 0.02 else 0.02
+    assert cells == sorted(
+        [
+            "sgd/seed0",
+            "sgd/seed1",
+            f"sam/optimizer.rho={rho}/seed0",
+            f"sam/optimizer.rho={other}/seed0",
+            f"sam/optimizer.rho={rho}/seed1",
+        ]
+    )
+    again = sweep(*args, "--", *data)  # idempotent: the same choice, nothing trained again
+    assert again.returncode == 0 and "training into" not in again.stdout + again.stderr
+    assert f"optimizer.rho={rho}" in again.stdout
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--select"], "--select chooses among --grid values"),
+        (["--tune-seeds", "0"], "--tune-seeds needs --select"),
+        (["--grid", "wsam:optimizer.rho=0.1", "--select"], "wsam is not one of --optimizers"),
+        (["--grid", "sam:optimizer.rho=0.1", "--select", "--tune-seeds", "7"], "7 is not one of"),
+    ],
+)
+def test_select_refusals(extra, message):
+    done = sweep("--config", str(CONFIG), "--optimizers", "sgd sam", "--seeds", "0 1", *extra)
+    assert done.returncode == 2 and message in done.stderr
+    assert done.stderr.count("\n") == 1
