@@ -50,7 +50,9 @@ from common.errors import UserError
 from common.io import read_json, write_text
 from common.metrics import Metric
 from common.optim import OPTIMIZERS
+from common.select import compared_groups, select, selection_markdown, write_selection
 from common.sharpness.plots import save_figure
+from common.tradeoff import plot_tradeoff
 from common.train.rundir import CONFIG, SUMMARY_FIX, read_summary
 from common.train.typed import flatten, read_yaml
 
@@ -866,12 +868,26 @@ def write_results(
     for key in sweep_keys(groups):
         written += plot_sweep(groups, key, out)
     if sweep_keys(groups):  # a grid: where each point lies in accuracy vs sharpness
-        from common.select import select
-        from common.tradeoff import plot_tradeoff
-
         written += plot_tradeoff(groups, out, select(groups))
     written += plot_noise_curves(groups, out)
     return written
+
+
+def selected_results(rows: Sequence[dict[str, Any]], out: str | Path | None) -> tuple[list, str]:
+    """Each optimizer compared at its setting chosen on validation data: the groups of the
+    chosen settings (one row per data set) and the Markdown of the grids and the tables
+    over seeds; with ``out``, everything :func:`write_results` writes for them, plus
+    ``selection.md`` / ``.json`` and the trade-off figure of every grid point."""
+    everything = group_runs(rows)
+    selections = select(everything)
+    groups = compared_groups(everything, selections)
+    if out is not None:
+        write_results(rows, groups, out)
+        write_selection(selections, out)
+        plot_tradeoff(everything, out, selections)
+    grids = selection_markdown(selections)
+    heading = "### Hyper-parameters chosen on validation data\n\n"
+    return groups, (heading + grids + "\n" if grids else "") + tables_markdown(groups)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -887,11 +903,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="print the per-run table instead of the tables over seeds",
     )
+    parser.add_argument(
+        "--select",
+        action="store_true",
+        help="compare each optimizer at the grid point chosen on validation data "
+        "(python -m common.select), in one row per data set; the grids go to selection.md",
+    )
     args = parser.parse_args(argv)
     try:
         rows = [run_row(d) for d in find_runs(args.paths)]
         if not rows:
             raise UserError(f"no finished run (summary.json) under {', '.join(args.paths)}")
+        if args.select:
+            _, text = selected_results(rows, args.out)
+            print(markdown(rows) if args.runs else text, end="")
+            return 0
         groups = group_runs(rows)
         print(markdown(rows) if args.runs else tables_markdown(groups), end="")
         if args.out:

@@ -615,6 +615,7 @@ def build_graph_data(
     download: bool = True,
     max_degree: int = 100,
     sbm: SBMSpec | None = None,
+    val_is_test: bool = False,
 ) -> GraphSplits:
     """Build the train / val / test splits of graph data set ``name``.
 
@@ -636,6 +637,10 @@ def build_graph_data(
         max_degree: cap of the one-hot degree features of sets without node labels/attributes.
         sbm: what the ``sbm`` set holds (default :class:`SBMSpec()`); generated under
             ``root`` once, and again when the spec changes.
+        val_is_test: validate on the test fold itself and train on every other graph
+            (``val_fraction`` unused): the protocol of Xu et al. (2019) and many TU papers,
+            who choose the epoch by the folds' mean test accuracy. It overstates accuracy;
+            it exists to compare with numbers obtained that way.
 
     Raises:
         DataError: bad option, or a data set that is missing or corrupt.
@@ -679,8 +684,14 @@ def build_graph_data(
     y = ds.y.numpy()
     num_classes = int(y.max()) + 1
     train_idx, val_idx, test_idx = fold_indices(
-        y, fold=fold, n_folds=n_folds, val_fraction=val_fraction, seed=split_seed
+        y,
+        fold=fold,
+        n_folds=n_folds,
+        val_fraction=0.0 if val_is_test else val_fraction,
+        seed=split_seed,
     )
+    if val_is_test:
+        val_idx = test_idx
     train_idx = seeded_subset(train_idx, n_examples, split_seed)
     train, val, test = (ds.index_select(i.tolist()) for i in (train_idx, val_idx, test_idx))
     meta: dict[str, Any] = {
@@ -692,6 +703,7 @@ def build_graph_data(
         "fold": fold,
         "n_folds": n_folds,
         "split_seed": split_seed,
+        "val_is_test": bool(val_is_test),
         "synthetic": spec is not None,
         "features": features,
         "num_features": num_features,

@@ -26,6 +26,13 @@ class GraphDataConfig(DataConfig):
     max_degree: int = field(
         default=100, metadata={"min": 1, "help": "degree one-hot cap (sets without labels)"}
     )
+    val_is_test: bool = field(
+        default=False,
+        metadata={
+            "help": "validate on the test fold (Xu et al. 2019's protocol: optimistic, only "
+            "to compare with numbers obtained that way)"
+        },
+    )
     sbm_graphs: int = field(default=400, metadata={"min": 10, "help": "graphs in the sbm set"})
     # below 11 nodes, 4 communities at the default density would need p_in > 1
     sbm_min_nodes: int = field(default=20, metadata={"min": 11, "help": "sbm graph size, min"})
@@ -64,6 +71,7 @@ def build_data(cfg: GraphConfig) -> Any:
         download=d.download,
         max_degree=d.max_degree,
         sbm=SBMSpec(n_graphs=d.sbm_graphs, nodes=(d.sbm_min_nodes, d.sbm_max_nodes)),
+        val_is_test=d.val_is_test,
     )
 
 

@@ -38,13 +38,9 @@ from common.aggregate import group_runs, rows_of, verdict
 from common.errors import UserError
 from common.select import (
     Selection,
-    compared_groups,
     select,
-    selection_markdown,
-    write_selection,
 )
-from common.tables import run_row, tables_markdown, write_results
-from common.tradeoff import plot_tradeoff
+from common.tables import run_row, selected_results
 from common.train.cli import measure
 from common.train.config import Config, load_config
 from common.train.task import Task
@@ -179,8 +175,8 @@ def _domain_job(
 
     torch.set_num_threads(threads)
     runner = Runner(out, extra, progress)
-    selections = tune_and_compare(runner, domains()[index], optimizers, seeds)
-    return [row["run_dir"] for row in runner.rows], selections
+    tune_and_compare(runner, domains()[index], optimizers, seeds)
+    return [row["run_dir"] for row in runner.rows]
 
 
 def _run_domains(
@@ -204,8 +200,7 @@ def _run_domains(
             order = sorted(range(len(every)), key=lambda i: -every[i].cost)
             futures = {i: pool.submit(_domain_job, i, *args, False, threads) for i in order}
             results = [futures[i].result() for i in range(len(every))]
-    run_dirs = [d for dirs, _ in results for d in dirs]
-    return run_dirs, [s for _, selections in results for s in selections]
+    return [d for dirs in results for d in dirs]
 
 
 def _torch_threads() -> int:
@@ -226,22 +221,10 @@ def run(
     the tables, the selection and the figures into ``out``; returns the printed report."""
     if out.exists():
         shutil.rmtree(out / "runs", ignore_errors=True)  # the demo always starts afresh
-    run_dirs, selections = _run_domains(out, optimizers, seeds, extra, progress, jobs)
-    rows = [run_row(d) for d in run_dirs]
-    everything = group_runs(rows)
-    groups = compared_groups(everything, selections)
-    write_results(rows, groups, out)
-    write_selection(selections, out)
-    plot_tradeoff(everything, out, selections)
-    tables = tables_markdown(groups)
+    run_dirs = _run_domains(out, optimizers, seeds, extra, progress, jobs)
+    groups, tables = selected_results([run_row(d) for d in run_dirs], out)
     verdicts = "\n".join(f"- {verdict(groups, row)}" for row in rows_of(groups))
-    tuned = [s for s in seeds if s in TUNE_SEEDS] or list(seeds[:1])
-    return (
-        f"### Hyper-parameters chosen on validation data (seed{'s' * (len(tuned) > 1)} "
-        f"{', '.join(map(str, tuned))})\n\n"
-        f"{selection_markdown(selections)}\n{tables}\n"
-        f"### Does NSO find flatter minima, and is it more accurate?\n\n{verdicts}\n"
-    )
+    return f"{tables}\n### Does NSO find flatter minima, and is it more accurate?\n\n{verdicts}\n"
 
 
 def _short(override: str) -> str:
