@@ -46,6 +46,7 @@ from common.aggregate import (
     rows_of,
     setting_label,
 )
+from common.class_tables import class_table_markdown
 from common.errors import UserError
 from common.io import read_json, write_text
 from common.metrics import Metric
@@ -234,6 +235,8 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
         "fold": summary.get("fold"),
         "fold_key": summary.get("fold_key"),
         **_validation(summary),
+        "test_details": summary.get("test_details"),
+        "test_counts": ((summary.get("data") or {}).get("class_counts") or {}).get("test"),
     }
     row["config"] = _config(run_dir)
     row["base"] = _base(row["optimizer"], row["config"])
@@ -521,8 +524,12 @@ def latex_escape(text: str) -> str:
 
 
 def tables_markdown(groups: Sequence[Group]) -> str:
-    """Every measure's table (:func:`aggregate_tables`) in Markdown, one after another."""
-    return "\n".join(map(table_markdown, aggregate_tables(groups)))
+    """Every measure's table (:func:`aggregate_tables`) in Markdown, one after another, then
+    the per-class table where the runs report classes."""
+    classes = class_table_markdown(groups)
+    return "\n".join(map(table_markdown, aggregate_tables(groups))) + (
+        f"\n{classes}" if classes else ""
+    )
 
 
 def table_latex(table: Table) -> str:
@@ -616,7 +623,7 @@ def write_aggregate(groups: Sequence[Group], out: str | Path) -> list[Path]:
     out = Path(out)
     tables = aggregate_tables(groups)
     files = {
-        "table.md": "\n".join(map(table_markdown, tables)),
+        "table.md": tables_markdown(groups),
         "table.tex": "% \\usepackage{booktabs}\n" + "\n".join(map(table_latex, tables)),
         "table.csv": aggregate_csv(groups),
     }
