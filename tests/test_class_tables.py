@@ -3,7 +3,6 @@ test_details, against hand-computed values."""
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from common import tables
