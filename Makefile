@@ -4,7 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint bench faults clean demo tables $(addprefix image-,$(OPTIMIZERS)) \
+.PHONY: install test lint bench faults clean demo tables real-graphs real-graph-protocols \
+	real-heartbeats $(addprefix image-,$(OPTIMIZERS)) \
 	$(addprefix graph-,$(OPTIMIZERS)) graph-cv $(addprefix text-,$(OPTIMIZERS)) \
 	$(addprefix ecg-,$(OPTIMIZERS)) ecg-rho-sweep
 
@@ -95,6 +96,16 @@ ecg-rho-sweep: $(STAMP)
 # SGD, SAM and NSO on data that needs no download, trained, measured and compared.
 demo: $(STAMP)
 	$(PY) -m scripts.demo $(ARGS)
+
+# The README's real-data tables (scripts/real/), each runs its matrix then its tables;
+# JOBS=N cells at once (default 2).
+JOBS ?= 2
+real-graphs: $(STAMP)
+	PYTHON=$(PY) scripts/real/graphs.sh --jobs $(JOBS) $(ARGS)
+real-graph-protocols: $(STAMP)
+	PYTHON=$(PY) scripts/real/graph_protocols.sh --jobs $(JOBS) $(ARGS)
+real-heartbeats: $(STAMP)
+	PYTHON=$(PY) scripts/real/heartbeats.sh --jobs $(JOBS) $(ARGS)
 
 # Tables from every finished run under runs/.
 tables: $(STAMP)
