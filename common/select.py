@@ -194,22 +194,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--overrides",
         metavar="OPTIMIZER",
-        help="print only OPTIMIZER's chosen setting as key=value lines (for scripts)",
+        help="print only OPTIMIZER's chosen setting as key=value lines (for scripts); nothing "
+        "when its runs offer no choice",
+    )
+    parser.add_argument(
+        "--chosen-runs",
+        metavar="OPTIMIZER",
+        help="print only the run directories of OPTIMIZER's chosen setting (for scripts)",
     )
     args = parser.parse_args(argv)
     try:
         rows = [run_row(d) for d in find_runs(args.paths)]
         if not rows:
             raise UserError(f"no finished run (summary.json) under {', '.join(args.paths)}")
-        selections = select(group_runs(rows))
-        if args.overrides is not None:
-            mine = [s for s in selections if s.optimizer == args.overrides]
-            if len(mine) != 1:
+        groups = group_runs(rows)
+        selections = select(groups)
+        wanted = args.overrides or args.chosen_runs
+        if wanted is not None:
+            mine = [s for s in selections if s.optimizer == wanted]
+            if len(mine) > 1:
                 raise UserError(
-                    f"{len(mine)} grids of {args.overrides} under {', '.join(args.paths)} "
-                    f"(need one with two settings or more): pass one data set's sweep"
+                    f"{len(mine)} grids of {wanted} under {', '.join(args.paths)} (several "
+                    f"data sets or models): pass one data set's sweep"
                 )
-            print("\n".join(mine[0].overrides()))
+            if mine and args.overrides:
+                print("\n".join(mine[0].overrides()))
+            elif mine:
+                chosen = [g for g in groups if (*g.row[:3], g.optimizer) == mine[0].family]
+                runs = [r["run_dir"] for g in chosen if g.setting == mine[0].chosen for r in g.runs]
+                print("\n".join(sorted(runs)))
         else:
             print(selection_markdown(selections) or "no optimizer has two settings to choose from")
         if args.out:

@@ -286,6 +286,8 @@ has_grid() {  # whether optimizer $1 has a grid axis
     return 1
 }
 
+declare -A COMBO_OF  # <optimizer>/<grid folder> -> its key=value pairs, tab-separated
+
 add_cell() {  # optimizer, seed, key=value pairs...: one more cell
     local opt=$1 seed=$2 name argv joined
     shift 2
@@ -293,6 +295,7 @@ add_cell() {  # optimizer, seed, key=value pairs...: one more cell
     if (($#)); then
         joined=$(IFS=,; echo "$*")
         name+="/${joined//\//_}"  # a value such as org/model stays one folder
+        COMBO_OF[$name]=$(IFS=$'\t'; echo "$*")
     fi
     name+="/seed$seed"
     argv=("${LAUNCHER[@]}" "$PKG.train" --measure --config "$CONFIG"
@@ -329,19 +332,38 @@ tuned() {  # whether every tuning cell has finished (its summary.json exists)
 }
 
 # under --select, after the tuning cells: each gridded optimizer's choice on validation data
-# (written to <out>/<optimizer>/selection.*), and the cells of its remaining seeds at it
+# (written to <out>/<optimizer>/selection.*), and the cells of its remaining seeds at every
+# combination of the chosen setting (its other axes, such as folds, kept); an optimizer
+# whose runs differ in nothing but pooled axes (folds) has no choice and runs them all
 build_chosen_cells() {
-    local opt seed
-    local -a chosen
+    local opt seed dir combo
+    local -a chosen runs combos
+    local -A seen
     CELL_NAMES=() CELL_CMDS=()
     for opt in "${OPTIMIZER_LIST[@]}"; do
         has_grid "$opt" || continue
         mapfile -t chosen < <("$PYTHON" -m common.select "$OUT/$opt" --overrides "$opt" \
             --out "$OUT/$opt") || die "cannot choose $opt's setting (above)"
-        ((${#chosen[@]})) || die "python -m common.select chose nothing for $opt"
-        echo "$opt: chosen on validation data: ${chosen[*]} (see $OUT/$opt/selection.md)"
+        mapfile -t combos < <(grid_combinations "$opt")
+        if ((${#chosen[@]})); then
+            echo "$opt: chosen on validation data: ${chosen[*]} (see $OUT/$opt/selection.md)"
+            mapfile -t runs < <("$PYTHON" -m common.select "$OUT/$opt" --chosen-runs "$opt") ||
+                die "cannot list $opt's chosen runs (above)"
+            combos=() seen=()
+            for dir in "${runs[@]}"; do
+                dir=${dir#"$OUT/$opt/"}
+                combo=$opt/${dir%/seed*}  # the cell's name without its seed, as add_cell made it
+                [[ -n ${COMBO_OF[$combo]+set} ]] || die "$dir is not a cell of this sweep"
+                [[ -n ${seen[$combo]+set} ]] || combos+=("${COMBO_OF[$combo]}")
+                seen[$combo]=1
+            done
+        fi
         for seed in "${SEED_LIST[@]}"; do
-            [[ " ${TUNE_LIST[*]} " == *" $seed "* ]] || add_cell "$opt" "$seed" "${chosen[@]}"
+            [[ " ${TUNE_LIST[*]} " != *" $seed "* ]] || continue
+            for combo in "${combos[@]}"; do
+                IFS=$'\t' read -ra pairs <<<"$combo"
+                add_cell "$opt" "$seed" "${pairs[@]}"
+            done
         done
     done
 }

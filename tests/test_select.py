@@ -123,8 +123,11 @@ def test_the_command_prints_overrides_for_scripts(tmp_path, capsys):
     write_grid(tmp_path)
     assert main([str(tmp_path), "--overrides", "sam"]) == 0
     assert capsys.readouterr().out.strip() == "optimizer.rho=0.05"
-    assert main([str(tmp_path), "--overrides", "wsam"]) == 2
-    assert "0 grids of wsam" in capsys.readouterr().err
+    assert main([str(tmp_path), "--overrides", "wsam"]) == 0  # no grid: no choice, no line
+    assert capsys.readouterr().out == ""
+    assert main([str(tmp_path), "--chosen-runs", "sam"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == sorted(str(tmp_path / f"sam/0.05/seed{s}") for s in (0, 1))
     assert main([str(tmp_path / "nothing")]) == 2
 
 

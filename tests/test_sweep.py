@@ -322,25 +322,23 @@ def test_a_damaged_or_unusable_measurement_is_made_again(data, finished, damage)
 
 
 def test_select_tunes_each_optimizers_own_grid_then_runs_the_seeds_at_the_choice(tmp_path, data):
+    # a fold axis for every optimizer (pooled by the choice) and a rho axis for sam only
     args = ["--config", str(CONFIG), "--optimizers", "sgd sam", "--seeds", "0 1"]
-    args += ["--grid", "sam:optimizer.rho=0.02,0.2", "--select", "--out", str(tmp_path)]
+    args += ["--grid", "data.fold=0,1", "--grid", "sam:optimizer.rho=0.02,0.2"]
+    args += ["--select", "--out", str(tmp_path)]
     done = sweep(*args, "--", *data)
     assert done.returncode == 0, done.stderr
-    assert "tuning: 4 cells" in done.stdout  # sgd's two seeds, sam's grid at seed 0
+    assert "tuning: 6 cells" in done.stdout  # seed 0: sgd's 2 folds, sam's 2 folds x 2 rho
     choice = read_json(tmp_path / "sam" / "selection.json", fix="")["selections"]
     (rho,) = [c["chosen"]["optimizer.rho"] for c in choice]
+    assert [p["n"] for p in choice[0]["grid"]] == [2, 2]  # both folds pooled per rho
     assert f"sam: chosen on validation data: optimizer.rho={rho}" in done.stdout
     cells = sorted(str(p.parent.relative_to(tmp_path)) for p in tmp_path.rglob("summary.json"))
     other = 0.2 if rho == 0.02 else 0.02
-    assert cells == sorted(
-        [
-            "sgd/seed0",
-            "sgd/seed1",
-            f"sam/optimizer.rho={rho}/seed0",
-            f"sam/optimizer.rho={other}/seed0",
-            f"sam/optimizer.rho={rho}/seed1",
-        ]
-    )
+    expected = [f"sgd/data.fold={f}/seed{s}" for f in (0, 1) for s in (0, 1)]
+    expected += [f"sam/data.fold={f},optimizer.rho={r}/seed0" for f in (0, 1) for r in (rho, other)]
+    expected += [f"sam/data.fold={f},optimizer.rho={rho}/seed1" for f in (0, 1)]
+    assert cells == sorted(expected)
     again = sweep(*args, "--", *data)  # idempotent: the same choice, nothing trained again
     assert again.returncode == 0 and "training into" not in again.stdout + again.stderr
     assert f"optimizer.rho={rho}" in again.stdout
