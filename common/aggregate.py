@@ -247,6 +247,28 @@ def rows_of(groups: Sequence[Group]) -> list[tuple]:
     return list(dict.fromkeys(g.row for g in groups))
 
 
+def folds_text(folds: Sequence[int]) -> str:
+    """``fold 0``, ``folds 0–9`` (a contiguous range) or ``folds 0, 2, 5``."""
+    if len(folds) == 1:
+        return f"fold {folds[0]}"
+    if list(folds) == list(range(folds[0], folds[-1] + 1)):
+        return f"folds {folds[0]}–{folds[-1]}"
+    return f"folds {', '.join(map(str, folds))}"
+
+
+def seeds_text(
+    groups: Sequence[Group], *, sep: str = ", ", averaged_folds_only: bool = False
+) -> str:
+    """``seeds 0, 1, 2, fold 0``: the seeds and folds of the groups' runs (the folds left
+    out with ``averaged_folds_only`` unless some group holds several)."""
+    seeds = sorted({s for g in groups for s in g.seeds})
+    folds = sorted({f for g in groups for f in g.folds})
+    if averaged_folds_only and not any(len(g.folds) > 1 for g in groups):
+        folds = []
+    text = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    return text + (f"{sep}{folds_text(folds)}" if folds else "")
+
+
 def setting_label(setting: Sequence[tuple[str, Any]]) -> str:
     """``rho=0.1, k=2``: each key by its last part unless two keys share it."""
     lasts = [k.rsplit(".", 1)[-1] for k, _ in setting]

@@ -44,6 +44,7 @@ from common.aggregate import (
     reference,
     relative_change,
     rows_of,
+    seeds_text,
     setting_label,
 )
 from common.class_tables import class_table_markdown
@@ -395,20 +396,11 @@ def _comparisons(groups: Sequence[Group]) -> list[tuple[str, str]]:
 
 def _seeds_caption(groups: Sequence[Group], n: int) -> str:
     # folds only where a cell averages over several (a single fold is a fixed split)
-    over = _seeds_text(groups, sep=" and ", averaged_folds_only=True)
+    over = seeds_text(groups, sep=" and ", averaged_folds_only=True)
     return (
         f"mean ± sample standard deviation (ddof 1) over n = {n} run{'s' if n != 1 else ''} "
         f"({over}); a cell with another n says so"
     )
-
-
-def _folds_text(folds: Sequence[int]) -> str:
-    """``fold 0``, ``folds 0–9`` (a contiguous range) or ``folds 0, 2, 5``."""
-    if len(folds) == 1:
-        return f"fold {folds[0]}"
-    if list(folds) == list(range(folds[0], folds[-1] + 1)):
-        return f"folds {folds[0]}–{folds[-1]}"
-    return f"folds {', '.join(map(str, folds))}"
 
 
 def _usual_n(stats: Iterable[Stat | None]) -> int:
@@ -659,19 +651,6 @@ def _subset_text(groups: Sequence[Group], prefix: str) -> str:
     return f"on {n} {split} examples"
 
 
-def _seeds_text(
-    groups: Sequence[Group], *, sep: str = ", ", averaged_folds_only: bool = False
-) -> str:
-    """``seeds 0, 1, 2, fold 0``: the seeds and folds of the groups' runs (the folds left
-    out with ``averaged_folds_only`` unless some group holds several)."""
-    seeds = sorted({s for g in groups for s in g.seeds})
-    folds = sorted({f for g in groups for f in g.folds})
-    if averaged_folds_only and not any(len(g.folds) > 1 for g in groups):
-        folds = []
-    text = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
-    return text + (f"{sep}{_folds_text(folds)}" if folds else "")
-
-
 def _bars(ax: Any, groups: Sequence[Group], key: Callable[[Group], str]) -> None:
     """Bars per table row, one per optimizer (always at its own offset, so a missing value
     leaves a gap instead of shifting the others), with ± std error bars."""
@@ -725,7 +704,7 @@ def plot_measures(groups: Sequence[Group], out: str | Path) -> list[Path]:
             _bars(ax, shown, key)
             prefix = {"trace": "hessian", "top_eigenvalue": "hessian"}.get(name, "noise")
             subset = "" if name == "metric" else f"\n{_subset_text(shown, prefix)}"
-            ax.set_title(f"{domain}: {heading}{subset}\n{_seeds_text(shown)}", fontsize=8)
+            ax.set_title(f"{domain}: {heading}{subset}\n{seeds_text(shown)}", fontsize=8)
         handles = {}
         for ax in fig.axes:  # one legend entry per optimizer, whichever panels it is in
             handles.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
@@ -821,7 +800,7 @@ def plot_sweep(groups: Sequence[Group], key: str, out: str | Path) -> list[Path]
         if min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 10:
             ax.set_xscale("log")
         ax.set_xlabel(short)
-        seeds = _seeds_text([g for points in lines.values() for _, g in points])
+        seeds = seeds_text([g for points in lines.values() for _, g in points])
         ax.set_title(f"{title} vs {short}\n{seeds}", fontsize=8)
         ax.legend(fontsize=6)
     fig.suptitle(f"sweep of {key}: mean ± sample std over seeds", fontsize=9)
@@ -854,7 +833,7 @@ def plot_noise_curves(groups: Sequence[Group], out: str | Path) -> list[Path]:
             ax.set_yscale("log")
         ax.set_xlabel("σ of the weight noise")
         ax.set_title(
-            f"{domain}: {dataset}, {_subset_text(shown, 'noise')}\n{_seeds_text(shown)}", fontsize=8
+            f"{domain}: {dataset}, {_subset_text(shown, 'noise')}\n{seeds_text(shown)}", fontsize=8
         )
         ax.legend(fontsize=6)
     fig.suptitle("noise stability vs σ: mean ± sample std over seeds", fontsize=9)

@@ -16,7 +16,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from common.aggregate import SHARPNESS, Group, Stat, optimizer_colour, setting_label
+from common.aggregate import SHARPNESS, Group, Stat, optimizer_colour, seeds_text, setting_label
 from common.select import Selection
 from common.sharpness.plots import save_figure
 
@@ -92,12 +92,9 @@ def tradeoff_figure(groups: Sequence[Group], selections: Sequence[Selection] = (
                 ax.legend(fontsize=6)
             ax.set_xlabel(title)
             ax.set_ylabel(f"test {mine[0].headline.label}")
-            seeds = sorted({s for g in mine for s in g.seeds})
-            ax.set_title(
-                f"{domain}: {dataset}, {model} (seeds {', '.join(map(str, seeds))})", fontsize=8
-            )
+            ax.set_title(f"{domain}: {dataset}, {model} ({seeds_text(mine)})", fontsize=8)
     fig.suptitle(
-        "test metric vs sharpness, every grid point: mean ± sample std over seeds "
+        "test metric vs sharpness, every grid point: mean ± sample std over seeds and folds "
         "(★ chosen on validation)",
         fontsize=9,
     )
