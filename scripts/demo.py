@@ -273,7 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"\n{report}\nwritten to {out}/: table.md, table.csv, table.tex, a figure per measure")
+    print(
+        f"\n{report}\nwritten to {out}/: selection.md, table.md, table.csv, table.tex, "
+        "tradeoff.png and a figure per measure"
+    )
     print(f"demo took {time.perf_counter() - start:.0f} s")
     return 0
 
