@@ -144,6 +144,21 @@ def compared_groups(groups: Sequence[Group], selections: Sequence[Selection]) ->
     return out
 
 
+def chosen_runs(
+    groups: Sequence[Group], selections: Sequence[Selection], optimizer: str
+) -> list[str]:
+    """The run directories of ``optimizer``'s chosen setting on every data set and model
+    where it had a choice, sorted (what ``sweep.sh --select`` continues from)."""
+    chosen = {s.family: s.chosen for s in selections if s.optimizer == optimizer}
+    return sorted(
+        r["run_dir"]
+        for g in groups
+        if chosen.get((g.domain, g.dataset, g.model, g.optimizer), ()) == g.setting
+        and (g.domain, g.dataset, g.model, g.optimizer) in chosen
+        for r in g.runs
+    )
+
+
 def _value(stat: Stat, metric: Metric) -> str:
     scale = "{:.2f}" if "%" in metric.label else "{:.4g}"
     spread = f" ± {scale.format(stat.std)}" if stat.std is not None else ""
@@ -181,6 +196,24 @@ def write_selection(selections: Sequence[Selection], out: str | Path) -> list[Pa
     return [json_path, md_path]
 
 
+def _script_lines(
+    args: argparse.Namespace, groups: Sequence[Group], selections: Sequence[Selection]
+) -> list[str] | None:
+    """What ``--chosen-runs`` or ``--overrides`` prints, one item a line (None without them;
+    nothing for an optimizer that had no choice to make)."""
+    if args.chosen_runs is not None:
+        return chosen_runs(groups, selections, args.chosen_runs)
+    if args.overrides is None:
+        return None
+    mine = [s for s in selections if s.optimizer == args.overrides]
+    if len(mine) > 1:
+        raise UserError(
+            f"{len(mine)} grids of {args.overrides} under {', '.join(args.paths)} (several data "
+            f"sets or models): pass one data set's runs, or use --chosen-runs"
+        )
+    return mine[0].overrides() if mine else []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from common.tables import find_runs, run_row
 
@@ -200,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--chosen-runs",
         metavar="OPTIMIZER",
-        help="print only the run directories of OPTIMIZER's chosen setting (for scripts)",
+        help="print only the run directories of OPTIMIZER's chosen setting on every data set "
+        "(for scripts)",
     )
     args = parser.parse_args(argv)
     try:
@@ -209,22 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"no finished run (summary.json) under {', '.join(args.paths)}")
         groups = group_runs(rows)
         selections = select(groups)
-        wanted = args.overrides or args.chosen_runs
-        if wanted is not None:
-            mine = [s for s in selections if s.optimizer == wanted]
-            if len(mine) > 1:
-                raise UserError(
-                    f"{len(mine)} grids of {wanted} under {', '.join(args.paths)} (several "
-                    f"data sets or models): pass one data set's sweep"
-                )
-            if mine and args.overrides:
-                print("\n".join(mine[0].overrides()))
-            elif mine:
-                chosen = [g for g in groups if (*g.row[:3], g.optimizer) == mine[0].family]
-                runs = [r["run_dir"] for g in chosen if g.setting == mine[0].chosen for r in g.runs]
-                print("\n".join(sorted(runs)))
-        else:
+        lines = _script_lines(args, groups, selections)
+        if lines is None:
             print(selection_markdown(selections) or "no optimizer has two settings to choose from")
+        elif lines:
+            print("\n".join(lines))
         if args.out:
             write_selection(selections, args.out)
     except UserError as e:

@@ -164,3 +164,23 @@ def test_the_tradeoff_figure_has_every_grid_point(tmp_path):
     assert [p.suffix for p in written] == [".png", ".pdf"]
     assert all(p.stat().st_size > 0 for p in written)
     assert plot_tradeoff([], tmp_path / "empty") == []
+
+
+def test_chosen_runs_cover_every_data_set(tmp_path, capsys):
+    for dataset, best in (("digits", 0.05), ("cifar10", 0.2)):
+        for rho in (0.05, 0.2):
+            write_run(
+                tmp_path,
+                "sam",
+                0,
+                overrides=(f"optimizer.rho={rho}",),
+                dataset=dataset,
+                name=f"{dataset}/{rho}/seed0",
+                val=90.0 + (rho == best),
+            )
+    assert main([str(tmp_path), "--chosen-runs", "sam"]) == 0
+    assert capsys.readouterr().out.split() == sorted(
+        [str(tmp_path / "digits/0.05/seed0"), str(tmp_path / "cifar10/0.2/seed0")]
+    )
+    assert main([str(tmp_path), "--overrides", "sam"]) == 2  # which data set's? ambiguous
+    assert "use --chosen-runs" in capsys.readouterr().err
