@@ -336,19 +336,23 @@ tuned() {  # whether every tuning cell has finished (its summary.json exists)
 # combination of the chosen setting (its other axes, such as folds, kept); an optimizer
 # whose runs differ in nothing but pooled axes (folds) has no choice and runs them all
 build_chosen_cells() {
-    local opt seed dir combo
-    local -a chosen runs combos
+    local opt seed dir combo chosen listed
+    local -a runs combos
     local -A seen
     CELL_NAMES=() CELL_CMDS=()
     for opt in "${OPTIMIZER_LIST[@]}"; do
         has_grid "$opt" || continue
-        mapfile -t chosen < <("$PYTHON" -m common.select "$OUT/$opt" --overrides "$opt" \
+        listed=$("$PYTHON" -m common.select "$OUT/$opt" --chosen-runs "$opt" \
             --out "$OUT/$opt") || die "cannot choose $opt's setting (above)"
+        runs=()
+        [[ -z $listed ]] || mapfile -t runs <<<"$listed"
         mapfile -t combos < <(grid_combinations "$opt")
-        if ((${#chosen[@]})); then
-            echo "$opt: chosen on validation data: ${chosen[*]} (see $OUT/$opt/selection.md)"
-            mapfile -t runs < <("$PYTHON" -m common.select "$OUT/$opt" --chosen-runs "$opt") ||
-                die "cannot list $opt's chosen runs (above)"
+        if ((${#runs[@]})); then
+            # the chosen values, where one data set makes them one setting
+            chosen=$("$PYTHON" -m common.select "$OUT/$opt" --overrides "$opt" 2>/dev/null |
+                paste -sd ' ' || true)
+            echo "$opt: chosen on validation data: ${chosen:-per data set} (see" \
+                "$OUT/$opt/selection.md)"
             combos=() seen=()
             for dir in "${runs[@]}"; do
                 dir=${dir#"$OUT/$opt/"}
