@@ -348,4 +348,14 @@ def verdict(groups: Sequence[Group], row: tuple, optimizer: str = "nso") -> str:
                 f"{metric.name})",
             }[standing]
         )
-    return f"{where}, {n} seed{'s' if n != 1 else ''}: " + "; ".join(parts) + "."
+    return f"{where}, {_runs_text(ours, n)}: " + "; ".join(parts) + "."
+
+
+def _runs_text(group: Group, n: int) -> str:
+    """``3 seeds``, or ``10 folds`` (one seed), or ``20 runs (2 seeds x 10 folds)``."""
+    seeds, folds = len(group.seeds), len(group.folds)
+    if folds <= 1:
+        return f"{n} seed{'s' * (n != 1)}"
+    if seeds == 1:
+        return f"{n} fold{'s' * (n != 1)}"
+    return f"{n} runs ({seeds} seeds x {folds} folds)"

@@ -433,3 +433,19 @@ def test_command_refuses_a_damaged_config(three_seeds, tmp_path, capsys):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith("error: ") and "config.yaml" in r.stderr
     assert r.stderr.count("\n") == 1
+
+
+def test_verdict_counts_folds_as_folds(tmp_path: Path) -> None:
+    for fold in range(3):
+        for optimizer in ("sgd", "nso"):
+            write_run(
+                tmp_path,
+                optimizer,
+                0,
+                VALUES[(optimizer, fold)],
+                fold=fold,
+                name=f"{optimizer}/fold{fold}",
+            )
+    groups = group_runs([run_row(d) for d in tables.find_runs([tmp_path])])
+    (row,) = {g.row for g in groups}
+    assert verdict(groups, row).startswith("image, digits, 3 folds: ")
