@@ -5,7 +5,8 @@ over seeds, as the papers' protocols do.
 The runs of a grid are grouped as the tables group them (:func:`common.aggregate.group_runs`:
 same domain, data set, model, optimizer and setting; seeds and folds pooled). For each
 optimizer the setting with the best mean *validation* value of the metric that selects
-``best.pt`` (``summary.json``'s ``select`` and ``best_val``) wins; a tie (frequent on small
+``best.pt`` (``summary.json``'s ``select`` and ``best_val``), over the seeds and folds that
+every setting has, wins; a tie (frequent on small
 validation sets, where accuracy moves in coarse steps) goes to the lower mean validation
 loss at the same checkpoints, then to the first setting in the grid's order. The test
 metric plays no part::
@@ -69,6 +70,23 @@ class Selection:
         }
 
 
+def _runs_key(run: dict[str, Any]) -> tuple[Any, Any]:
+    return run["seed"], run.get("fold")
+
+
+def _shared(members: Sequence[Group]) -> list[Group]:
+    """The groups cut down to the (seed, fold) pairs every one of them has: each setting
+    is judged on the same runs (a grid tuned with seed 0 and its winner then run with more
+    seeds is still compared on seed 0), where they share any."""
+    keys = [{_runs_key(r) for r in g.runs if r.get("val_select") is not None} for g in members]
+    common = set.intersection(*keys) if keys else set()
+    if not common:
+        return list(members)
+    return [
+        dataclasses.replace(g, runs=[r for r in g.runs if _runs_key(r) in common]) for g in members
+    ]
+
+
 def _validation(group: Group) -> tuple[Metric, Stat] | None:
     """The group's selecting metric and its validation statistics over the runs."""
     metrics = {r["select"] for r in group.runs if r.get("select") is not None}
@@ -99,7 +117,8 @@ def select(groups: Sequence[Group]) -> list[Selection]:
         )
     out = []
     for (domain, dataset, model, optimizer), members in families.items():
-        scored = [(g, v) for g in members if (v := _validation(g)) is not None]
+        judged = _shared([g for g in members if _validation(g) is not None])
+        scored = [(g, v) for g in judged if (v := _validation(g)) is not None]
         if len(scored) < 2:
             continue
         metric = scored[0][1][0]

@@ -184,3 +184,24 @@ def test_chosen_runs_cover_every_data_set(tmp_path, capsys):
     )
     assert main([str(tmp_path), "--overrides", "sam"]) == 2  # which data set's? ambiguous
     assert "use --chosen-runs" in capsys.readouterr().err
+
+
+def test_settings_are_judged_on_the_seeds_they_share(tmp_path):
+    # tuned with seed 0, 0.05 won and then ran seeds 1 and 2, whose lower validation values
+    # must not turn the choice (a tabulation after the fact agrees with the sweep's choice)
+    vals = {(0.02, 0): 90.0, (0.05, 0): 95.0, (0.05, 1): 80.0, (0.05, 2): 81.0, (0.2, 0): 91.0}
+    for (rho, seed), val in vals.items():
+        write_run(
+            tmp_path,
+            "sam",
+            seed,
+            overrides=(f"optimizer.rho={rho}",),
+            name=f"{rho}/seed{seed}",
+            val=val,
+        )
+    groups = group_runs([run_row(d) for d in tables.find_runs([tmp_path])])
+    (choice,) = select(groups)
+    assert choice.chosen == (("optimizer.rho", 0.05),)
+    assert [stat.n for _, stat in choice.candidates] == [1, 1, 1]  # seed 0 each
+    (sam,) = [g for g in compared_groups(groups, [choice])]
+    assert sam.seeds == [0, 1, 2]  # the table still reports every seed of the choice
