@@ -36,10 +36,7 @@ from pathlib import Path
 
 from common.aggregate import group_runs, rows_of, verdict
 from common.errors import UserError
-from common.select import (
-    Selection,
-    select,
-)
+from common.select import Selection, select
 from common.tables import run_row, selected_results
 from common.train.cli import measure
 from common.train.config import Config, load_config
@@ -168,9 +165,8 @@ def _domain_job(
     extra: Sequence[str],
     progress: bool,
     threads: int,
-) -> tuple[list[str], list[Selection]]:
-    """One domain's runs (in a worker process with ``threads`` threads): run folders and
-    the selections made."""
+) -> list[str]:
+    """One domain's runs (in a worker process with ``threads`` threads): their folders."""
     import torch
 
     torch.set_num_threads(threads)
@@ -186,8 +182,8 @@ def _run_domains(
     extra: Sequence[str],
     progress: bool,
     jobs: int,
-) -> tuple[list[str], list[Selection]]:
-    """Every domain's runs, ``jobs`` domains at once (each in its own process, with an equal
+) -> list[str]:
+    """Every domain's run folders, ``jobs`` domains at once (each in its own process, with an equal
     share of the cores), costliest first; results in the domains' order."""
     every = domains()
     args = (out, optimizers, seeds, extra)
