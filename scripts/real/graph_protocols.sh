@@ -10,7 +10,8 @@
 # single epoch with the best validation accuracy averaged over the folds.
 #
 # Data:    graph_exps/embedded/{MUTAG,PTC_MR}.
-# Runtime: 2 sets x 2 protocols x 10 folds = 40 runs; about 10 minutes on 2 CPU cores.
+# Runtime: 2 sets x 2 protocols x 10 folds = 40 runs; about 20 minutes on 2 CPU cores
+#          with --jobs 2 (measured).
 # Usage:   scripts/real/graph_protocols.sh [--jobs N | --slurm ...] [--dry-run] [-- key=value ...]
 # Output:  runs/real/graph-protocols/<set>/; the table on the terminal and in
 #          results/real/graph-protocols.md.

@@ -7,7 +7,8 @@
 # MODELS="cnn1d attention" adds the course project's attention model (slower on a CPU).
 #
 # Data:    ecg_exps/embedded/mitdb/ (installed into data/mitdb/ with its checksums).
-# Runtime: 13 runs per model; about 5 minutes for the CNN on 2 CPU cores with --jobs 2.
+# Runtime: 13 runs per model; about 6 minutes for the CNN on 2 CPU cores with --jobs 2
+#          (measured).
 # Usage:   scripts/real/heartbeats.sh [--jobs N | --slurm ...] [--dry-run] [-- key=value ...]
 # Output:  runs/real/ecg/<model>/ (runs), results/real/ecg/ (selection.md, tables, figures).
 set -euo pipefail
