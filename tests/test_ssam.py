@@ -237,6 +237,10 @@ def _rank_masks(rank: int, world: int, port: int, out: str) -> None:
             },
             f"{out}/rank{rank}.pt",
         )
+        # both ranks past their last collective before either tears gloo down: a rank that
+        # destroys its group while the other still talks to it can abort ("terminate
+        # called without an active exception", seen once in a full run)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
