@@ -26,6 +26,7 @@ from typing import Any
 
 from common.aggregate import Group, Stat, group_runs, setting_label
 from common.errors import UserError
+from common.io import write_text
 
 METRICS = "metrics.csv"
 
@@ -117,12 +118,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("paths", nargs="+", help="run directories or folders holding them")
+    parser.add_argument("--out", help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     try:
         rows: list[dict[str, Any]] = [run_row(d) for d in find_runs(args.paths)]
         if not rows:
             raise UserError(f"no finished run (summary.json) under {', '.join(args.paths)}")
-        print(protocols_markdown(group_runs(rows)), end="")
+        text = protocols_markdown(group_runs(rows))
+        print(text, end="")
+        if args.out:
+            write_text(args.out, text)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -49,7 +49,9 @@ def test_the_table_reports_both_protocols(tmp_path, capsys):
     text = protocols_markdown(groups)
     per_fold = np.mean([70.0, 80.0, 75.0])  # each fold at its own best checkpoint
     assert f"| {per_fold:.2f} ± " in text and "| epoch 2: 70.00 ± " in text
-    assert main([str(tmp_path)]) == 0 and "epoch 2" in capsys.readouterr().out
+    assert main([str(tmp_path), "--out", str(tmp_path / "t.md")]) == 0
+    assert "epoch 2" in capsys.readouterr().out
+    assert (tmp_path / "t.md").read_text(encoding="utf-8") == text
     assert main([str(tmp_path / "none")]) == 2
 
 

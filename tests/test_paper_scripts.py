@@ -82,3 +82,35 @@ def test_mitbih_runs_its_matrix_and_the_rho_sweep_then_tabulates(tmp_path) -> No
     # the sweep's table: SAM at rho 0.5 against the SGD runs of the main matrix
     table = (sweep / "table.md").read_text()
     assert "| rho=0.5 |" in table and "sam vs base (%)" in table
+
+
+@pytest.mark.parametrize(
+    ("script", "count", "within", "then"),
+    [
+        # tuning: 2 sets x 10 folds x (adam + 3 rho + 3 sigma), seed 0 (the only seed)
+        (
+            "graphs.sh",
+            140,
+            ["configs/ptc_mr.yaml", "optimizer.sigma=0.1"],
+            "common.tables --select",
+        ),
+        # 2 sets x 10 folds x 2 validation sets
+        ("graph_protocols.sh", 40, ["data.val_is_test=true", "model.pooling=sum"], "common.epochs"),
+        # tuning: sgd x 3 seeds, then 3 rho and 3 sigma with seed 0
+        ("heartbeats.sh", 9, ["mitdb_records.yaml", "model.name=cnn1d"], "common.tables --select"),
+    ],
+)
+def test_real_data_scripts_dry_run(tmp_path, script, count, within, then):
+    r = subprocess.run(
+        [str(REPO / "scripts" / "real" / script), "--dry-run", "--", "train.epochs=1"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "RUNS": str(tmp_path / "runs")},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    found = cells(r.stdout)
+    assert len(found) == len(set(found)) == count
+    for text in within:
+        assert any(text in c for c in found), text
+    assert all(c.rstrip().endswith("train.epochs=1") for c in found)  # the caller's win
+    assert "when the runs have finished:" in r.stdout and then in r.stdout
+    assert not (tmp_path / "runs").exists()

@@ -16,20 +16,45 @@ sweep() {
     "$repo/scripts/sweep.sh" "$@"
 }
 
-# tabulate OUT PATH...: the tables over seeds of the runs under PATH... into OUT; with
-# --dry-run or --slurm among the caller's options (the cells have not run yet) it says
-# the command to run once they have.
-tabulate() {
-    local out="$1"
-    shift
-    local command=("$python" -m common.tables "$@" --out "$out")
+# deferred: whether the caller's options hold --dry-run or --slurm (the cells have not run
+# when the script reaches its tables)
+deferred() {
     local option
     for option in "${CALLER_ARGS[@]}"; do
         [ "$option" = "--" ] && break
-        if [ "$option" = "--dry-run" ] || [ "$option" = "--slurm" ]; then
-            echo "when the runs have finished: (cd $repo && ${command[*]})"
-            return 0
-        fi
+        if [ "$option" = "--dry-run" ] || [ "$option" = "--slurm" ]; then return 0; fi
     done
-    "${command[@]}"
+    return 1
+}
+
+# after COMMAND...: runs it now, or, deferred, says to run it once the runs have finished.
+after() {
+    if deferred; then
+        echo "when the runs have finished: (cd $repo && $*)"
+    else
+        "$@"
+    fi
+}
+
+# tabulate OUT PATH...: the tables over seeds of the runs under PATH... into OUT (after the
+# runs, see above).
+tabulate() {
+    local out="$1"
+    shift
+    after "$python" -m common.tables "$@" --out "$out"
+}
+
+# split_args ARGS...: the caller's sweep options into OPTIONS and its overrides (after --)
+# into OVERRIDES, for a script that adds overrides of its own between them.
+split_args() {
+    OPTIONS=() OVERRIDES=()
+    while (($#)); do
+        if [ "$1" = "--" ]; then
+            shift
+            OVERRIDES=("$@")
+            return
+        fi
+        OPTIONS+=("$1")
+        shift
+    done
 }

@@ -24,23 +24,10 @@ folds="${FOLDS:-0 1 2 3 4 5 6 7 8 9}"
 gin=(model.layers=4 model.hidden=64 model.pooling=sum model.dropout=0.5 train.epochs=350
     schedule.step_size=50 train.batch_size=128)
 
-# the caller's sweep options, and its overrides after the recipe's (so that they win)
-options=() overrides=()
-while (($#)); do
-    if [ "$1" = "--" ]; then shift; overrides=("$@"); break; fi
-    options+=("$1")
-    shift
-done
+split_args "$@"  # the caller's overrides go after the recipe's, so that they win
 for set in $sets; do
     sweep --config "graph_exps/configs/$set.yaml" --optimizers adam --seeds 0 \
         --grid "data.fold=${folds// /,}" --grid data.val_is_test=false,true \
-        --out "$runs/graph-protocols/$set" "${options[@]}" -- "${gin[@]}" "${overrides[@]}"
+        --out "$runs/graph-protocols/$set" "${OPTIONS[@]}" -- "${gin[@]}" "${OVERRIDES[@]}"
 done
-for option in "${CALLER_ARGS[@]}"; do
-    [ "$option" = "--" ] && break
-    [ "$option" = "--dry-run" ] || [ "$option" = "--slurm" ] || continue
-    echo "when the runs have finished: (cd $repo && $python -m common.epochs $runs/graph-protocols)"
-    exit 0
-done
-mkdir -p "$results"
-"$python" -m common.epochs "$runs/graph-protocols" | tee "$results/graph-protocols.md"
+after "$python" -m common.epochs "$runs/graph-protocols" --out "$results/graph-protocols.md"

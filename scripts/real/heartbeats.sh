@@ -15,16 +15,11 @@ set -euo pipefail
 CALLER_ARGS=("$@")
 RUNS="${RUNS:-runs/real}" RESULTS="${RESULTS:-results/real}"
 source "$(dirname "${BASH_SOURCE[0]}")/../paper/lib.sh"
-options=() overrides=()
-while (($#)); do
-    if [ "$1" = "--" ]; then shift; overrides=("$@"); break; fi
-    options+=("$1")
-    shift
-done
+split_args "$@"  # the caller's overrides go after the model's
 for model in ${MODELS:-cnn1d}; do
     sweep --config ecg_exps/configs/mitdb_records.yaml --optimizers "sgd sam nso" \
         --seeds "${SEEDS:-0 1 2}" --grid "sam:optimizer.rho=${RHOS:-0.02,0.05,0.2}" \
         --grid "nso:optimizer.sigma=${SIGMAS:-0.01,0.03,0.1}" --select \
-        --out "$runs/ecg/$model" "${options[@]}" -- "model.name=$model" "${overrides[@]}"
+        --out "$runs/ecg/$model" "${OPTIONS[@]}" -- "model.name=$model" "${OVERRIDES[@]}"
 done
 tabulate "$results/ecg" --select "$runs/ecg"
