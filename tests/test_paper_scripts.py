@@ -114,3 +114,12 @@ def test_real_data_scripts_dry_run(tmp_path, script, count, within, then):
     assert all(c.rstrip().endswith("train.epochs=1") for c in found)  # the caller's win
     assert "when the runs have finished:" in r.stdout and then in r.stdout
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_paper_script_tunes_with_select_and_tabulates_the_choices(tmp_path):
+    grid = ["--grid", "sam:optimizer.rho=0.02,0.05", "--grid", "nso:optimizer.sigma=0.01,0.03"]
+    r = run("graph_tu.sh", "--dry-run", *grid, "--select", env={"RUNS": str(tmp_path / "r"),
+            "SETS": "mutag"})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert len(cells(r.stdout)) == 10 * (1 + 2 + 2)  # every fold of every grid point
+    assert "-m common.tables --select" in r.stdout

@@ -16,15 +16,19 @@ sweep() {
     "$repo/scripts/sweep.sh" "$@"
 }
 
-# deferred: whether the caller's options hold --dry-run or --slurm (the cells have not run
-# when the script reaches its tables)
-deferred() {
-    local option
+# given OPTION...: whether the caller's sweep options (before --) hold one of OPTION...
+given() {
+    local option wanted
     for option in "${CALLER_ARGS[@]}"; do
         [ "$option" = "--" ] && break
-        if [ "$option" = "--dry-run" ] || [ "$option" = "--slurm" ]; then return 0; fi
+        for wanted in "$@"; do [ "$option" = "$wanted" ] && return 0; done
     done
     return 1
+}
+
+# deferred: whether the cells have not run when the script reaches its tables
+deferred() {
+    given --dry-run --slurm
 }
 
 # after COMMAND...: runs it now, or, deferred, says to run it once the runs have finished.
@@ -37,11 +41,13 @@ after() {
 }
 
 # tabulate OUT PATH...: the tables over seeds of the runs under PATH... into OUT (after the
-# runs, see above).
+# runs, see above); where the caller passed --select, each optimizer at its chosen setting.
 tabulate() {
     local out="$1"
     shift
-    after "$python" -m common.tables "$@" --out "$out"
+    local select=()
+    if given --select; then select=(--select); fi
+    after "$python" -m common.tables "${select[@]}" "$@" --out "$out"
 }
 
 # split_args ARGS...: the caller's sweep options into OPTIONS and its overrides (after --)
