@@ -15,14 +15,11 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from common.aggregate import Group, Stat, group_runs, setting_label
 from common.errors import UserError
@@ -110,28 +107,19 @@ def protocols_markdown(groups: Sequence[Group]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from common.tables import find_runs, run_row
+    from common.tables import finished_rows, one_line_errors, runs_parser
 
-    parser = argparse.ArgumentParser(
-        prog="python -m common.epochs",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("paths", nargs="+", help="run directories or folders holding them")
+    parser = runs_parser("python -m common.epochs", __doc__)
     parser.add_argument("--out", help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
-    try:
-        rows: list[dict[str, Any]] = [run_row(d) for d in find_runs(args.paths)]
-        if not rows:
-            raise UserError(f"no finished run (summary.json) under {', '.join(args.paths)}")
-        text = protocols_markdown(group_runs(rows))
+
+    def command() -> None:
+        text = protocols_markdown(group_runs(finished_rows(args.paths)))
         print(text, end="")
         if args.out:
             write_text(args.out, text)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return one_line_errors(command)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,14 +233,9 @@ def _script_lines(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from common.tables import find_runs, run_row
+    from common.tables import finished_rows, one_line_errors, runs_parser
 
-    parser = argparse.ArgumentParser(
-        prog="python -m common.select",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("paths", nargs="+", help="run directories or folders holding them")
+    parser = runs_parser("python -m common.select", __doc__)
     parser.add_argument("--out", help="folder for selection.md and selection.json")
     parser.add_argument(
         "--overrides",
@@ -256,11 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(for scripts)",
     )
     args = parser.parse_args(argv)
-    try:
-        rows = [run_row(d) for d in find_runs(args.paths)]
-        if not rows:
-            raise UserError(f"no finished run (summary.json) under {', '.join(args.paths)}")
-        groups = group_runs(rows)
+
+    def command() -> None:
+        groups = group_runs(finished_rows(args.paths))
         selections = select(groups)
         lines = _script_lines(args, groups, selections)
         if lines is None:
@@ -269,10 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\n".join(lines))
         if args.out:
             write_selection(selections, args.out)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return one_line_errors(command)
 
 
 if __name__ == "__main__":

@@ -518,10 +518,12 @@ def latex_escape(text: str) -> str:
 def tables_markdown(groups: Sequence[Group]) -> str:
     """Every measure's table (:func:`aggregate_tables`) in Markdown, one after another, then
     the per-class table where the runs report classes."""
+    return _markdown_of(aggregate_tables(groups), groups)
+
+
+def _markdown_of(tables: Sequence[Table], groups: Sequence[Group]) -> str:
     classes = class_table_markdown(groups)
-    return "\n".join(map(table_markdown, aggregate_tables(groups))) + (
-        f"\n{classes}" if classes else ""
-    )
+    return "\n".join(map(table_markdown, tables)) + (f"\n{classes}" if classes else "")
 
 
 def table_latex(table: Table) -> str:
@@ -615,7 +617,7 @@ def write_aggregate(groups: Sequence[Group], out: str | Path) -> list[Path]:
     out = Path(out)
     tables = aggregate_tables(groups)
     files = {
-        "table.md": tables_markdown(groups),
+        "table.md": _markdown_of(tables, groups),
         "table.tex": "% \\usepackage{booktabs}\n" + "\n".join(map(table_latex, tables)),
         "table.csv": aggregate_csv(groups),
     }
@@ -851,9 +853,10 @@ def write_results(
     written = write_table(rows, Path(out) / "runs")
     written += write_aggregate(groups, out)
     written += plot_measures(groups, out)
-    for key in sweep_keys(groups):
+    keys = sweep_keys(groups)
+    for key in keys:
         written += plot_sweep(groups, key, out)
-    if sweep_keys(groups):  # a grid: where each point lies in accuracy vs sharpness
+    if keys:  # a grid: where each point lies in accuracy vs sharpness
         written += plot_tradeoff(groups, out, select(groups))
     written += plot_noise_curves(groups, out)
     return written
@@ -876,13 +879,35 @@ def selected_results(rows: Sequence[dict[str, Any]], out: str | Path | None) -> 
     return groups, (heading + grids + "\n" if grids else "") + tables_markdown(groups)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def runs_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """The parser of a command over finished runs: its ``paths`` to search for them."""
     parser = argparse.ArgumentParser(
-        prog="python -m common.tables",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("paths", nargs="+", help="run directories or folders holding them")
+    return parser
+
+
+def finished_rows(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """A row (:func:`run_row`) per finished run under ``paths``; none is a ``UserError``."""
+    rows = [run_row(d) for d in find_runs(paths)]
+    if not rows:
+        raise UserError(f"no finished run (summary.json) under {', '.join(map(str, paths))}")
+    return rows
+
+
+def one_line_errors(command: Callable[[], None]) -> int:
+    """Runs ``command``; a ``UserError`` becomes one ``error:`` line and exit status 2."""
+    try:
+        command()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = runs_parser("python -m common.tables", __doc__)
     parser.add_argument("--out", help="folder for the tables (.md, .csv, .tex) and figures")
     parser.add_argument(
         "--runs",
@@ -896,22 +921,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(python -m common.select), in one row per data set; the grids go to selection.md",
     )
     args = parser.parse_args(argv)
-    try:
-        rows = [run_row(d) for d in find_runs(args.paths)]
-        if not rows:
-            raise UserError(f"no finished run (summary.json) under {', '.join(args.paths)}")
+
+    def command() -> None:
+        rows = finished_rows(args.paths)
         if args.select:
             _, text = selected_results(rows, args.out)
             print(markdown(rows) if args.runs else text, end="")
-            return 0
+            return
         groups = group_runs(rows)
         print(markdown(rows) if args.runs else tables_markdown(groups), end="")
         if args.out:
             write_results(rows, groups, args.out)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return one_line_errors(command)
 
 
 if __name__ == "__main__":
