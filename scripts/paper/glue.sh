@@ -16,7 +16,6 @@
 # RUNS=DIR and RESULTS=DIR move the runs and the tables (relative to the repository);
 # SEEDS="0 1 2" sets the seeds.
 set -euo pipefail
-CALLER_ARGS=("$@")
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 seeds="${SEEDS:-0 1 2}"
 tasks="${TASKS:-cola sst2 mrpc stsb qqp mnli qnli rte}"

@@ -13,7 +13,6 @@
 # Output:  runs/paper/graph/<set>/ (runs), results/paper/graph/ (tables and figures).
 # RUNS=DIR and RESULTS=DIR move the runs and the tables (relative to the repository).
 set -euo pipefail
-CALLER_ARGS=("$@")
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 sets="${SETS:-mutag ptc_mr proteins nci1 imdb-binary imdb-multi collab reddit-binary
     reddit-multi-5k}"

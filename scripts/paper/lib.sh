@@ -1,15 +1,20 @@
-# Shared by the paper-table scripts: run a matrix with sweep.sh, then tabulate it.
-# Sourced, not run. The caller's arguments are sweep.sh options (--jobs N, --slurm ...,
-# --dry-run) and, after "--", overrides for every cell (e.g. -- smoke=true).
+# Shared by the paper-table and real-data scripts: run a matrix with sweep.sh, then
+# tabulate it. Sourced (with no arguments of its own), not run. The caller's arguments are
+# sweep.sh options (--jobs N, --slurm ..., --dry-run) and, after "--", overrides for every
+# cell (e.g. -- smoke=true).
+
+CALLER_ARGS=("$@")  # sourced without arguments, "$@" is the calling script's
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 python="${PYTHON:-python3}"
 [ -n "${PYTHON:-}" ] || [ ! -x "$repo/.venv/bin/python" ] || python="$repo/.venv/bin/python"
 # where the runs and the tables go: RUNS and RESULTS, relative to the repository (as make's
-# targets are) unless absolute
+# targets are) unless absolute; by default runs/<kind> and results/<kind>, <kind> the
+# calling script's folder (paper, real)
+kind="$(basename "$(dirname "$0")")"
 cd "$repo"
-runs="${RUNS:-runs/paper}"
-results="${RESULTS:-results/paper}"
+runs="${RUNS:-runs/$kind}"
+results="${RESULTS:-results/$kind}"
 
 # sweep ARGS...: scripts/sweep.sh with the table's own options, then the caller's.
 sweep() {

@@ -15,7 +15,6 @@
 # RUNS=DIR and RESULTS=DIR move the runs and the tables (relative to the repository);
 # SEEDS="0 1 2" sets the seeds.
 set -euo pipefail
-CALLER_ARGS=("$@")
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 seeds="${SEEDS:-0 1 2}"
 rhos="${RHOS:-0.01 0.02 0.05 0.1 0.2 0.5 1.0}"

@@ -17,7 +17,6 @@
 # RUNS=DIR and RESULTS=DIR move the runs and the tables (relative to the repository);
 # SEEDS="0 1 2" sets the seeds.
 set -euo pipefail
-CALLER_ARGS=("$@")
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 seeds="${SEEDS:-0 1 2}"
 datasets="${DATASETS:-aircraft caltech256 cub200 indoor flowers cars}"

@@ -16,8 +16,6 @@
 # Output:  runs/real/graph-protocols/<set>/; the table on the terminal and in
 #          results/real/graph-protocols.md.
 set -euo pipefail
-CALLER_ARGS=("$@")
-RUNS="${RUNS:-runs/real}" RESULTS="${RESULTS:-results/real}"
 source "$(dirname "${BASH_SOURCE[0]}")/../paper/lib.sh"
 sets="${SETS:-mutag ptc_mr}"
 folds="${FOLDS:-0 1 2 3 4 5 6 7 8 9}"

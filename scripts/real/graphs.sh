@@ -13,8 +13,6 @@
 # Output:  runs/real/graph/<set>/ (runs), results/real/graph/ (selection.md, the tables
 #          over folds of the chosen settings, the trade-off and bar figures).
 set -euo pipefail
-CALLER_ARGS=("$@")
-RUNS="${RUNS:-runs/real}" RESULTS="${RESULTS:-results/real}"
 source "$(dirname "${BASH_SOURCE[0]}")/../paper/lib.sh"
 sets="${SETS:-mutag ptc_mr}"
 folds="${FOLDS:-0 1 2 3 4 5 6 7 8 9}"

@@ -13,8 +13,6 @@
 # Usage:   scripts/real/heartbeats.sh [--jobs N | --slurm ...] [--dry-run] [-- key=value ...]
 # Output:  runs/real/ecg/<model>/ (runs), results/real/ecg/ (selection.md, tables, figures).
 set -euo pipefail
-CALLER_ARGS=("$@")
-RUNS="${RUNS:-runs/real}" RESULTS="${RESULTS:-results/real}"
 source "$(dirname "${BASH_SOURCE[0]}")/../paper/lib.sh"
 split_args "$@"  # the caller's overrides go after the model's
 for model in ${MODELS:-cnn1d}; do
