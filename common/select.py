@@ -86,18 +86,22 @@ def _shared(members: Sequence[Group]) -> list[Group]:
     ]
 
 
-def _validation(group: Group) -> tuple[Metric, Stat] | None:
-    """The group's selecting metric and its validation statistics over the runs."""
-    metrics = {r["select"] for r in group.runs if r.get("select") is not None}
-    if not metrics:
-        return None
+def _metric_of(members: Sequence[Group]) -> Metric | None:
+    """The metric every run of one optimizer's groups selects ``best.pt`` by (None where
+    none records one); runs that select by different metrics cannot be compared."""
+    metrics = {r["select"] for g in members for r in g.runs if r.get("select") is not None}
     if len(metrics) > 1:
+        g = members[0]
         raise UserError(
-            f"the runs of {group.optimizer} on {group.dataset} select best.pt by different "
-            f"metrics ({', '.join(sorted(m.name for m in metrics))}): they cannot be compared"
+            f"the runs of {g.optimizer} on {g.dataset} select best.pt by different metrics "
+            f"({', '.join(sorted(m.name for m in metrics))}): they cannot be compared"
         )
-    stat = Stat.of(r.get("val_select") for r in group.runs)
-    return (next(iter(metrics)), stat) if stat is not None else None
+    return next(iter(metrics), None)
+
+
+def _validation(group: Group) -> Stat | None:
+    """The validation statistics of the group's runs (None where none recorded a value)."""
+    return Stat.of(r.get("val_select") for r in group.runs)
 
 
 def _mean_loss(group: Group) -> float:
@@ -116,15 +120,13 @@ def select(groups: Sequence[Group]) -> list[Selection]:
         )
     out = []
     for (domain, dataset, model, optimizer), members in families.items():
+        metric = _metric_of(members)
         judged = _shared([g for g in members if _validation(g) is not None])
-        scored = [(g, v) for g in judged if (v := _validation(g)) is not None]
-        if len(scored) < 2:
+        scored = [(g, stat) for g in judged if (stat := _validation(g)) is not None]
+        if metric is None or len(scored) < 2:
             continue
-        metric = scored[0][1][0]
-        if any(m != metric for _, (m, _) in scored):
-            raise UserError(f"the {optimizer} runs on {dataset} select by different metrics")
         sign = 1.0 if metric.higher_is_better else -1.0
-        ranks = [(sign * stat.mean, -_mean_loss(g)) for g, (_, stat) in scored]
+        ranks = [(sign * stat.mean, -_mean_loss(g)) for g, stat in scored]
         best = scored[ranks.index(max(ranks))]  # index: the first of equal ranks
         out.append(
             Selection(
@@ -133,7 +135,7 @@ def select(groups: Sequence[Group]) -> list[Selection]:
                 model,
                 optimizer,
                 metric,
-                tuple((g.setting, stat) for g, (_, stat) in scored),
+                tuple((g.setting, stat) for g, stat in scored),
                 best[0].setting,
             )
         )

@@ -346,8 +346,9 @@ build_chosen_cells() {
             --out "$OUT/$opt") || die "cannot choose $opt's setting (above)"
         runs=()
         [[ -z $listed ]] || mapfile -t runs <<<"$listed"
-        mapfile -t combos < <(grid_combinations "$opt")
-        if ((${#runs[@]})); then
+        if ((${#runs[@]} == 0)); then  # no choice to make: the remaining seeds run every point
+            mapfile -t combos < <(grid_combinations "$opt")
+        else
             # the chosen values, where one data set makes them one setting
             chosen=$("$PYTHON" -m common.select "$OUT/$opt" --overrides "$opt" 2>/dev/null |
                 paste -sd ' ' || true)
@@ -568,7 +569,7 @@ main() {
             build_chosen_cells
             submit
         else
-            ((DRY_RUN)) && sbatch_script || submit
+            if ((DRY_RUN)); then sbatch_script; else submit; fi
             ((!SELECT)) || echo "--select: run this command again once the array has" \
                 "finished; it chooses each optimizer's setting and submits the other seeds"
         fi
