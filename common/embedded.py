@@ -11,28 +11,18 @@ every later call, so a damaged or edited file is a refusal, never a silently wro
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import DataError
-from common.io import atomic_path, read_json, write_json
+from common.io import atomic_path, read_json, sha256_file, write_json
 
 SUMS = "SHA256SUMS"
 SOURCE = "SOURCE.md"
 #: written beside installed copies: which files came from the embedded set
 MARKER = ".embedded.json"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -145,4 +135,4 @@ def embedded_sets(package_folder: str | Path) -> dict[str, EmbeddedSet]:
     }
 
 
-__all__ = ["MARKER", "SOURCE", "SUMS", "EmbeddedSet", "embedded_sets", "sha256_file"]
+__all__ = ["MARKER", "SOURCE", "SUMS", "EmbeddedSet", "embedded_sets"]

@@ -61,6 +61,15 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
         f.write(text)
 
 
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 #: The key under which :func:`write_json` stores the digest of a JSON object.
 CHECKSUM = "sha256"
 
@@ -164,7 +173,7 @@ def ensure_generated(
     marker = folder / f"{what}_spec.json"
 
     def digests() -> dict[str, str]:
-        return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in files}
+        return {name: sha256_file(folder / name) for name in files}
 
     try:
         intact = read_json(marker, fix="it is regenerated") == {

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from common.embedded import sha256_file
 from common.errors import ModelError, UserError
+from common.io import sha256_file
 
 #: keys under which training checkpoints keep the model's state dict
 STATE_KEYS = ("model", "state_dict", "model_state_dict")

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.embedded import MARKER, SOURCE, SUMS, EmbeddedSet, embedded_sets, sha256_file
+from common.embedded import MARKER, SOURCE, SUMS, EmbeddedSet, embedded_sets
 from common.errors import DataError, UserError
+from common.io import sha256_file
 from ecg_exps import data as ecg_data
 from graph_exps import data as graph_data
 
