@@ -36,7 +36,7 @@ from pathlib import Path
 
 from common.aggregate import group_runs, rows_of, verdict
 from common.errors import UserError
-from common.select import Selection, select
+from common.select import select
 from common.tables import run_row, selected_results
 from common.train.cli import measure
 from common.train.config import Config, load_config
@@ -135,10 +135,10 @@ class Runner:
 
 def tune_and_compare(
     runner: Runner, domain: Domain, optimizers: Sequence[str], seeds: Sequence[int]
-) -> list[Selection]:
+) -> None:
     """A base optimizer over ``seeds``; each sharpness-aware one at every grid point over
     :data:`TUNE_SEEDS` (those of ``seeds``), its setting chosen on the validation metric,
-    then the chosen setting over the remaining seeds. Returns the selections."""
+    then the chosen setting over the remaining seeds."""
     tune_seeds = [s for s in seeds if s in TUNE_SEEDS] or list(seeds[:1])
     first = len(runner.rows)
     for name in map(domain.optimizer, optimizers):
@@ -150,11 +150,9 @@ def tune_and_compare(
         for value in values:
             for seed in tune_seeds:
                 runner(domain, name, seed, [f"{key}={value}"])
-    selections = select(group_runs(runner.rows[first:]))
-    for choice in selections:
+    for choice in select(group_runs(runner.rows[first:])):
         for seed in (s for s in seeds if s not in tune_seeds):
             runner(domain, choice.optimizer, seed, choice.overrides())
-    return selections
 
 
 def _domain_job(
@@ -164,15 +162,17 @@ def _domain_job(
     seeds: Sequence[int],
     extra: Sequence[str],
     progress: bool,
-    threads: int,
-) -> list[str]:
-    """One domain's runs (in a worker process with ``threads`` threads): their folders."""
-    import torch
+    threads: int | None,
+) -> list[dict]:
+    """One domain's runs (in a worker process with ``threads`` threads, if given): their
+    table rows, read from their folders as each run ended."""
+    if threads is not None:
+        import torch
 
-    torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
     runner = Runner(out, extra, progress)
     tune_and_compare(runner, domains()[index], optimizers, seeds)
-    return [row["run_dir"] for row in runner.rows]
+    return runner.rows
 
 
 def _run_domains(
@@ -182,13 +182,13 @@ def _run_domains(
     extra: Sequence[str],
     progress: bool,
     jobs: int,
-) -> list[str]:
-    """Every domain's run folders, ``jobs`` domains at once (each in its own process, with an equal
+) -> list[dict]:
+    """Every domain's run rows, ``jobs`` domains at once (each in its own process, with an equal
     share of the cores), costliest first; results in the domains' order."""
     every = domains()
     args = (out, optimizers, seeds, extra)
     if jobs <= 1:
-        results = [_domain_job(i, *args, progress, _torch_threads()) for i in range(len(every))]
+        results = [_domain_job(i, *args, progress, None) for i in range(len(every))]
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         context = multiprocessing.get_context("spawn")  # a fork would copy torch's thread pool
@@ -196,13 +196,7 @@ def _run_domains(
             order = sorted(range(len(every)), key=lambda i: -every[i].cost)
             futures = {i: pool.submit(_domain_job, i, *args, False, threads) for i in order}
             results = [futures[i].result() for i in range(len(every))]
-    return [d for dirs in results for d in dirs]
-
-
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
+    return [row for rows in results for row in rows]
 
 
 def run(
@@ -217,8 +211,8 @@ def run(
     the tables, the selection and the figures into ``out``; returns the printed report."""
     if out.exists():
         shutil.rmtree(out / "runs", ignore_errors=True)  # the demo always starts afresh
-    run_dirs = _run_domains(out, optimizers, seeds, extra, progress, jobs)
-    groups, tables = selected_results([run_row(d) for d in run_dirs], out)
+    rows = _run_domains(out, optimizers, seeds, extra, progress, jobs)
+    groups, tables = selected_results(rows, out)
     verdicts = "\n".join(f"- {verdict(groups, row)}" for row in rows_of(groups))
     return f"{tables}\n### Does NSO find flatter minima, and is it more accurate?\n\n{verdicts}\n"
 
