@@ -55,7 +55,7 @@ from common.optim import OPTIMIZERS
 from common.select import compared_groups, select, selection_markdown, write_selection
 from common.sharpness.plots import save_figure
 from common.tradeoff import plot_tradeoff
-from common.train.rundir import CONFIG, SUMMARY_FIX, read_summary
+from common.train.rundir import CONFIG, SUMMARY_FIX, name_label, read_summary
 from common.train.typed import flatten, read_yaml
 
 #: (key, header, format) of the columns before the metric columns, in order
@@ -222,12 +222,13 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
     """
     run_dir = Path(run_dir)
     summary = _summary(run_dir / "summary.json")
-    dataset = str(summary["dataset"]) + (" (synthetic)" if summary.get("synthetic") else "")
+    dataset = name_label(str(summary["dataset"]))
+    dataset += " (synthetic)" if summary.get("synthetic") else ""
     row: dict[str, Any] = {
         "run_dir": str(run_dir),
         "domain": summary["domain"],
         "dataset": dataset,
-        "model": summary["model"],
+        "model": name_label(summary["model"]),
         "optimizer": summary["optimizer"],
         "seed": summary["seed"],
         "metrics": summary["metrics"],

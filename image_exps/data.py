@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from torchvision.datasets.utils import download_and_extract_archive, extract_arc
 
 from common.errors import DataError  # re-exported: the shared data error
 from common.splits import check_split_options
+from image_exps.models import SMALL_IMAGE
 
 DATASETS: tuple[str, ...] = (
     "digits",
@@ -157,14 +159,27 @@ class Cutout:
 # --------------------------------------------------------------------------- helpers
 
 
+def is_folder_name(name: str) -> bool:
+    """Whether ``data.name`` is a path to an ImageFolder tree rather than a data set's name
+    (as ``model.name`` may be a local folder): it holds a path separator or starts with ``.``
+    or ``~``."""
+    return "/" in name or os.sep in name or name.startswith((".", "~"))
+
+
 def canonical_name(name: str) -> str:
-    """The registry key of image data set ``name`` (case, ``-`` and ``_`` ignored)."""
+    """The registry key of image data set ``name`` (case, ``-`` and ``_`` ignored), or a
+    folder's path (see :func:`is_folder_name`) with ``~`` expanded."""
+    if is_folder_name(str(name)):
+        return str(Path(name).expanduser())
     key = str(name).strip().lower().replace("-", "").replace("_", "")
     if key in DATASETS:
         return key
     close = difflib.get_close_matches(key, DATASETS, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise DataError(f"Unknown image data set {name!r}.{hint} Known: {', '.join(DATASETS)}.")
+    raise DataError(
+        f"Unknown image data set {name!r}.{hint} Known: {', '.join(DATASETS)}, or the path of "
+        f"a folder in the ImageFolder layout (DIR/train/<class>/<image> and DIR/test/...)."
+    )
 
 
 def _carve(
@@ -436,14 +451,14 @@ def checked_loader(path: str) -> Any:
         ) from None
 
 
-def _folder_layout(key: str, base: Path) -> str:
+def _folder_layout(title: str, base: Path) -> str:
     return (
-        f"{_FOLDER_TITLES[key]} is read in the ImageFolder layout: {base}/train/<class>/"
+        f"{title} is read in the ImageFolder layout: {base}/train/<class>/"
         f"<image>.jpg for training and {base}/val/<class>/<image>.jpg and/or "
         f"{base}/test/<class>/<image>.jpg for evaluation (the same class folder names in "
         f"every split; with only one of val/test it is the test set and the validation set "
-        f"is carved from train). This data set is not downloaded automatically: get it from "
-        f"its authors and arrange it that way."
+        f"is carved from train). It is not downloaded automatically: get it from its "
+        f"authors and arrange it that way."
     )
 
 
@@ -458,7 +473,7 @@ def _image_folder(directory: Path, transform: Callable, layout: str) -> Any:
 
 def _folder(
     key: str,
-    root: Path,
+    base: Path,
     augment: bool,
     cutout: int,
     val_fraction: float,
@@ -466,25 +481,20 @@ def _folder(
     n_examples: int | None,
     split_seed: int,
 ) -> ImageSplits:
-    base = root / key
-    layout = _folder_layout(key, base)
+    """An ImageFolder tree at ``base``: one of the named sets or a folder given by path."""
+    title = _FOLDER_TITLES.get(key, f"The image folder {base}")
+    layout = _folder_layout(title, base)
     train_dir, val_dir, test_dir = base / "train", base / "val", base / "test"
     if not train_dir.is_dir() or not (val_dir.is_dir() or test_dir.is_dir()):
         found = [d.name for d in (train_dir, val_dir, test_dir) if d.is_dir()]
         raise DataError(
-            f"{_FOLDER_TITLES[key]} not found: {base} has "
+            f"{title} not found: {base} has "
             f"{'only ' + ', '.join(found) if found else 'no train/val/test directories'}. "
             f"{layout}"
         )
 
     size = image_size or 224
-    norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    center = [T.Resize(round(256 * size / 224), antialias=True), T.CenterCrop(size)]
-    crop = [T.RandomResizedCrop(size, antialias=True), T.RandomHorizontalFlip()]
-    train_tf = T.Compose(
-        (crop if augment else center) + norm + ([Cutout(cutout)] if cutout else [])
-    )
-    eval_tf = T.Compose(center + norm)
+    train_tf, eval_tf = _folder_transforms(size, augment, cutout)
 
     full_train = _image_folder(train_dir, train_tf, layout)
     both = val_dir.is_dir() and test_dir.is_dir()
@@ -506,6 +516,22 @@ def _folder(
     indices = _carve(len(full_train), val_fraction, split_seed, n_examples, carve=not both)
     val = held_out[0] if both else None
     return _rgb_splits(key, full_train, eval_tf, indices, val, test, base, size, split_seed)
+
+
+def _folder_transforms(size: int, augment: bool, cutout: int) -> tuple[Callable, Callable]:
+    """(train, eval) transforms of an ImageFolder set seen at ``size`` pixels: ImageNet's
+    resized crop and flip, or, for small images (CIFAR-like, at most ``SMALL_IMAGE``), the
+    CIFAR recipe (resize, then a 4-pixel-padded random crop and flip), whose resized crop
+    would throw most of a 32-pixel image away."""
+    norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if size <= SMALL_IMAGE:
+        center = [T.Resize((size, size), antialias=True)]
+        crop = center + [T.RandomCrop(size, padding=4), T.RandomHorizontalFlip()]
+    else:
+        center = [T.Resize(round(256 * size / 224), antialias=True), T.CenterCrop(size)]
+        crop = [T.RandomResizedCrop(size, antialias=True), T.RandomHorizontalFlip()]
+    cut = [Cutout(cutout)] if cutout else []
+    return T.Compose((crop if augment else center) + norm + cut), T.Compose(center + norm)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -561,7 +587,8 @@ def build_image_data(
         return _cifar(
             key, root, download, augment, cutout, val_fraction, image_size, n_examples, split_seed
         )
-    return _folder(key, root, augment, cutout, val_fraction, image_size, n_examples, split_seed)
+    base = Path(key) if is_folder_name(key) else root / key
+    return _folder(key, base, augment, cutout, val_fraction, image_size, n_examples, split_seed)
 
 
 __all__ = [

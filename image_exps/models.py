@@ -31,11 +31,12 @@ MODELS: tuple[str, ...] = (
     "resnet50",
     "vgg11_bn",
     "vit_b_16",
+    "wrn16_2",
     "wrn16_8",
     "wrn28_10",
 )
 _TORCHVISION = ("resnet18", "resnet34", "resnet50", "vgg11_bn", "vit_b_16")
-_WRN = {"wrn16_8": (16, 8), "wrn28_10": (28, 10)}
+_WRN = {"wrn16_2": (16, 2), "wrn16_8": (16, 8), "wrn28_10": (28, 10)}
 SMALL_IMAGE = 64  # image_size <= this: CIFAR-style ResNet stem and VGG head (from scratch)
 
 

@@ -37,6 +37,7 @@ from image_exps.data import (
     DataError,
     TensorImages,
     build_image_data,
+    canonical_name,
 )
 
 
@@ -219,15 +220,16 @@ def colour_class(x: torch.Tensor) -> int:
 
 def test_image_folder_train_test_carves_val(tmp_path):
     write_image_folder(tmp_path, "flowers", ("train", "test"), n_per_class=4)
-    s = build_image_data("flowers", tmp_path, val_fraction=0.25, image_size=8, split_seed=1)
-    assert (s.num_classes, s.in_channels, s.image_size) == (3, 3, 8)
+    # past SMALL_IMAGE: ImageNet's resized crop (a padded crop would blacken the fill)
+    s = build_image_data("flowers", tmp_path, val_fraction=0.25, image_size=72, split_seed=1)
+    assert (s.num_classes, s.in_channels, s.image_size) == (3, 3, 72)
     assert (len(s.train), len(s.val), len(s.test)) == (9, 3, 12)
     assert s.meta["classes"] == ["daisy", "rose", "tulip"]
     assert s.meta["source"] == str(tmp_path / "flowers")
     for ds in (s.train, s.val, s.test):
         for i in range(len(ds)):
             x, y = ds[i]
-            assert x.shape == (3, 8, 8) and x.dtype == torch.float32
+            assert x.shape == (3, 72, 72) and x.dtype == torch.float32
             assert isinstance(y, int) and colour_class(x) == y
     assert not set(s.train.indices) & set(s.val.indices)
     # validation uses the eval transform (resize + centre crop): deterministic
@@ -235,10 +237,29 @@ def test_image_folder_train_test_carves_val(tmp_path):
     first = [s.val[i][0] for i in range(3)]
     torch.manual_seed(1)
     assert all(torch.equal(a, s.val[i][0]) for i, a in enumerate(first))
-    again = build_image_data("flowers", tmp_path, val_fraction=0.25, image_size=8, split_seed=1)
+    again = build_image_data("flowers", tmp_path, val_fraction=0.25, image_size=72, split_seed=1)
     assert again.val.indices == s.val.indices and again.train.indices == s.train.indices
     small = build_image_data("flowers", tmp_path, image_size=8, split_seed=1, n_examples=2)
     assert len(small.train) == 2
+
+
+def test_a_folder_given_by_path_is_read_with_the_cifar_recipe_for_small_images(tmp_path):
+    base = write_image_folder(tmp_path / "mine", "cifar-jpeg", ("train", "test"), size=(32, 32))
+    s = build_image_data(str(base), "unused-root", image_size=32, val_fraction=1 / 3)
+    assert s.meta["dataset"] == str(base) and s.meta["source"] == str(base)
+    assert (len(s.train), len(s.val), len(s.test)) == (6, 3, 9)
+    for i in range(len(s.test)):  # eval: resize only, every pixel is the class colour
+        x, y = s.test[i]
+        assert x.shape == (3, 32, 32) and colour_class(x) == y
+        assert torch.allclose(x[0], x[0, 0, 0].expand(32, 32))
+    # training: a 4-pixel-padded crop (a black border of at most 4 pixels) and flip
+    torch.manual_seed(0)
+    green = [s.train[i][0][1] * IMAGENET_STD[1] + IMAGENET_MEAN[1] for i in range(len(s.train))]
+    black = [float((g < 1e-6).float().mean()) for g in green]  # green > 0 in every class
+    assert max(black) <= 1 - (28 / 32) ** 2 + 1e-6 and any(b > 0 for b in black)
+    assert canonical_name(f"{base}/") == str(base) and canonical_name("CIFAR-10") == "cifar10"
+    with pytest.raises(DataError, match="ImageFolder layout"):
+        build_image_data(str(tmp_path / "absent"), tmp_path)
 
 
 def test_image_folder_val_and_test_both_used(tmp_path):
@@ -432,7 +453,9 @@ def test_train_eval_without_subset_and_for_digits(tmp_path):
     s = build_image_data("cub200", tmp_path, image_size=16)  # own val: train is the whole set
     assert isinstance(s.train, torchvision.datasets.ImageFolder)
     assert s.train_eval.samples == s.train.samples
-    assert "RandomResizedCrop" in repr(s.train.transform)
+    assert "RandomCrop(size=(16, 16), padding=4)" in repr(s.train.transform)  # a small image
+    large = build_image_data("cub200", tmp_path, image_size=72)
+    assert "RandomResizedCrop" in repr(large.train.transform)
     assert repr(s.train_eval.transform) == repr(s.test.transform)
     d = build_image_data("digits", "unused")
     assert d.train_eval is d.train  # no transforms to remove

@@ -10,13 +10,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from common.io import write_json
 from common.train.cli import measure_main, train_main
 from common.train.config import load_config, save_config
-from common.train.rundir import locked
+from common.train.rundir import locked, name_label, run_dir_for
 from common.train.trainer import Trainer, train
 from image_exps.task import TASK, ImageConfig
 
@@ -276,3 +277,29 @@ def test_under_torchrun_a_user_error_prints_once(tmp_path) -> None:
     out = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert out.stderr.count("error: optimizer.lr must be > 0") == 1, out.stderr[-2000:]
+
+
+def test_a_local_folder_is_named_by_its_last_part_and_a_hub_id_is_kept(tmp_path):
+    folder = tmp_path / "copies" / "all-MiniLM-L6-v2"
+    folder.mkdir(parents=True)
+    assert name_label(str(folder)) == "all-MiniLM-L6-v2"
+    assert name_label("./models/minilm") == "minilm"
+    assert name_label("sentence-transformers/all-MiniLM-L6-v2") == (
+        "sentence-transformers/all-MiniLM-L6-v2"
+    )
+    assert name_label("cnn") == "cnn"
+
+
+def test_a_model_or_data_folder_given_by_absolute_path_keeps_the_run_under_runs(tmp_path):
+    # Path("runs") / "/abs/model" is "/abs/model": the runs used to land inside the folder
+    task = SimpleNamespace(domain="text", folds=None)
+    cfg = SimpleNamespace(
+        run_dir=None,
+        data=SimpleNamespace(name=str(tmp_path / "CIFAR-10-images")),
+        model=SimpleNamespace(name=str(tmp_path / "all-MiniLM-L6-v2")),
+        optimizer=SimpleNamespace(name="sam"),
+        seed=1,
+    )
+    assert run_dir_for(task, cfg) == Path(
+        "runs/text/CIFAR-10-images/all-MiniLM-L6-v2/sam/seed1"
+    )

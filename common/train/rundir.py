@@ -55,16 +55,26 @@ MEASUREMENT_FILES = {
 }
 
 
+def name_label(name: str) -> str:
+    """A data set or model as run folders and tables name it: a hub id or a built-in name as
+    is, a local folder (``model.name=DIR``, ``data.name=DIR``) by its last part, so that no
+    machine's path shows in a table or lands inside a run folder's path."""
+    if name.startswith(("/", ".", "~")) or Path(name).is_dir():
+        return Path(name).name
+    return name
+
+
 def run_dir_for(task: Any, cfg: Any) -> Path:
     """``cfg.run_dir`` or ``runs/<domain>/<dataset>/<model>/<optimizer>/seed<k>`` (plus
-    ``/fold<f>`` for a task with cross-validation folds)."""
+    ``/fold<f>`` for a task with cross-validation folds); a local folder's name for a
+    data set or model given as one (not its path: an absolute one would put the run there)."""
     if cfg.run_dir:
         return Path(cfg.run_dir)
     path = (
         Path("runs")
         / task.domain
-        / cfg.data.name
-        / cfg.model.name
+        / name_label(cfg.data.name)
+        / name_label(cfg.model.name)
         / cfg.optimizer.name
         / f"seed{cfg.seed}"
     )
