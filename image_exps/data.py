@@ -526,7 +526,7 @@ def _folder_transforms(size: int, augment: bool, cutout: int) -> tuple[Callable,
     norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     if size <= SMALL_IMAGE:
         center = [T.Resize((size, size), antialias=True)]
-        crop = center + [T.RandomCrop(size, padding=4), T.RandomHorizontalFlip()]
+        crop = [*center, T.RandomCrop(size, padding=4), T.RandomHorizontalFlip()]
     else:
         center = [T.Resize(round(256 * size / 224), antialias=True), T.CenterCrop(size)]
         crop = [T.RandomResizedCrop(size, antialias=True), T.RandomHorizontalFlip()]

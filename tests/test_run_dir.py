@@ -300,6 +300,4 @@ def test_a_model_or_data_folder_given_by_absolute_path_keeps_the_run_under_runs(
         optimizer=SimpleNamespace(name="sam"),
         seed=1,
     )
-    assert run_dir_for(task, cfg) == Path(
-        "runs/text/CIFAR-10-images/all-MiniLM-L6-v2/sam/seed1"
-    )
+    assert run_dir_for(task, cfg) == Path("runs/text/CIFAR-10-images/all-MiniLM-L6-v2/sam/seed1")

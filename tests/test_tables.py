@@ -295,4 +295,3 @@ def test_main_writes_the_tables_and_the_figures(runs, tmp_path, capsys):
         assert (out / name).stat().st_size > 0, name
     assert main([str(tmp_path / "runs"), "--runs"]) == 0
     assert parse(capsys.readouterr().out)[0] == HEADER
-
