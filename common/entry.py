@@ -6,10 +6,12 @@ seconds) is one line, not a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 
 INTERRUPTED = "interrupted: rerun the same command to resume"  # as the commands say it
 
@@ -23,15 +25,37 @@ def _quit_while_starting(signum: int, frame: object) -> None:
     os._exit(130)
 
 
+@contextlib.contextmanager
+def _extra_needed(task_module: str) -> Iterator[None]:
+    """A library only the domain needs (its extra, e.g. ``flatminima[text]``), found missing
+    when the domain loads or when a command first uses it (wfdb reads records, ``datasets``
+    downloads), is one line saying what to install, exit status 2."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        package = task_module.split(".")[0]
+        missing = (e.name or "").split(".")[0]
+        if not missing or missing in (package, "common"):
+            raise
+        extra = package.removesuffix("_exps")
+        print(
+            f"error: the {extra} domain needs {missing}, which is not installed: "
+            f"pip install 'flatminima[{extra}]' (or pip install {missing})",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
+
+
 def run(task_module: str, command: str) -> None:
     """Runs ``command`` (train, cv, hessian, noise_stability, landscape) of the domain whose
     ``TASK`` lives in ``task_module``, and exits with its status."""
     previous = signal.signal(signal.SIGINT, _quit_while_starting)
     cli = importlib.import_module("common.train.cli")
-    task = importlib.import_module(task_module).TASK
-    signal.signal(signal.SIGINT, previous)  # from here on the commands handle Ctrl-C
-    if command == "train":
-        raise SystemExit(cli.train_main(task))
-    if command == "cv":
-        raise SystemExit(cli.cv_main(task))
-    raise SystemExit(cli.measure_main(task, command))
+    with _extra_needed(task_module):
+        task = importlib.import_module(task_module).TASK
+        signal.signal(signal.SIGINT, previous)  # from here on the commands handle Ctrl-C
+        if command == "train":
+            raise SystemExit(cli.train_main(task))
+        if command == "cv":
+            raise SystemExit(cli.cv_main(task))
+        raise SystemExit(cli.measure_main(task, command))

@@ -95,6 +95,11 @@ def _parser(prog: str, description: str, task: Task, sections: Sequence[str] = (
         f"keys (default, type: meaning [allowed]):\n{keys}",
     )
     parser.add_argument("overrides", nargs="*", metavar="key=value")
+    if not sections:  # training: the config comes from a file; a measurement: its run's
+        parser.add_argument(
+            "--config",
+            help=f"YAML file, or a config's name (default: {task.default_config.stem})",
+        )
     return parser
 
 
@@ -103,7 +108,6 @@ def train_main(task: Task, argv: Sequence[str] | None = None) -> int:
     parser = _parser(
         f"python -m {task.domain}_exps.train", "Train a model into a run directory.", task
     )
-    parser.add_argument("--config", help=f"YAML file (default: {task.default_config})")
     parser.add_argument(
         "--measure",
         action="store_true",
@@ -113,7 +117,7 @@ def train_main(task: Task, argv: Sequence[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
 
     def run() -> None:
-        cfg = load_config(task.config_cls, args.config or task.default_config, args.overrides)
+        cfg = load_config(task.config_cls, task.config_path(args.config), args.overrides)
         summary = train(task, cfg)
         if summary and args.measure:  # rank 0 only: the measurements are one process
             for kind in MEASUREMENTS:
@@ -148,7 +152,7 @@ def cross_validate(task: Task, config: str | Path | None, overrides: Sequence[st
     metric's mean and standard deviation over folds (``cv.json`` and ``cv.md``, written
     beside the fold run directories)."""
     items = parse_overrides(overrides)
-    first = load_config(task.config_cls, config or task.default_config, items)
+    first = load_config(task.config_cls, task.config_path(config), items)
     task = task.resolve(first)
     if task.folds is None:
         raise UserError(f"the {task.domain} domain has no cross-validation folds")
@@ -161,9 +165,7 @@ def cross_validate(task: Task, config: str | Path | None, overrides: Sequence[st
             task.folds.fold_key: str(fold),
             "run_dir": str(base / f"fold{fold}"),
         }
-        summary = train(
-            task, load_config(task.config_cls, config or task.default_config, fold_items)
-        )
+        summary = train(task, load_config(task.config_cls, task.config_path(config), fold_items))
         scores.append(summary["test"][metric])
         runs.append(summary["run_dir"])
         synthetic = synthetic or bool(summary.get("synthetic"))
@@ -194,7 +196,6 @@ def cross_validate(task: Task, config: str | Path | None, overrides: Sequence[st
 def cv_main(task: Task, argv: Sequence[str] | None = None) -> int:
     """``python -m <domain>.cv [--config FILE] key=value ...``: every fold, mean and std."""
     parser = _parser(f"python -m {task.domain}_exps.cv", "Train every cross-validation fold.", task)
-    parser.add_argument("--config", help=f"YAML file (default: {task.default_config})")
     args = parser.parse_intermixed_args(argv)
     return _guard(lambda: cross_validate(task, args.config, args.overrides))
 

@@ -180,6 +180,25 @@ class Task:
         if self.select != LOSS and self.select.name not in names:
             raise ValueError(f"select={self.select.name!r} is not among reported {names}")
 
+    def config_path(self, config: str | Path | None) -> Path:
+        """The YAML file ``--config`` names: a path, or the name of one of the domain's
+        shipped configs (``--config digits``: ``<domain>_exps/configs/digits.yaml``, found
+        in an installed wheel as in a checkout); None: ``default_config``."""
+        if config is None:
+            return self.default_config
+        path = Path(config).expanduser()
+        if path.is_file():
+            return path
+        shipped = self.default_config.parent
+        named = shipped / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+        if path.parent == Path(".") and named.is_file():
+            return named
+        names = ", ".join(sorted(p.stem for p in shipped.glob("*.yaml")))
+        raise ConfigError(
+            f"--config {config}: no such file, nor a config of the {self.domain} domain by "
+            f"that name; give a YAML file's path or one of: {names}"
+        )
+
     def resolve(self, cfg: Any) -> Task:
         """The task that serves ``cfg``: this one, or the variant its data set needs."""
         return self if self.variant is None else self.variant(cfg)
