@@ -177,3 +177,35 @@ def test_a_nan_in_any_pass_still_stops_the_run(tmp_path, capsys) -> None:
     assert train_main(TASK, args) == 2
     err = capsys.readouterr().err
     assert "is not finite (first pass: " in err and "at step" in err and "stopped" in err
+
+
+# SSAM-F's Fisher was taken on the plain loss while the steps descended the smoothed,
+# class-weighted one ------------------------------------------------------------------------
+def test_ssamf_chooses_its_mask_on_the_loss_the_steps_descend(tmp_path, monkeypatch) -> None:
+    from common.optim.ssam import SSAMF
+
+    seen = []
+    original = SSAMF.prepare_epoch
+
+    def spy(self, epoch, *, model, loss_fn, data):
+        seen.append(loss_fn)
+        return original(self, epoch, model=model, loss_fn=loss_fn, data=data)
+
+    monkeypatch.setattr(SSAMF, "prepare_epoch", spy)
+    options = ["optimizer.name=ssamf", "train.max_steps=1", "train.epochs=1"]
+    cfg = cfg_for(tmp_path, *options, "train.label_smoothing=0.2", "train.class_weights=balanced")
+    trainer = Trainer(TASK, cfg)
+    trainer.run()
+    model, weight = trainer.model, trainer.class_weight
+    x, y = next(iter(torch.utils.data.DataLoader(trainer.splits.test, batch_size=8)))
+
+    def trained_on(logits, labels):  # the steps' criterion: smoothed and class-weighted
+        return torch.nn.functional.cross_entropy(logits, labels, weight, label_smoothing=0.2)
+
+    with torch.no_grad():
+        logits = model(x)
+        one = seen[0](model, (x[:1], y[:1]))  # the Fisher's batches: one example each
+        assert torch.allclose(one, weight[y[0]] * trained_on(logits[:1], y[:1]))
+        whole = seen[0](model, (x, y))  # a batch: the training loss times a constant
+        assert torch.allclose(whole, trained_on(logits, y) * weight[y].mean())
+        assert not torch.allclose(one, torch.nn.functional.cross_entropy(logits[:1], y[:1]))

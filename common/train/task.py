@@ -219,11 +219,26 @@ class Task:
             self.criterion(outputs.float(), targets, label_smoothing, **extra), outputs, targets
         )
 
-    def loss_fn(self, label_smoothing: float = 0.0) -> Callable[[nn.Module, Any], Tensor]:
-        """``loss(model, batch) -> mean loss``: the form optimizers and measurements take."""
+    def loss_fn(
+        self, label_smoothing: float = 0.0, class_weight: Tensor | None = None
+    ) -> Callable[[nn.Module, Any], Tensor]:
+        """``loss(model, batch) -> mean loss``: the form optimizers and measurements take.
+
+        Measurements use the plain loss (the one ``val_loss`` and ``test_loss`` report), so
+        runs trained with other loss options compare; an optimizer's own passes (SSAM-F's
+        Fisher) the training objective, ``label_smoothing`` and ``class_weight`` included.
+        With class weights it is the weighted sum over the batch divided by the batch size,
+        the training loss times a constant of the batch: on a batch of one example (the
+        Fisher's), that example's weighted loss, which a weighted mean would cancel.
+        """
 
         def loss(model: nn.Module, batch: Any) -> Tensor:
-            return self.loss(model, batch, label_smoothing=label_smoothing).loss
+            out = self.loss(
+                model, batch, label_smoothing=label_smoothing, class_weight=class_weight
+            )
+            if class_weight is None:
+                return out.loss
+            return out.loss * class_weight[out.targets].mean()
 
         return loss
 

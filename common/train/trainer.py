@@ -582,7 +582,8 @@ class Trainer:
             prepare(
                 epoch,
                 model=self.model,
-                loss_fn=self.task.loss_fn(),
+                # the objective the steps descend (the mask picks what matters for it)
+                loss_fn=self.task.loss_fn(self.cfg.train.label_smoothing, self.class_weight),
                 data=(batch for batch, _ in self._epoch_batches(epoch, 0)),
             )
 
