@@ -15,6 +15,7 @@ initialisation, so pairing removes the seed-to-seed variation both runs have in 
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -58,10 +59,12 @@ class Stat:
         xs = [float(v) for v in values if v is not None and not math.isnan(v)]
         if not xs:
             return None
-        mean = math.fsum(xs) / len(xs)
+        # exact (rational) arithmetic: equal values have a std of 0, not a rounding error
+        # (a mean of 0.2, 0.2, 0.2 summed in floats is 0.20000000000000004)
+        mean = statistics.mean(xs)
         if len(xs) == 1:
             return cls(mean, None, 1)
-        return cls(mean, math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1)), len(xs))
+        return cls(mean, statistics.stdev(xs, mean), len(xs))
 
     def interval(self) -> tuple[float, float]:
         """mean ± std (the mean alone when there is no spread)."""

@@ -449,3 +449,12 @@ def test_verdict_counts_folds_as_folds(tmp_path: Path) -> None:
     groups = group_runs([run_row(d) for d in tables.find_runs([tmp_path])])
     (row,) = {g.row for g in groups}
     assert verdict(groups, row).startswith("image, digits, 3 folds: ")
+
+
+def test_equal_values_have_no_spread_and_their_own_mean():
+    # summed in floats, three 0.2s have a mean of 0.20000000000000004 and a std of 3.4e-17,
+    # which a table printed as "0.2 ± 3.4e-17"
+    stat = Stat.of([0.2, 0.2, 0.2])
+    assert stat is not None and (stat.mean, stat.std, stat.n) == (0.2, 0.0, 3)
+    spread = Stat.of([1.0, 2.0, 4.0])
+    assert spread is not None and spread.std == statistics.stdev([1.0, 2.0, 4.0])

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real-data table, images: real CIFAR-10 images at CPU scale, WRN-16-2 from scratch
 # (image_exps/configs/cifar10_images.yaml: 4,000 training images, 1,000 held out for
-# validation, the 10,000 test images; SGD with momentum, 8 epochs). SGD, SAM and NSO,
+# validation, the 10,000 test images; SGD with momentum, 6 epochs). SGD, SAM and NSO,
 # 3 seeds; SAM's rho and NSO's sigma chosen on the validation accuracy from a grid with
 # seed 0, then seeds 1 and 2 at the choice; every run measured.
 #
