@@ -22,16 +22,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.errors import UserError
+from common.measurements import sharpness_measures
 from common.metrics import Metric
 from common.optim import OPTIMIZERS
 from common.train.config import RUNTIME_KEYS
 
-#: Sharpness measures a row may hold: (key, title); lower is flatter for every one.
-SHARPNESS: tuple[tuple[str, str], ...] = (
+#: The Hessian's flatness measures (key, title): what the verdict sentence and the
+#: trade-off figure weigh.
+HESSIAN_MEASURES: tuple[tuple[str, str], ...] = (
     ("trace", "Hessian trace"),
     ("top_eigenvalue", "top Hessian eigenvalue"),
-    ("noise_stability", "noise stability"),
 )
+
+
+def sharpness() -> tuple[tuple[str, str], ...]:
+    """Every sharpness measure a row may hold, (key, title), lower is flatter for each: the
+    measurements' registry (common.measurements) as it is now, in its order."""
+    return tuple((s.key, s.title) for s in sharpness_measures())
+
+
 _OPTIMIZER_ORDER = {name: i for i, name in enumerate(OPTIMIZERS)}
 
 
@@ -91,7 +100,9 @@ class Measure:
         )
 
 
-SHARPNESS_MEASURES = tuple(Measure(key, title, False) for key, title in SHARPNESS)
+def sharpness_columns() -> tuple[Measure, ...]:
+    """:func:`sharpness` as the :class:`Measure` s a group aggregates."""
+    return tuple(Measure(key, title, False) for key, title in sharpness())
 
 
 def _ignored(key: str, fold_key: str | None) -> bool:
@@ -311,7 +322,7 @@ def verdict(groups: Sequence[Group], row: tuple, optimizer: str = "nso") -> str:
     n = len(ours.runs)
     parts = []
     flat = {}
-    for key, title in SHARPNESS[:2]:
+    for key, title in HESSIAN_MEASURES:
         mine, theirs = ours.stat(key), {g.optimizer: g.stat(key) for g in here if g is not ours}
         if mine is None or any(s is None for s in theirs.values()):
             return f"{where}: the runs were not all measured ({title} missing)"

@@ -47,7 +47,7 @@ def _extra_needed(task_module: str) -> Iterator[None]:
 
 
 def run(task_module: str, command: str) -> None:
-    """Runs ``command`` (train, cv, hessian, noise_stability, landscape) of the domain whose
+    """Runs ``command`` (train, cv, measure, or a measurement's name) of the domain whose
     ``TASK`` lives in ``task_module``, and exits with its status."""
     previous = signal.signal(signal.SIGINT, _quit_while_starting)
     cli = importlib.import_module("common.train.cli")
@@ -58,4 +58,6 @@ def run(task_module: str, command: str) -> None:
             raise SystemExit(cli.train_main(task))
         if command == "cv":
             raise SystemExit(cli.cv_main(task))
+        if command == "measure":  # python -m <domain>_exps.measure KIND run_dir=PATH ...
+            raise SystemExit(cli.measure_any_main(task))
         raise SystemExit(cli.measure_main(task, command))

@@ -33,8 +33,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from common.aggregate import (
-    SHARPNESS,
-    SHARPNESS_MEASURES,
     Group,
     Measure,
     Stat,
@@ -46,10 +44,13 @@ from common.aggregate import (
     rows_of,
     seeds_text,
     setting_label,
+    sharpness,
+    sharpness_columns,
 )
 from common.class_tables import class_table_markdown
 from common.errors import UserError
 from common.io import read_json, write_text
+from common.measurements import MEASUREMENTS, measured_columns, sharpness_measures
 from common.metrics import Metric
 from common.optim import OPTIMIZERS
 from common.select import compared_groups, select, selection_markdown, write_selection
@@ -66,15 +67,14 @@ RUN_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("optimizer", "optimizer", "{}"),
     ("seed", "seed", "{}"),
 )
-#: (key, header, format) of the columns after the metric columns, in order
-MEASURED_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("trace", "Hessian trace", "{:.4g}"),
-    ("trace_stderr", "± (s.e.)", "{:.2g}"),
-    ("top_eigenvalue", "top eigenvalue", "{:.4g}"),
-    ("noise_sigma", "σ", "{:g}"),
-    ("noise_stability", "noise stability", "{:.4g}"),
-    ("wall_time_s", "train time (s)", "{:.0f}"),
-)
+
+
+def after_metric_columns() -> tuple[tuple[str, str, str], ...]:
+    """(key, header, format) of the columns after the metric columns, in order: the
+    measurements' (common.measurements, as registered now), then the training time."""
+    return (*measured_columns(), ("wall_time_s", "train time (s)", "{:.0f}"))
+
+
 #: keys a summary.json must hold for a table row
 #: What a table row needs of summary.json (a subset of what the trainer writes).
 SUMMARY_KEYS = ("domain", "dataset", "model", "optimizer", "seed", "metrics", "test")
@@ -145,7 +145,7 @@ def _measured(
     try:
         out = read(data)
         for key, value in out.items():
-            tabulated = key in (k for k, _, _ in MEASURED_COLUMNS)  # not the split's name
+            tabulated = key in (k for k, _, _ in after_metric_columns())  # not the split's name
             if tabulated and value is not None and not _number(value):
                 raise ValueError(f"{key} = {value!r} is not a number")
     except KeyError as e:
@@ -153,37 +153,6 @@ def _measured(
     except (IndexError, TypeError, ValueError) as e:
         raise UserError(f"{path} is malformed ({e}); {_REMEASURE}") from None
     return out
-
-
-def _subset(data: dict[str, Any], prefix: str) -> dict[str, Any]:
-    """What a measurement was made on (split, number of examples), for plot titles."""
-    return {f"{prefix}_split": data.get("split"), f"{prefix}_examples": data.get("n_examples")}
-
-
-def _hessian(data: dict[str, Any]) -> dict[str, Any]:
-    if not data["eigenvalues"]["eigenvalues"]:
-        raise ValueError("'eigenvalues' is empty")
-    return {
-        "trace": data["trace"]["total"],
-        "trace_stderr": data["trace"]["stderr"],
-        "top_eigenvalue": data["eigenvalues"]["eigenvalues"][0],
-        **_subset(data, "hessian"),
-    }
-
-
-def _noise(data: dict[str, Any]) -> dict[str, Any]:
-    if not data["results"]:
-        raise ValueError("'results' is empty")
-    first = min(data["results"], key=lambda r: r["sigma"])  # the smallest sigma measured
-    curve = {float(r["sigma"]): r["mean"] for r in data["results"]}
-    if not all(map(_number, curve.values())):
-        raise ValueError("a noise stability mean is not a number")
-    return {
-        "noise_sigma": first["sigma"],
-        "noise_stability": first["mean"],
-        **_subset(data, "noise"),
-        "noise_curve": curve,  # every sigma measured: the noise-vs-sigma plot
-    }
 
 
 def _validation(summary: dict[str, Any]) -> dict[str, Any]:
@@ -242,8 +211,9 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
     }
     row["config"] = _config(run_dir)
     row["base"] = _base(row["optimizer"], row["config"])
-    row.update(_measured(run_dir / "hessian.json", _hessian, summary))
-    row.update(_measured(run_dir / "noise_stability.json", _noise, summary))
+    for measurement in MEASUREMENTS.values():
+        if measurement.read is not None:
+            row.update(_measured(run_dir / measurement.file, measurement.read, summary))
     return row
 
 
@@ -265,7 +235,7 @@ def metric_columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, str]]
 
 def columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, str]]:
     """(key, header, format) of a table of ``rows``: run, metrics, measurements."""
-    return [*RUN_COLUMNS, *metric_columns(rows), *MEASURED_COLUMNS]
+    return [*RUN_COLUMNS, *metric_columns(rows), *after_metric_columns()]
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
@@ -468,20 +438,16 @@ def measure_table(
     return Table(name, title, caption + ".", header, table_rows)
 
 
-def _noise_title(groups: Sequence[Group]) -> str:
-    sigmas = sorted({r["noise_sigma"] for g in groups for r in g.runs if "noise_sigma" in r})
-    at = ", ".join(f"{s:g}" for s in sigmas)
-    return f"noise stability (loss increase under weight noise, smallest σ measured: {at})"
-
-
 def aggregate_tables(groups: Sequence[Group]) -> list[Table]:
     """One table per measure: the test metrics, the Hessian trace, the top eigenvalue and
     the noise stability (those some run has)."""
+    rows = [r for g in groups for r in g.runs]
     specs: list[tuple[str, str, Callable[[Group], list[Measure]]]] = [
         ("metric", "test metric", lambda g: [Measure.metric(m) for m in g.metrics]),
-        ("trace", "Hessian trace", lambda g: [SHARPNESS_MEASURES[0]]),
-        ("top_eigenvalue", "top Hessian eigenvalue", lambda g: [SHARPNESS_MEASURES[1]]),
-        ("noise_stability", _noise_title(groups), lambda g: [SHARPNESS_MEASURES[2]]),
+        *(
+            (s.key, s.table_title(rows), lambda g, m=measure: [m])
+            for s, measure in zip(sharpness_measures(), sharpness_columns(), strict=True)
+        ),
     ]
     tables = [measure_table(groups, *spec) for spec in specs]
     return [t for t in tables if t is not None]
@@ -585,7 +551,7 @@ def aggregate_csv(groups: Sequence[Group]) -> str:
     writer = csv.DictWriter(buf, fieldnames=AGGREGATE_FIELDS, lineterminator="\n")
     writer.writeheader()
     for g in groups:
-        measures = [Measure.metric(m) for m in g.metrics] + list(SHARPNESS_MEASURES)
+        measures = [Measure.metric(m) for m in g.metrics] + list(sharpness_columns())
         for m in measures:
             stat = g.stat(m.key)
             if stat is None:
@@ -691,7 +657,7 @@ def plot_measures(groups: Sequence[Group], out: str | Path) -> list[Path]:
         ),
         *(
             (key, title, (lambda g, k=key: k), (lambda g, t=title, k=key: t))
-            for key, title in SHARPNESS
+            for key, title in sharpness()
         ),
     ]
     for name, title, key, panel_title in figures:
@@ -705,7 +671,7 @@ def plot_measures(groups: Sequence[Group], out: str | Path) -> list[Path]:
         for i, ((domain, heading), shown) in enumerate(panels.items()):
             ax = fig.add_subplot(1, len(panels), i + 1)
             _bars(ax, shown, key)
-            prefix = {"trace": "hessian", "top_eigenvalue": "hessian"}.get(name, "noise")
+            prefix = {s.key: s.subset for s in sharpness_measures()}.get(name, "")
             subset = "" if name == "metric" else f"\n{_subset_text(shown, prefix)}"
             ax.set_title(f"{domain}: {heading}{subset}\n{seeds_text(shown)}", fontsize=8)
         handles = {}
@@ -758,7 +724,7 @@ def plot_sweep(groups: Sequence[Group], key: str, out: str | Path) -> list[Path]
         f"test {g.headline.label}" for _, gs in lines.items() for _, g in gs
     ):
         measures.append((title, lambda g: f"test_{g.headline.name}"))
-    measures += [(t, lambda g, k=k: k) for k, t in SHARPNESS]
+    measures += [(t, lambda g, k=k: k) for k, t in sharpness()]
     panels = [
         (title, measure)
         for title, measure in measures

@@ -16,12 +16,19 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from common.aggregate import SHARPNESS, Group, Stat, optimizer_colour, seeds_text, setting_label
+from common.aggregate import (
+    HESSIAN_MEASURES,
+    Group,
+    Stat,
+    optimizer_colour,
+    seeds_text,
+    setting_label,
+)
 from common.select import Selection
 from common.sharpness.plots import save_figure
 
 #: the measures on the x axes (the noise stability depends on σ, which differs per run)
-AXES = tuple((key, title) for key, title in SHARPNESS if key != "noise_stability")
+AXES = HESSIAN_MEASURES
 FIGURE = "tradeoff"
 
 

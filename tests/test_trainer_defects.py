@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.train import cli
+from common.train import cli, measuring
 from common.train.config import load_config
 from common.train.trainer import Trainer, epoch_batches, train
 from image_exps.task import TASK, ImageConfig
@@ -56,7 +56,7 @@ def test_measurements_run_on_the_requested_device(tmp_path, monkeypatch) -> None
         asked.append(device)
         return torch.device("cpu")
 
-    monkeypatch.setattr(cli, "resolve_device", resolve)
+    monkeypatch.setattr(measuring, "resolve_device", resolve)
     run = [f"run_dir={tmp_path}", "train.progress=false", "hessian.n_probes=2"]
     cli.measure(TASK, "hessian", [*run, "train.device=cpu", "hessian.n_examples=20"])
     cli.measure(TASK, "hessian", [*run, "hessian.n_examples=20"])
@@ -70,16 +70,16 @@ def test_measurement_subset_is_seeded_stratified_and_recorded(tmp_path) -> None:
     splits = TASK.build_data(cfg)
     m = cfg.hessian
     m.n_examples, m.split, m.seed = 50, "test", 3
-    _, info = cli.measurement_data(TASK, splits, m)
+    _, info = measuring.measurement_data(TASK, splits, m)
     chosen = info["indices"]
     assert len(chosen) == 50 and chosen != list(range(50)) and info["subset_seed"] == 3
     labels = splits.labels("test")[chosen]
     assert len(np.unique(labels)) == 10  # every class, as many of each as the split allows
     assert np.bincount(labels).min() >= 4
     m.seed = 4
-    assert cli.measurement_data(TASK, splits, m)[1]["indices"] != chosen
+    assert measuring.measurement_data(TASK, splits, m)[1]["indices"] != chosen
     m.seed = 3
-    assert cli.measurement_data(TASK, splits, m)[1]["indices"] == chosen
+    assert measuring.measurement_data(TASK, splits, m)[1]["indices"] == chosen
 
 
 def test_measurement_on_the_train_split_uses_evaluation_transforms(tmp_path) -> None:
@@ -91,7 +91,7 @@ def test_measurement_on_the_train_split_uses_evaluation_transforms(tmp_path) -> 
     )
     splits = TASK.build_data(cfg)
     cfg.hessian.split, cfg.hessian.n_examples = "train", 12
-    loader, _ = cli.measurement_data(TASK, splits, cfg.hessian)
+    loader, _ = measuring.measurement_data(TASK, splits, cfg.hessian)
     assert loader.dataset.dataset is splits.train_eval
     first = [x for x, _ in loader]
     torch.manual_seed(123)  # the augmentation would draw from here
@@ -99,9 +99,9 @@ def test_measurement_on_the_train_split_uses_evaluation_transforms(tmp_path) -> 
 
 
 def test_subset_falls_back_to_uniform_without_labels() -> None:
-    chosen = cli.measurement_subset(None, 100, 10, seed=0)
+    chosen = measuring.measurement_subset(None, 100, 10, seed=0)
     assert len(set(chosen)) == 10 and chosen == sorted(chosen) and chosen != list(range(10))
-    assert cli.measurement_subset(np.arange(5), 5, 10, seed=0) == list(range(5))
+    assert measuring.measurement_subset(np.arange(5), 5, 10, seed=0) == list(range(5))
 
 
 # 4 ------------------------------------------------------------------------------------------

@@ -14,49 +14,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Subset
-
-from common.errors import RunDirError, UserError
-from common.io import read_json, write_json, write_text
-from common.sharpness import (
-    hessian_eigenvalues,
-    hessian_esd,
-    hessian_trace,
-    loss_landscape,
-    noise_stability,
-    plot_esd,
-    plot_landscape,
-)
-from common.sharpness.core import select_params
-from common.sharpness.hessian import pilot_probes
-from common.train.checkpoint import load_checkpoint, load_weights, seed_everything
+from common.errors import UserError
+from common.io import write_json, write_text
+from common.measurements import MEASUREMENTS
 from common.train.config import (
-    RUNTIME_KEYS,
     ConfigError,
-    apply_overrides,
     config_help,
-    diff_configs,
-    from_dict,
     load_config,
     parse_overrides,
-    read_yaml,
     to_dict,
-    validate,
 )
-from common.train.distributed import launched_rank, resolve_device
-from common.train.rundir import (
-    BEST,
-    CHECKPOINT,
-    CONFIG,
-    MEASUREMENT_FILES,
-    SUMMARY,
-    check_domain,
-    locked,
-    run_dir_for,
-)
+from common.train.distributed import launched_rank
+from common.train.measuring import load_run, measured
+from common.train.rundir import SUMMARY, locked, run_dir_for
 from common.train.task import Task
 from common.train.trainer import train
 
@@ -201,242 +171,6 @@ def cv_main(task: Task, argv: Sequence[str] | None = None) -> int:
 
 
 # -- measuring a finished run -----------------------------------------------------------------
-def load_run(task: Task, overrides: Sequence[str], section: str) -> tuple[Any, Path]:
-    """The run's saved config with the overrides allowed at measurement time applied."""
-    items = parse_overrides(overrides)
-    run_dir = items.pop("run_dir", None)
-    if not run_dir:
-        raise UserError(
-            f"which run? pass run_dir=PATH (a directory written by python -m "
-            f"{task.domain}_exps.train)"
-        )
-    path = Path(run_dir)
-    if not (path / CONFIG).exists():
-        raise UserError(f"{path} is not a run directory: it has no {CONFIG}")
-    check_domain(path, task.domain, section)
-    for key in items:
-        top = key.split(".")[0]
-        if top != section and key not in RUNTIME_KEYS and top not in RUNTIME_KEYS:
-            raise UserError(
-                f"{key} belongs to the trained run and cannot change when measuring it; "
-                f"pass {section}.* options (or data.root, train.device) only"
-            )
-    saved = read_yaml(
-        path / CONFIG,
-        verify=f"rerun the run's training command to write it again from {CHECKPOINT}",
-    )
-    trained = from_dict(task.config_cls, saved, source=str(path / CONFIG))
-    try:
-        validate(trained)
-    except ConfigError as e:
-        raise ConfigError(f"{path / CONFIG}: {e}") from None
-    cfg = apply_overrides(trained, items)
-    validate(cfg)
-    return cfg, path
-
-
-def load_trained(
-    task: Task, cfg: Any, path: Path, which: str
-) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    """The run's model with the ``best`` or ``last`` weights on ``train.device``, its data
-    splits, and a record of the file measured."""
-    name = BEST if which == "best" else CHECKPOINT
-    if which == "best" and not (path / BEST).exists():
-        name = CHECKPOINT  # no validation set: the last weights are the result
-    ckpt = load_checkpoint(
-        path / name, fix=f"delete {path} and train the run again (its weights are lost)"
-    )
-    trained = ckpt.get("config") if isinstance(ckpt, dict) else None
-    if trained is None or "model" not in ckpt:
-        raise RunDirError(f"{path / name} is not a checkpoint of this project: train again")
-    diffs = diff_configs(trained, to_dict(cfg))
-    if diffs:
-        raise RunDirError(
-            f"{path / CONFIG} and {name} disagree (the run directory's config was edited "
-            "after training):\n  " + "\n  ".join(diffs) + f"\nrestore {CONFIG} to the values "
-            "on the left, or train a new run"
-        )
-    finished = (path / SUMMARY).exists()
-    if not finished:
-        print(
-            f"warning: {path} has not finished training (no {SUMMARY}); measuring {name} "
-            f"as it is now (step {ckpt.get('step')})",
-            file=sys.stderr,
-        )
-    seed_everything(cfg.seed)
-    splits = task.build_data(cfg)
-    model = task.build_model(cfg, splits)
-    load_weights(model, ckpt, path / name)
-    device = resolve_device(cfg.train.device)
-    record = {
-        "checkpoint": which,
-        "checkpoint_file": name,
-        "step": ckpt.get("step"),
-        "finished": finished,
-        "device": str(device),
-    }
-    return model.to(device).eval(), splits, record
-
-
-def measurement_subset(labels: np.ndarray | None, size: int, n: int, seed: int) -> list[int]:
-    """``n`` of ``size`` example indices drawn with ``seed``: stratified by ``labels`` where
-    every class can be represented, else uniformly; sorted. All of them when ``n >= size``."""
-    if n >= size:
-        return list(range(size))
-    stratify = None
-    if labels is not None and len(labels) == size:
-        _, counts = np.unique(labels, return_counts=True)
-        if counts.min() >= 2 and len(counts) <= min(n, size - n):
-            stratify = labels
-    chosen, _ = train_test_split(
-        np.arange(size), train_size=n, random_state=seed % 2**32, stratify=stratify
-    )
-    return sorted(int(i) for i in chosen)
-
-
-def measurement_data(task: Task, splits: Any, m: Any) -> tuple[DataLoader, dict[str, Any]]:
-    """A seeded random subset of ``m.n_examples`` examples of split ``m.split`` (stratified
-    by class where the task has labels), in batches of ``m.batch_size``. The training split
-    is read with the evaluation transforms."""
-    dataset = splits.train_eval if m.split == "train" else getattr(splits, m.split)
-    size = len(dataset)
-    if size == 0:
-        raise UserError(f"the {m.split} split is empty: pick another with {m.split}=...")
-    n = size if m.n_examples is None else min(m.n_examples, size)
-    indices = measurement_subset(splits.labels(m.split), size, n, m.seed)
-    loader = DataLoader(
-        Subset(dataset, indices), batch_size=m.batch_size, collate_fn=task.collate(dataset)
-    )
-    info = {"split": m.split, "n_examples": n, "subset_seed": m.seed, "indices": indices}
-    return loader, info
-
-
-def _prepare(task: Task, cfg: Any, path: Path, section: str) -> tuple[Any, DataLoader, dict]:
-    """The model to measure, its data and what the result records about both, with the
-    section's options (so that :func:`measured` can tell a result that need not be redone)."""
-    m = getattr(cfg, section)
-    model, splits, record = load_trained(task, cfg, path, m.checkpoint)
-    data, info = measurement_data(task, splits, m)
-    return model, data, {**record, **info, "options": to_dict(cfg)[section]}
-
-
-def measured(path: Path, kind: str, options: dict[str, Any]) -> Path | None:
-    """The output of measurement ``kind`` in run directory ``path`` if it is of the finished
-    run and was made with ``options``; else None. A damaged file is None too: measuring
-    again replaces it atomically."""
-    file = path / MEASUREMENT_FILES[kind]
-    try:
-        out = read_json(file, fix="it is measured again")
-    except (OSError, UserError):
-        return None
-    ok = isinstance(out, dict) and out.get("finished") is True and out.get("options") == options
-    return file if ok else None
-
-
-def _params(task: Task, section: str, m: Any) -> Any:
-    """The parameter selection ``m.params`` names: the task's own for that measurement
-    (``Task.param_sets``), else common.sharpness's ("reference": Conv/Linear weights)."""
-    if m.params == "all":
-        return None
-    own = task.param_sets.get(section, {}).get(m.params)
-    return own if own is not None else m.params
-
-
-def _hessian(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
-    m = cfg.hessian
-    if m.sampling == "batch" and m.method != "hutchinson":
-        raise ConfigError(
-            "hessian.sampling=batch is a way of hessian.method=hutchinson: drop one of them"
-        )
-    if m.sketch_size is not None and m.method != "hutch++":
-        raise ConfigError("hessian.sketch_size is an option of hessian.method=hutch++: drop it")
-    if m.sketch_size is not None and 2 * m.sketch_size >= m.n_probes:
-        raise ConfigError(
-            f"hessian.sketch_size={m.sketch_size} leaves no probes of hessian.n_probes="
-            f"{m.n_probes} for the residual: use at most {(m.n_probes - 1) // 2}"
-        )
-    model, data, info = _prepare(task, cfg, path, "hessian")
-    loss = task.loss_fn()
-    params = _params(task, "hessian", m)
-    common = {"params": params, "seed": m.seed, "progress": cfg.train.progress}
-    size = sum(p.numel() for _, p in select_params(model, params))
-    if m.top_k > size:
-        raise ConfigError(
-            f"hessian.top_k={m.top_k} exceeds the {size} parameters measured: lower it"
-        )
-    pilot = pilot_probes(select_params(model, params))
-    if m.method == "stratified" and m.n_probes < pilot:
-        raise ConfigError(
-            f"hessian.method=stratified needs 2 probes per layer first: raise "
-            f"hessian.n_probes={m.n_probes} to at least {pilot}"
-        )
-    out: dict[str, Any] = dict(info)
-    out["trace"] = hessian_trace(
-        model, loss, data, n_probes=m.n_probes, method=m.method, target_stderr=m.target_stderr,
-        sketch_size=m.sketch_size, sampling=m.sampling, **common,
-    ).to_dict()  # fmt: skip
-    steps = max(100, 2 * m.top_k)  # Lanczos needs more steps than eigenvalues wanted
-    out["eigenvalues"] = hessian_eigenvalues(
-        model, loss, data, k=m.top_k, max_iter=steps, tol=m.eig_tol, start=m.eig_start, **common
-    ).to_dict()
-    if m.esd:
-        esd = hessian_esd(model, loss, data, n_iter=m.esd_iter, **common)
-        out["esd_plots"] = plot_esd(esd, path / "hessian_esd")
-        out["esd"] = esd.to_dict()
-    write_json(path / MEASUREMENT_FILES["hessian"], out)
-    eig = out["eigenvalues"]
-    print(
-        f"hessian trace {out['trace']['total']:.4g} ± {out['trace']['stderr']:.2g}, top "
-        f"eigenvalue {eig['eigenvalues'][0]:.4g} ({info['n_examples']} {info['split']} "
-        f"examples) -> {path / 'hessian.json'}"
-    )
-    return out
-
-
-def _noise(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
-    m = cfg.noise_stability
-    model, data, info = _prepare(task, cfg, path, "noise_stability")
-    results = noise_stability(
-        model,
-        task.loss_fn(),
-        data,
-        sigma=list(m.sigma),
-        n_samples=m.n_samples,
-        two_sided=m.two_sided,
-        params=_params(task, "noise_stability", m),
-        seed=m.seed,
-        progress=cfg.train.progress,
-    )
-    out = {**info, "results": [r.to_dict() for r in results]}
-    write_json(path / MEASUREMENT_FILES["noise_stability"], out)
-    for r in results:
-        print(f"noise stability sigma={r.sigma:g}: {r.mean:.4g} ± {r.std:.2g}")
-    return out
-
-
-def _landscape(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
-    m = cfg.landscape
-    model, data, info = _prepare(task, cfg, path, "landscape")
-    result = loss_landscape(
-        model,
-        task.loss_fn(),
-        data,
-        path=path / "landscape.h5",
-        steps=m.steps,
-        span=(-m.span, m.span),
-        dims=m.dims,
-        seed=m.seed,
-        ignore_bias_bn=m.ignore_bias_bn,
-        progress=cfg.train.progress,
-    )
-    plots = plot_landscape(result, path / "landscape", kinds=m.plots)
-    out = {**info, "file": str(path / "landscape.h5"), "plots": plots}
-    write_json(path / MEASUREMENT_FILES["landscape"], out)
-    print(f"loss landscape -> {path / 'landscape.h5'}; plots: {', '.join(plots)}")
-    return out
-
-
-MEASUREMENTS = {"hessian": _hessian, "noise_stability": _noise, "landscape": _landscape}
 
 
 def measure(task: Task, kind: str, overrides: Sequence[str]) -> dict[str, Any]:
@@ -445,7 +179,7 @@ def measure(task: Task, kind: str, overrides: Sequence[str]) -> dict[str, Any]:
     cfg, path = load_run(task, overrides, kind)
     task = task.resolve(cfg)
     with locked(path, f"python -m {task.domain}_exps.{kind}", create=False):
-        return MEASUREMENTS[kind](task, cfg, path)
+        return MEASUREMENTS[kind].run(task, cfg, path)
 
 
 def measure_main(task: Task, kind: str, argv: Sequence[str] | None = None) -> int:
@@ -458,3 +192,19 @@ def measure_main(task: Task, kind: str, argv: Sequence[str] | None = None) -> in
     )
     args = parser.parse_intermixed_args(argv)
     return _guard(lambda: measure(task, kind, args.overrides))
+
+
+def measure_any_main(task: Task, argv: Sequence[str] | None = None) -> int:
+    """``python -m <domain>.measure KIND run_dir=PATH [KIND.option=value ...]``: any
+    measurement of the registry (:mod:`common.measurements`) by name."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    kinds = ", ".join(MEASUREMENTS)
+    usage = f"python -m {task.domain}_exps.measure KIND run_dir=PATH ..., KIND one of: {kinds}"
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"usage: {usage} (KIND --help lists its options)")
+        return 0
+    if not argv or argv[0] not in MEASUREMENTS:
+        which = f"no measurement named {argv[0]!r}" if argv else "which measurement?"
+        print(f"error: {which}: {usage}", file=sys.stderr)
+        return EXIT_USAGE
+    return measure_main(task, argv[0], argv[1:])

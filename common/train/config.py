@@ -19,7 +19,7 @@ import difflib
 import inspect
 import sys
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,6 +55,7 @@ __all__ = [
     "DataConfig",
     "HessianConfig",
     "LandscapeConfig",
+    "MeasurementSection",
     "ModelConfig",
     "NoiseStabilityConfig",
     "OptimizerConfig",
@@ -69,6 +70,7 @@ __all__ = [
     "optimizer_kwargs",
     "parse_overrides",
     "read_yaml",
+    "runtime_keys",
     "save_config",
     "to_dict",
     "validate",
@@ -76,13 +78,10 @@ __all__ = [
 
 C = TypeVar("C")
 
-#: Keys (or whole sections) that may change when a run is resumed or measured: they do
-#: not change the result.
-RUNTIME_KEYS: frozenset[str] = frozenset(
+#: Keys that may change when a run is resumed or measured (they do not change the
+#: result), besides the measurement sections (see RUNTIME_KEYS below the Config).
+_RUN_KEYS: frozenset[str] = frozenset(
     {
-        "hessian",
-        "noise_stability",
-        "landscape",
         "run_dir",
         "train.progress",
         "train.log",
@@ -129,11 +128,17 @@ class ModelConfig:
 
 
 def diff_configs(
-    a: Mapping[str, Any], b: Mapping[str, Any], *, ignore: Collection[str] = RUNTIME_KEYS
+    a: Mapping[str, Any], b: Mapping[str, Any], *, ignore: Collection[str] | None = None
 ) -> list[str]:
     """``["optimizer.lr: 0.1 -> 0.01", ...]``: the keys whose values differ, runtime keys
     (:data:`RUNTIME_KEYS`) left out unless ``ignore`` says otherwise."""
-    return _diff_configs(a, b, ignore=ignore)
+    return _diff_configs(a, b, ignore=RUNTIME_KEYS if ignore is None else ignore)
+
+
+@dataclass
+class MeasurementSection:
+    """The options of a measurement (:mod:`common.measurements`): a config section named
+    as the measurement, which may change when the run is measured (a runtime section)."""
 
 
 # ----------------------------------------------------------------- optimizer section
@@ -314,7 +319,7 @@ _CHECKPOINTS = ("best", "last")
 
 
 @dataclass
-class HessianConfig:
+class HessianConfig(MeasurementSection):
     """Hessian trace, top eigenvalues and spectral density of a checkpoint."""
 
     split: str = keyfield("test", "data split", choices=_SPLITS)
@@ -348,7 +353,7 @@ class HessianConfig:
 
 
 @dataclass
-class NoiseStabilityConfig:
+class NoiseStabilityConfig(MeasurementSection):
     """Loss change under random weight noise."""
 
     split: str = keyfield("test", "data split", choices=_SPLITS)
@@ -366,7 +371,7 @@ class NoiseStabilityConfig:
 
 
 @dataclass
-class LandscapeConfig:
+class LandscapeConfig(MeasurementSection):
     """Loss along random filter-normalised directions."""
 
     split: str = keyfield("test", "data split", choices=_SPLITS)
@@ -399,6 +404,20 @@ class Config:
     seed: int = keyfield(0, "global seed", min=0, max=SEED_MAX)
     run_dir: str | None = keyfield(None, "run directory (None = derived from the config)")
     smoke: bool = keyfield(False, "smoke run: apply the YAML file's smoke_overrides")
+
+
+def runtime_keys(config_cls: type) -> frozenset[str]:
+    """Keys (or whole sections) of ``config_cls`` that may change when a run is resumed or
+    measured: they do not change the result. Every measurement section is one."""
+    return _RUN_KEYS | {
+        f.name
+        for f in fields(config_cls)
+        if isinstance(f.default_factory, type) and issubclass(f.default_factory, MeasurementSection)
+    }
+
+
+#: :func:`runtime_keys` of the base :class:`Config` (the domains' add no measurement).
+RUNTIME_KEYS: frozenset[str] = runtime_keys(Config)
 
 
 def load_config(

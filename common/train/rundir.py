@@ -22,7 +22,7 @@ from typing import Any
 
 from common.errors import RunDirError, UserError
 from common.io import read_json, write_json
-from common.train.config import diff_configs
+from common.train.config import diff_configs, runtime_keys, to_dict
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -46,13 +46,6 @@ SUMMARY_KEYS = (
     "steps",
     "wall_time_s",
 )
-
-#: The measurements' outputs, by measurement name.
-MEASUREMENT_FILES = {
-    "hessian": "hessian.json",
-    "noise_stability": "noise_stability.json",
-    "landscape": "landscape.json",
-}
 
 
 def name_label(name: str) -> str:
@@ -195,9 +188,11 @@ def check_domain(run_dir: Path, domain: str, command: str) -> None:
         )
 
 
-def refuse_other_config(run_dir: Path, saved: Mapping[str, Any], current: Mapping[str, Any]):
-    """Raises when ``run_dir`` holds a run whose config differs from ``current``."""
-    diffs = diff_configs(saved, current)  # runtime keys such as the device may change
+def refuse_other_config(run_dir: Path, saved: Mapping[str, Any], current: Any) -> None:
+    """Raises when ``run_dir`` holds a run whose config differs from ``current`` (a config),
+    its runtime keys (the device, the measurements' options) aside."""
+    ignore = runtime_keys(type(current))
+    diffs = diff_configs(saved, to_dict(current), ignore=ignore)
     if diffs:
         raise RunDirError(
             f"run_dir {run_dir} holds a run with a different config:\n  "

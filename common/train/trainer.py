@@ -258,7 +258,7 @@ class Trainer:
                 self.run_dir / CONFIG, verify="delete it: no step of the run was kept yet"
             )
         if saved is not None:
-            refuse_other_config(self.run_dir, saved, to_dict(self.cfg))
+            refuse_other_config(self.run_dir, saved, self.cfg)
         if ckpt is not None and ckpt.get("best") and self.dist.main:  # found now, not at the end
             if not (self.run_dir / BEST).exists():
                 raise RunDirError(

@@ -1,0 +1,6 @@
+"""``python -m graph_exps.measure KIND run_dir=PATH ...``: any measurement by name."""
+
+from common.entry import run
+
+if __name__ == "__main__":
+    run("graph_exps.task", "measure")
