@@ -280,7 +280,7 @@ def test_the_trace_stops_on_its_standard_error_from_the_command_line(tmp_path, c
     trace = json.loads((tmp_path / "hessian.json").read_text())["trace"]
     assert trace["record"]["options"]["sketch_size"] == 2 and trace["n_probes"] == 4 + 10
     assert measure_main(TASK, "hessian", [*run, "hessian.sketch_size=2"]) == 2
-    assert "hessian.sketch_size is an option of hessian.method=hutch++" in capsys.readouterr().err
+    assert "hessian.sketch_size=2 is an option of hessian.method=hutch++" in capsys.readouterr().err
 
 
 def test_stratified_trace_and_eigen_start_from_the_command_line(tmp_path, capsys) -> None:

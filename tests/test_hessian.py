@@ -7,7 +7,13 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from common.sharpness.hessian import hessian_eigenvalues, hessian_esd, hessian_trace
+from common.checks import OptionError
+from common.sharpness.hessian import (
+    check_trace_options,
+    hessian_eigenvalues,
+    hessian_esd,
+    hessian_trace,
+)
 from common.sharpness.hvp import HessianOperator
 
 
@@ -351,8 +357,10 @@ def test_per_batch_stderr_is_the_stratified_one(problem, monkeypatch):
 )
 def test_bad_stopping_options_are_refused(problem, kwargs, match):
     model, (x, y), _ = problem
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(OptionError, match=match):
         hessian_trace(model, ce, [(x, y)], **kwargs)
+    with pytest.raises(OptionError, match=match):  # the same check, before any model
+        check_trace_options(**kwargs)
 
 
 def test_ritz_error_bounds_hold_at_every_step() -> None:
@@ -615,7 +623,7 @@ def test_stratified_refuses_a_budget_below_one_probe_per_layer(problem):
     model, (x, y), _ = problem
     with pytest.raises(ValueError, match="needs 2 probes per layer first: n_probes=1 is below"):
         hessian_trace(model, ce, [(x, y)], n_probes=1, method="stratified")
-    with pytest.raises(ValueError, match="sampling='batch' is an option"):
+    with pytest.raises(OptionError, match="sampling=batch is a way of method=hutchinson"):
         hessian_trace(model, ce, [(x, y)], n_probes=10, method="stratified", sampling="batch")
 
 
@@ -629,3 +637,26 @@ def test_layers_of_the_stratified_trace_are_numbered_blocks_else_modules():
     assert layer_of("fc.weight") == layer_of("fc.bias") == "fc"
     assert layer_of("bert.embeddings.word_embeddings.weight") == "bert.embeddings.word_embeddings"
     assert layer_of("scale") == ""  # a parameter of the model itself
+
+
+@pytest.mark.parametrize(
+    ("message", "words"),
+    [
+        (
+            "sampling=batch is a way of method=hutchinson: drop one of them",
+            "hessian.sampling=batch is a way of hessian.method=hutchinson: drop one of them",
+        ),
+        ("k must be an integer >= 1, got 0", "hessian.top_k must be an integer >= 1, got 0"),
+        (
+            "k=9 exceeds the 4 parameters measured",
+            "hessian.top_k=9 exceeds the 4 parameters measured",
+        ),
+        ("start='middle' is not", "hessian.eig_start=middle is not"),
+        ("max_iter=3 is short", "max_iter=3 is short"),  # not a key of the section: as is
+    ],
+)
+def test_an_option_error_is_said_in_the_config_sections_words(message, words):
+    from common.checks import config_words
+    from common.measurements.hessian import KEYS
+
+    assert config_words(message, "hessian", KEYS) == words

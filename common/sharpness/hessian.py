@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from common.checks import check_int
+from common.checks import OptionError, check_int
 from common.rng import generator
 from common.sharpness.core import (
     LossFn,
@@ -79,6 +79,38 @@ class TraceResult:
         }
 
 
+def check_trace_options(
+    *,
+    method: str = "hutchinson",
+    sampling: str = "full",
+    n_probes: int = 100,
+    tol: float | None = None,
+    target_stderr: float | None = None,
+    sketch_size: int | None = None,
+) -> None:
+    """The checks of :func:`hessian_trace`'s options that need no model (the one place
+    they live: a command runs them before it loads a model); :class:`OptionError`."""
+    if method not in METHODS:
+        raise OptionError(f"method={method} is not a trace estimator: use one of {METHODS}")
+    if sampling not in SAMPLINGS:
+        raise OptionError(f"sampling={sampling} is not a sampling: use one of {SAMPLINGS}")
+    if sampling == "batch" and method != "hutchinson":
+        raise OptionError("sampling=batch is a way of method=hutchinson: drop one of them")
+    check_int("n_probes", n_probes, 3 if method == "hutch++" else 1)
+    for name, value in (("tol", tol), ("target_stderr", target_stderr)):
+        if value is not None and not (isinstance(value, int | float) and value > 0):
+            raise OptionError(f"{name} must be a positive number or None, got {value!r}")
+    if sketch_size is not None:
+        if method != "hutch++":
+            raise OptionError(f"sketch_size={sketch_size} is an option of method=hutch++: drop it")
+        check_int("sketch_size", sketch_size, 1)
+        if 2 * sketch_size >= n_probes:
+            raise OptionError(
+                f"sketch_size={sketch_size} leaves no probes for the residual of "
+                f"n_probes={n_probes}: use at most {(n_probes - 1) // 2}"
+            )
+
+
 def hessian_trace(
     model: nn.Module,
     loss_fn: LossFn,
@@ -143,31 +175,17 @@ def hessian_trace(
             ``data`` is one batch).
         progress: tqdm bar (None: only on a terminal).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
-    if sampling == "batch" and method != "hutchinson":
-        raise ValueError("sampling='batch' is an option of method='hutchinson' only")
-    check_int("n_probes", n_probes, 3 if method == "hutch++" else 1)
+    check_trace_options(
+        method=method, sampling=sampling, n_probes=n_probes, tol=tol,
+        target_stderr=target_stderr, sketch_size=sketch_size,
+    )  # fmt: skip
     if method == "stratified":
         pilot = pilot_probes(select_params(model, params))
         if n_probes < pilot:
-            raise ValueError(
-                f"method='stratified' needs 2 probes per layer first: n_probes={n_probes} "
-                f"is below the {pilot} of the layers selected; raise n_probes or select fewer"
-            )
-    for name, value in (("tol", tol), ("target_stderr", target_stderr)):
-        if value is not None and not (isinstance(value, int | float) and value > 0):
-            raise ValueError(f"{name} must be a positive number or None, got {value!r}")
-    if sketch_size is not None:
-        if method != "hutch++":
-            raise ValueError("sketch_size is an option of method='hutch++' only")
-        check_int("sketch_size", sketch_size, 1)
-        if 2 * sketch_size >= n_probes:
-            raise ValueError(
-                f"sketch_size={sketch_size} leaves no probes for the residual of "
-                f"n_probes={n_probes}: use at most {(n_probes - 1) // 2}"
+            raise OptionError(
+                f"method=stratified needs 2 probes per layer first: n_probes={n_probes} "
+                f"is below the {pilot} of the layers selected: raise it, or select fewer "
+                f"parameters"
             )
     stop = _Stop(tol, target_stderr)
     with measuring(model):
@@ -671,9 +689,11 @@ def hessian_eigenvalues(
     check_int("k", k, 1)
     check_int("max_iter", max_iter, k)
     if start not in STARTS:
-        raise ValueError(f"start must be one of {STARTS}, got {start!r}")
+        raise OptionError(f"start={start} is not a Lanczos start: use one of {STARTS}")
     with measuring(model):
         op, chosen = _operator(model, loss_fn, data, params, batch_size, keep_graphs)
+        if k > op.dim:
+            raise OptionError(f"k={k} exceeds the {op.dim} parameters measured: lower it")
         gen = generator(seed, "hessian_eigenvalues")
         v0 = torch.randn(op.dim, generator=gen, dtype=torch.float64).to(model_device(model))
         if start == "gradient":

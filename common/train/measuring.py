@@ -5,8 +5,9 @@ a result with the same options is already there. The measurements themselves are
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Subset
 
+from common.checks import OptionError, config_words
 from common.errors import RunDirError, UserError
 from common.io import read_json
 from common.train.checkpoint import load_checkpoint, load_weights, seed_everything
@@ -32,6 +34,16 @@ from common.train.config import (
 from common.train.distributed import resolve_device
 from common.train.rundir import BEST, CHECKPOINT, CONFIG, SUMMARY, check_domain
 from common.train.task import Task
+
+
+@contextlib.contextmanager
+def option_errors(section: str, keys: Mapping[str, str]) -> Iterator[None]:
+    """A library function's :class:`OptionError` (the one check of its options) as a
+    :class:`ConfigError` naming the ``section``'s keys (``keys``: argument -> key)."""
+    try:
+        yield
+    except OptionError as e:
+        raise ConfigError(config_words(str(e), section, keys)) from None
 
 
 def output_file(name: str) -> str:
