@@ -205,7 +205,7 @@ def _finite_or_none(value: float) -> float | None:
 def class_report(outputs: Any, targets: Any, class_names: Sequence[str]) -> dict[str, Any]:
     """Per-class sensitivity and positive predictivity (percent; None where undefined) and
     the confusion matrix of a whole split, keyed by class name: JSON-able, for
-    ``summary.json`` and :func:`common.tables.plot_confusion`."""
+    ``summary.json`` and :func:`common.confusion.plot_confusion`."""
     n = len(class_names)
     sens = per_class_sensitivity(outputs, targets, n).values()
     ppv = per_class_ppv(outputs, targets, n).values()

@@ -10,8 +10,8 @@ from sklearn import metrics as skm
 from sklearn.utils.class_weight import compute_class_weight
 
 from common import metrics as M
+from common.confusion import plot_confusion
 from common.errors import UserError
-from common.tables import plot_confusion
 from common.train.config import Config, ScheduleConfig, load_config
 from common.train.task import Task, balanced_class_weights, cross_entropy
 from common.train.trainer import _class_weight, lr_factor

@@ -768,7 +768,7 @@ class Trainer:
         }
         self._write_metrics()
         if details is not None and "confusion_matrix" in details:
-            from common.tables import plot_confusion  # matplotlib: only when there is one
+            from common.confusion import plot_confusion  # matplotlib: only when there is one
 
             title = f"{cfg.data.name} test, {cfg.model.name}, {cfg.optimizer.name}, seed {cfg.seed}"
             plot_confusion(details, self.run_dir / "confusion", title=title)
