@@ -41,7 +41,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -101,7 +101,6 @@ RR_FACTOR = 1.2  # a beat spans 1.2 T from its R peak
 LEAD = "MLII"
 TEST_FRACTION = 0.2  # of the pooled beats: the intra-patient test set
 SPLITS: tuple[str, ...] = ("train", "val", "test", "train_eval")
-DATASETS: tuple[str, ...] = ("mitbih", "mitdb", synthetic.NAME)
 PATIENT_SPLITS: tuple[str, ...] = ("intrapatient", "interpatient")
 MITBIH_FILES: dict[str, str] = {"train": "mitbih_train.csv", "test": "mitbih_test.csv"}
 KAGGLE_SET = "shayanfazeli/heartbeat"
@@ -724,6 +723,127 @@ def class_counts(labels: np.ndarray) -> dict[str, int]:
 # --------------------------------------------------------------------------- entry point
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What :func:`build_ecg_data` asks a data set's loader for (see its arguments)."""
+
+    root: Path
+    split: str
+    split_seed: int
+    download: bool
+    balanced: bool
+    cache_dir: str | Path | None
+    beats_spec: synthetic.BeatsSpec | None
+    records: Sequence[int] | None
+
+
+#: A loader's answer: the training pool (validation is carved from it), the test beats,
+#: the folder read and what the data set adds to ``meta``.
+_Pool = tuple["BeatDataset", "BeatDataset", Path, dict[str, Any]]
+
+
+def _load_mitdb(r: _Request) -> _Pool:
+    """PhysioNet's records (WFDB), split intra- or inter-patient."""
+    folder = r.root / "mitdb"
+    cache = Path(r.cache_dir).expanduser() if r.cache_dir is not None else r.root / ".cache" / "ecg"
+    needed = sorted({*DS1, *DS2}) if r.split == "interpatient" else list(MITDB_RECORDS)
+    needed = _chosen_records(needed, r.records, r.split)
+    present, missing, downloaded = _mitdb_records(folder, needed, r.download, bool(r.records))
+    if not present:
+        why = "" if r.download else " download=False, so nothing is fetched."
+        raise DataError(
+            f"No MIT-BIH Arrhythmia Database record of the {r.split} split is in {folder} "
+            f"(looked for <record>.hea of {len(needed)} records).{why} {_how_to_get(folder)}"
+        )
+    beats, skipped = _read_mitdb(folder, present, cache)
+    if r.split == "interpatient":
+        pool, test = _interpatient(beats, folder)
+    else:
+        pool, test = _intrapatient(beats, present, skipped, folder, r.split_seed)
+    meta = {
+        "missing_records": missing,
+        "skipped_records": skipped,
+        "downloaded": downloaded,
+        "lead": LEAD,
+        "test_fraction": TEST_FRACTION if r.split == "intrapatient" else None,
+        "cache_dir": str(cache),
+    }
+    return pool, test, folder, meta
+
+
+def _interpatient(beats: Any, folder: Path) -> tuple[BeatDataset, BeatDataset]:
+    """DS1's beats to train on, DS2's to test on."""
+    parts = {"DS1": _pool(beats, DS1), "DS2": _pool(beats, DS2)}
+    for part, pool in parts.items():
+        if len(pool) == 0:
+            ds = DS1 if part == "DS1" else DS2
+            raise DataError(
+                f"None of the {part} records ({', '.join(map(str, ds))}) is usable in "
+                f"{folder} (missing or skipped), so the inter-patient split has no "
+                f"{'training' if part == 'DS1' else 'test'} beats. {_how_to_get(folder)}"
+            )
+    return parts["DS1"], parts["DS2"]
+
+
+def _intrapatient(
+    beats: Any, present: Sequence[int], skipped: dict, folder: Path, split_seed: int
+) -> tuple[BeatDataset, BeatDataset]:
+    """Every record's beats pooled, a stratified :data:`TEST_FRACTION` of them to test on."""
+    everything = _pool(beats, present)
+    if len(everything) == 0:
+        raise DataError(
+            f"No record in {folder} has beats to give (skipped: "
+            f"{'; '.join(f'{r}: {why}' for r, why in skipped.items())}). "
+            f"{_how_to_get(folder)}"
+        )
+    rest, held = stratified_split(
+        everything.labels, TEST_FRACTION, split_seed, what=f"the beats of {folder}"
+    )
+    return everything.subset(rest), everything.subset(held)
+
+
+def _load_mitbih(r: _Request) -> _Pool:
+    """Kaggle's CSVs (optionally the SAM course project's balanced subset)."""
+    folder = r.root / "mitbih"
+    lacking = [f for f in MITBIH_FILES.values() if not (folder / f).is_file()]
+    if lacking:
+        raise _mitbih_missing(folder, lacking)
+    fix = (
+        f"Replace it with the original from the Kaggle data set {KAGGLE_SET} "
+        f"(heartbeat.zip, unzipped into {folder}/)."
+    )
+    arrays = _read_csv_pair(folder, MITBIH_FILES, fix)
+    if r.balanced:
+        train_file, test_file = folder / MITBIH_FILES["train"], folder / MITBIH_FILES["test"]
+        arrays["train"] = _balanced(arrays["train"], BALANCED_TRAIN_START, train_file)
+        arrays["test"] = _balanced(arrays["test"], BALANCED_TEST_START, test_file)
+    return _csv_pool(arrays, folder, MITBIH_FILES, {})
+
+
+def _load_beats(r: _Request) -> _Pool:
+    """The generated beats (ecg_exps.synthetic), in the Kaggle layout."""
+    spec = r.beats_spec if r.beats_spec is not None else synthetic.BeatsSpec()
+    folder = synthetic.ensure_beats(r.root, spec)
+    arrays = _read_csv_pair(
+        folder, synthetic.SPLIT_FILES, f"Delete {folder}; it is generated again."
+    )
+    return _csv_pool(arrays, folder, synthetic.SPLIT_FILES, {"beats": spec.record()})
+
+
+def _csv_pool(arrays: dict, folder: Path, files: dict[str, str], meta: dict) -> _Pool:
+    pool, test = BeatDataset(*arrays["train"]), BeatDataset(*arrays["test"])
+    return pool, test, folder, {**meta, "files": {s: str(folder / f) for s, f in files.items()}}
+
+
+#: Every data set's loader, by its name (one loader and one line per data set).
+LOADERS: dict[str, Callable[[_Request], _Pool]] = {
+    "mitbih": _load_mitbih,
+    "mitdb": _load_mitdb,
+    synthetic.NAME: _load_beats,
+}
+DATASETS: tuple[str, ...] = tuple(LOADERS)
+
+
 def build_ecg_data(
     name: str,
     root: str | Path,
@@ -787,79 +907,11 @@ def build_ecg_data(
     if balanced and key != "mitbih":
         raise DataError(f"balanced=True is the SAM course project's mitbih subset, not {key}'s.")
     split_seed = check_split_options(val_fraction, n_examples, split_seed)
-    root = Path(root).expanduser()
-    meta: dict[str, Any] = {}
-    if key == "mitdb":
-        folder = root / "mitdb"
-        cache = Path(cache_dir).expanduser() if cache_dir is not None else root / ".cache" / "ecg"
-        needed = sorted({*DS1, *DS2}) if split == "interpatient" else list(MITDB_RECORDS)
-        needed = _chosen_records(needed, records, split)
-        present, missing, downloaded = _mitdb_records(folder, needed, download, bool(records))
-        if not present:
-            why = "" if download else " download=False, so nothing is fetched."
-            raise DataError(
-                f"No MIT-BIH Arrhythmia Database record of the {split} split is in {folder} "
-                f"(looked for <record>.hea of {len(needed)} records).{why} {_how_to_get(folder)}"
-            )
-        beats, skipped = _read_mitdb(folder, present, cache)
-        if split == "interpatient":
-            parts = {"DS1": _pool(beats, DS1), "DS2": _pool(beats, DS2)}
-            for part, pool in parts.items():
-                if len(pool) == 0:
-                    ds = DS1 if part == "DS1" else DS2
-                    raise DataError(
-                        f"None of the {part} records ({', '.join(map(str, ds))}) is usable in "
-                        f"{folder} (missing or skipped), so the inter-patient split has no "
-                        f"{'training' if part == 'DS1' else 'test'} beats. {_how_to_get(folder)}"
-                    )
-            pool, test = parts["DS1"], parts["DS2"]
-        else:
-            everything = _pool(beats, present)
-            if len(everything) == 0:
-                raise DataError(
-                    f"No record in {folder} has beats to give (skipped: "
-                    f"{'; '.join(f'{r}: {why}' for r, why in skipped.items())}). "
-                    f"{_how_to_get(folder)}"
-                )
-            rest, held = stratified_split(
-                everything.labels, TEST_FRACTION, split_seed, what=f"the beats of {folder}"
-            )
-            pool, test = everything.subset(rest), everything.subset(held)
-        meta.update(
-            missing_records=missing,
-            skipped_records=skipped,
-            downloaded=downloaded,
-            lead=LEAD,
-            test_fraction=TEST_FRACTION if split == "intrapatient" else None,
-            cache_dir=str(cache),
-        )
-        source = folder
-    else:
-        if key == "mitbih":
-            folder = root / "mitbih"
-            lacking = [f for f in MITBIH_FILES.values() if not (folder / f).is_file()]
-            if lacking:
-                raise _mitbih_missing(folder, lacking)
-            fix = (
-                f"Replace it with the original from the Kaggle data set {KAGGLE_SET} "
-                f"(heartbeat.zip, unzipped into {folder}/)."
-            )
-            files = MITBIH_FILES
-        else:
-            spec = beats_spec if beats_spec is not None else synthetic.BeatsSpec()
-            folder = synthetic.ensure_beats(root, spec)
-            fix = f"Delete {folder}; it is generated again."
-            files = synthetic.SPLIT_FILES
-            meta["beats"] = spec.record()
-        arrays = _read_csv_pair(folder, files, fix)
-        if balanced:
-            arrays["train"] = _balanced(
-                arrays["train"], BALANCED_TRAIN_START, folder / files["train"]
-            )
-            arrays["test"] = _balanced(arrays["test"], BALANCED_TEST_START, folder / files["test"])
-        pool, test = BeatDataset(*arrays["train"]), BeatDataset(*arrays["test"])
-        meta["files"] = {s: str(folder / f) for s, f in files.items()}
-        source = folder
+    request = _Request(
+        Path(root).expanduser(), split, split_seed, download, balanced, cache_dir,
+        beats_spec, records,
+    )  # fmt: skip
+    pool, test, source, meta = LOADERS[key](request)
 
     train_rows, val_rows = stratified_split(
         pool.labels, val_fraction, split_seed, what=f"the {key} training beats"
