@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import shutil
 import warnings
 import zipfile
@@ -496,8 +497,15 @@ def _check_raw(raw: Path, name: str, fix: str) -> None:
 
 
 def canonical_name(name: str) -> str:
-    """The spelling of a known data set (case, ``-`` / ``_`` ignored); others as given."""
+    """The spelling of a known data set (case, ``-`` / ``_`` ignored); others as given,
+    if they can be a TU data set's name (letters, digits, ``_``, ``-``): the name becomes a
+    folder under ``data.root``, so a path (``../x``) is refused before anything is made."""
     key = str(name).strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", key):
+        raise DataError(
+            f"data.name={name!r} is not a TU data set's name (letters, digits, '_' and '-', "
+            f"e.g. MUTAG or IMDB-BINARY): give the name, and the folder in data.root"
+        )
     fold = {n.lower().replace("_", "-"): n for n in DATASETS}
     return fold.get(key.lower().replace("_", "-"), key)
 

@@ -437,3 +437,12 @@ def test_concurrent_first_loads_of_one_root_all_succeed(tmp_path):
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err[-500:] for _, err in outs]
     assert len({out for out, _ in outs}) == 1
+
+
+@pytest.mark.parametrize("name", ["../../outside/X", "/tmp/X", "MUTAG/../../X", "", ".hidden"])
+def test_a_name_that_is_a_path_is_refused_before_anything_is_made(tmp_path, name):
+    root = tmp_path / "data" / "deep"
+    root.mkdir(parents=True)
+    with pytest.raises(DataError, match="is not a TU data set's name"):
+        build_graph_data(name, root, download=False)
+    assert [p for p in tmp_path.rglob("*") if p != root and p != root.parent] == []
