@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -23,6 +24,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
     target = Path(path).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = str(target.parent / f".{target.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a leftover, or a link planted there: written through, it would
+        # overwrite the link's target
     try:
         yield tmp
         with open(tmp, "rb") as f:
@@ -42,9 +46,11 @@ def exclusive(path: str | os.PathLike[str]) -> Iterator[None]:
     no one writes either) it runs without one."""
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        yield
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UserError(f"{path} is a symbolic link: delete it and run again") from None
+        yield  # a read-only folder: no one writes there either
         return
     try:
         import fcntl

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from common.errors import RunDirError
 from common.io import write_json
 from common.train.cli import measure_main, train_main
 from common.train.config import load_config, save_config
@@ -301,3 +302,36 @@ def test_a_model_or_data_folder_given_by_absolute_path_keeps_the_run_under_runs(
         seed=1,
     )
     assert run_dir_for(task, cfg) == Path("runs/text/CIFAR-10-images/all-MiniLM-L6-v2/sam/seed1")
+
+
+def test_a_lock_that_is_a_link_is_refused_and_its_target_untouched(tmp_path) -> None:
+    run_dir, victim = tmp_path / "run", tmp_path / "victim.txt"
+    run_dir.mkdir()
+    victim.write_text("precious\n")
+    (run_dir / ".lock").symlink_to(victim)
+    with pytest.raises(RunDirError, match="is a symbolic link"), locked(run_dir, "test"):
+        pass
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_link_planted_at_a_temporary_name_is_not_written_through(tmp_path) -> None:
+    from common.io import write_text
+
+    victim, target = tmp_path / "victim.txt", tmp_path / "out" / "table.md"
+    victim.write_text("precious\n")
+    target.parent.mkdir()
+    (target.parent / f".table.md.{os.getpid()}.tmp").symlink_to(victim)
+    write_text(target, "new\n")
+    assert victim.read_text() == "precious\n" and target.read_text() == "new\n"
+
+
+def test_a_data_lock_that_is_a_link_is_refused(tmp_path) -> None:
+    from common.errors import UserError
+    from common.io import exclusive
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / ".lock").symlink_to(victim)
+    with pytest.raises(UserError, match="is a symbolic link"), exclusive(tmp_path / ".lock"):
+        pass
+    assert victim.read_text() == "precious\n"

@@ -11,6 +11,7 @@ files and nothing else.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -138,7 +139,15 @@ def locked(run_dir: Path, command: str, *, create: bool = True) -> Iterator[None
     """
     run_dir = Path(run_dir)
     _make_dir(run_dir, create=create)
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:  # never through a link: the holder's line is written into the file
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise RunDirError(
+            f"{run_dir / LOCK} is a symbolic link, which no command of this project makes: "
+            f"delete it (rm {run_dir / LOCK}) and run again"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
