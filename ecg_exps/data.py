@@ -55,7 +55,7 @@ from torch.utils.data import Dataset
 
 from common.embedded import embedded_sets
 from common.errors import DataError, first_line  # DataError re-exported
-from common.io import load_arrays, save_arrays
+from common.io import load_arrays, save_arrays, sha256_file
 from common.splits import check_split_options, seeded_subset
 from ecg_exps import synthetic
 
@@ -112,7 +112,7 @@ BALANCED_TEST_START = 17957
 #: records shipped with the package (``ecg_exps/embedded/mitdb/``, source and licence in its
 #: SOURCE.md), installed into ``<root>/mitdb/`` when missing
 EMBEDDED = embedded_sets(Path(__file__).parent).get("mitdb")
-CACHE_VERSION = 1  # bump when the cached beats change meaning
+CACHE_VERSION = 2  # bump when the cached beats or their key change meaning
 N_COLUMNS = BEAT_LENGTH + 1
 
 
@@ -424,6 +424,51 @@ def _read_header(folder: Path, record: int) -> Any:
         ) from None
 
 
+#: The sampling frequencies the recipe takes: it resamples to SAMPLING_RATE, so a record
+#: must have at least that many samples a second; above MAX_FS nothing real is recorded.
+MAX_FS = 100_000
+
+
+def _check_header(folder: Path, record: int, header: Any, lead: int) -> None:
+    """The header's sampling frequency, length and the lead's gain are what the recipe
+    needs (wfdb takes a frequency it cannot parse, such as -360, as its default 250 Hz)."""
+    hea = _record_path(folder, record, "hea")
+
+    def bad(field: str, why: str) -> DataError:
+        return DataError(f"{hea}: {field} {why}. The header is damaged. {_refetch(folder, record)}")
+
+    written = _written_fs(hea)
+    fs = float(header.fs) if written is None else written
+    if not (math.isfinite(fs) and SAMPLING_RATE <= fs <= MAX_FS):
+        raise bad(
+            "the sampling frequency",
+            f"is {fs:g} Hz; the recipe needs {SAMPLING_RATE} to {MAX_FS} Hz (MIT-BIH: 360)",
+        )
+    length = int(header.sig_len or 0)
+    if length < WINDOW_SECONDS * fs:
+        raise bad("the number of samples", f"is {length}, less than one {WINDOW_SECONDS}-s window")
+    gain = float((header.adc_gain or [200.0] * header.n_sig)[lead])  # wfdb reads 0 as 200
+    if not (math.isfinite(gain) and gain > 0):
+        raise bad(f"the {LEAD} lead's gain", f"is {gain:g}; it must be a positive number")
+
+
+def _written_fs(hea: Path) -> float | None:
+    """The sampling frequency as the header's record line writes it (``name n_sig fs[/cf]
+    [(base)] length``); None where it is left out (WFDB's default, 250 Hz, then holds);
+    NaN where it is not a number."""
+    line = next(
+        (ln for ln in hea.read_text(errors="replace").splitlines() if ln and ln[0] != "#"), ""
+    )
+    fields = line.split()
+    if len(fields) < 3:
+        return None
+    text = fields[2].split("/")[0].split("(")[0]
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
 def _check_dat(folder: Path, record: int, header: Any) -> None:
     """Every signal file the header names is there and holds all its samples."""
     files: dict[str, list[int]] = {}
@@ -469,6 +514,7 @@ def read_record_beats(folder: str | Path, record: int) -> tuple[RecordBeats | No
     names = list(getattr(header, "sig_name", None) or [])
     if LEAD not in names:
         return None, f"no {LEAD} lead (its signals: {', '.join(names) or 'none'})"
+    _check_header(folder, record, header, names.index(LEAD))
     _check_dat(folder, record, header)
     dat = folder / (header.file_name[names.index(LEAD)])
     try:
@@ -513,10 +559,12 @@ def read_record_beats(folder: str | Path, record: int) -> tuple[RecordBeats | No
 
 
 def _cache_key(folder: Path, record: int) -> str:
-    files = []
-    for ext in ("hea", "dat", "atr"):
-        st = _record_path(folder, record, ext).stat()
-        files.append([f"{record}.{ext}", st.st_size, st.st_mtime_ns])
+    # the files' contents, not their size and time: an edit that keeps both (a copy with
+    # its times preserved, a same-size change) must not be served the old beats
+    files = [
+        [f"{record}.{ext}", sha256_file(_record_path(folder, record, ext))]
+        for ext in ("hea", "dat", "atr")
+    ]
     recipe = {
         "sampling_rate": SAMPLING_RATE,
         "window_seconds": WINDOW_SECONDS,

@@ -422,14 +422,26 @@ def test_cache_is_reused(mitdb_root, monkeypatch) -> None:
     assert second.meta == first.meta
 
 
-def test_cache_is_invalidated_when_a_file_changes(mitdb_root, monkeypatch) -> None:
-    build_mitdb(mitdb_root)
+def test_cache_is_keyed_on_the_files_contents_not_their_times(mitdb_root, monkeypatch) -> None:
+    first = build_mitdb(mitdb_root)
     atr = mitdb_root / "mitdb" / "101.atr"
     st = atr.stat()
-    os.utime(atr, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    os.utime(atr, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, not changed
     calls = counting_rdrecord(monkeypatch)
     build_mitdb(mitdb_root)
+    assert calls == []
+    # a same-size edit with its time restored (the old key, size and mtime, missed it)
+    dat = mitdb_root / "mitdb" / "101.dat"
+    st, data = dat.stat(), bytearray(dat.read_bytes())
+    data[3000:9000] = bytes(6000)  # a flat stretch of signal
+    dat.write_bytes(bytes(data))
+    os.utime(dat, ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = build_mitdb(mitdb_root)
     assert calls == ["101"]
+    assert any(
+        not np.array_equal(getattr(first, s).signals, getattr(second, s).signals)
+        for s in ("train", "val", "test")
+    )
 
 
 @pytest.mark.parametrize("damage", ["garbage", "checksum"])
@@ -533,3 +545,27 @@ def test_intact_beats_are_not_rewritten(tmp_path) -> None:
     stamps = [(folder / f).stat().st_mtime_ns for f in S.SPLIT_FILES.values()]
     S.ensure_beats(tmp_path, SMALL)
     assert [(folder / f).stat().st_mtime_ns for f in S.SPLIT_FILES.values()] == stamps
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda lines: ["106 2 0 14400", *lines[1:]], "sampling frequency is 0 Hz"),
+        (lambda lines: ["106 2 -360 14400", *lines[1:]], "sampling frequency is -360 Hz"),
+        (lambda lines: ["106 2 1e9 14400", *lines[1:]], "sampling frequency is 1e+09 Hz"),
+        (lambda lines: ["106 2 100 14400", *lines[1:]], "sampling frequency is 100 Hz"),
+        (lambda lines: ["106 2 36O 14400", *lines[1:]], "sampling frequency is nan Hz"),
+        (lambda lines: ["106 2 360 1000", *lines[1:]], "number of samples is 1000"),
+        (
+            lambda lines: [lines[0], lines[1].replace("3720.0000000000055", "-200"), *lines[2:]],
+            "the MLII lead's gain is -200",  # 0 is WFDB's default, 200: allowed
+        ),
+    ],
+)
+def test_a_header_the_recipe_cannot_use_names_the_record_and_field(mitdb_root, edit, says):
+    # wfdb took -360 for its default 250 Hz and 0 as a division by zero; 1e9 trained on noise
+    hea = mitdb_root / "mitdb" / "106.hea"
+    hea.write_text("\n".join(edit(hea.read_text().splitlines())) + "\n")
+    with pytest.raises(DataError, match="Re-download record 106") as e:
+        build_mitdb(mitdb_root)
+    assert str(hea) in str(e.value) and says in str(e.value)
