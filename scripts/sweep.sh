@@ -176,7 +176,9 @@ add_grid() {  # [OPT:]KEY=V1,V2,... -> one more grid axis (of optimizer OPT only
         opt=${key%%:*} key=${key#*:}
         [[ $opt =~ ^[A-Za-z0-9_.-]+$ ]] || die "--grid $spec: '$opt' is not an optimizer name"
     fi
-    [[ -n $key && $key != *[[:space:]]* ]] || die "--grid $spec: the key is empty"
+    plain "--grid" "$spec"
+    [[ -n $key ]] || die "--grid $spec: the key is empty"
+    config_key "$key" || die "--grid $spec: '$key' is not a config key (e.g. optimizer.rho)"
     [[ -n $values && $values != *, && $values != ,* && $values != *,,* ]] ||
         die "--grid $spec: an empty value (expected KEY=V1,V2,...)"
     if own_key "$key"; then
@@ -189,6 +191,16 @@ add_grid() {  # [OPT:]KEY=V1,V2,... -> one more grid axis (of optimizer OPT only
     GRID_KEYS+=("$key")
     GRID_VALUES+=("$values")
     GRID_OPTS+=("$opt")
+}
+
+config_key() {  # a key as the training command parses it: dotted identifiers, nothing else
+    [[ $1 =~ ^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$ ]]
+}
+
+plain() {  # $1 what, $2 its text: no control character (a tab splits a grid's pairs, a
+    # newline drops what follows it, and either ends a line of the generated SLURM script)
+    [[ $2 != *[[:cntrl:]]* ]] ||
+        die "$1 holds a control character (a tab, a newline): $(printf '%q' "$2")"
 }
 
 own_key() {  # keys every cell sets itself
@@ -236,8 +248,15 @@ check_args() {
         [[ -z $TUNE_SEEDS ]] || die "--tune-seeds needs --select"
     fi
     for x in "${EXTRA[@]}"; do
+        plain "override after --" "$x"
         [[ $x == ?*=* ]] || die "override '$x' after --: expected key=value"
+        config_key "${x%%=*}" ||
+            die "override '$x' after --: '${x%%=*}' is not a config key (e.g. train.epochs)"
         if own_key "${x%%=*}"; then die "override $x: the sweep sets ${x%%=*} for each cell"; fi
+    done
+    for x in config:"$CONFIG" out:"$OUT" optimizers:"$OPTIMIZERS" seeds:"$SEEDS" \
+        partition:"$PARTITION" time:"$TIME" tune-seeds:"$TUNE_SEEDS"; do
+        plain "--${x%%:*}" "${x#*:}"
     done
 
     [[ -z $JOBS ]] || positive "$JOBS" || die "--jobs $JOBS: expected a positive integer"
@@ -523,7 +542,7 @@ sbatch_script() {  # a self-contained job array: task i runs cell i
     [[ -z $TIME ]] || echo "#SBATCH --time=$TIME"
     ((gpus == 0)) || echo "#SBATCH --gres=gpu:$gpus"
     cat <<EOF
-# written by $PROG; its cells are <out>/<optimizer>/[<grid>/]seed<S> under $OUT
+# written by $PROG; its cells are <out>/<optimizer>/[<grid>/]seed<S> under $(printf '%q' "$OUT")
 set -euo pipefail
 CELLS=(
 EOF

@@ -354,3 +354,24 @@ def test_select_refusals(extra, message):
     done = sweep("--config", str(CONFIG), "--optimizers", "sgd sam", "--seeds", "0 1", *extra)
     assert done.returncode == 2 and message in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        # a space before the key slipped past the own-key check and set both cells' seed
+        (["--", "smoke=true", " seed=5"], "' seed' is not a config key"),
+        (["--", "smoke=true", "seed\t=5"], "holds a control character"),
+        (["--grid", "optimizer.rho=0.01\t,0.05"], "holds a control character"),
+        (["--grid", "optimizer.rho=0.01\n0.05"], "holds a control character"),
+        (["--grid", "optimizer rho=0.01,0.05"], "is not a config key"),
+        (["--slurm", "--dry-run", "--out", "runs/x\ntouch /tmp/pwned"], "--out holds a control"),
+        (["--slurm", "--dry-run", "--partition", "gpu\nrm -rf ~"], "--partition holds a control"),
+    ],
+)
+def test_names_and_values_that_would_not_parse_are_refused(args, says):
+    # the training command's keys are dotted identifiers; a tab or newline split a grid's
+    # pairs, dropped values, or ended a line of the generated sbatch script
+    done = sweep("--config", str(CONFIG), *MATRIX, *args)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == ""
