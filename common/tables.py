@@ -22,6 +22,7 @@ import argparse
 import csv
 import io
 import math
+import os
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -238,13 +239,21 @@ def columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, str]]:
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
-    """Run directories (holding ``summary.json``) at or below ``paths``, sorted."""
-    found = set()
-    for p in map(Path, paths):
-        found.update(s.parent for s in p.rglob("summary.json"))
-        if (p / "summary.json").exists():
-            found.add(p)
-    return sorted(found)
+    """Run directories (holding ``summary.json``) at or below ``paths``, sorted; folders
+    reached through symbolic links included (each real folder once, a link cycle left)."""
+    found: dict[str, Path] = {}  # real path -> the path it was first reached by
+    for top in map(Path, paths):
+        seen: set[str] = set()
+        for folder, subfolders, files in os.walk(top, followlinks=True):
+            subfolders.sort()  # the same path for a folder reached twice, on every machine
+            real = os.path.realpath(folder)
+            if real in seen:  # a link back up the tree, or a second link to one folder
+                subfolders.clear()
+                continue
+            seen.add(real)
+            if "summary.json" in files:
+                found.setdefault(real, Path(folder))
+    return sorted(found.values())
 
 
 def _cell(row: dict[str, Any], key: str, fmt: str) -> str:

@@ -295,3 +295,20 @@ def test_main_writes_the_tables_and_the_figures(runs, tmp_path, capsys):
         assert (out / name).stat().st_size > 0, name
     assert main([str(tmp_path / "runs"), "--runs"]) == 0
     assert parse(capsys.readouterr().out)[0] == HEADER
+
+
+def test_runs_reached_through_symbolic_links_are_found_once(tmp_path):
+    from common.tables import find_runs
+    from tests.test_aggregate import write_run
+
+    elsewhere, runs = tmp_path / "elsewhere", tmp_path / "runs"
+    write_run(runs, "sgd", 0)
+    sam = write_run(elsewhere, "sam", 0)
+    (runs / "sam").symlink_to(sam.parent.parent, target_is_directory=True)  # all the SAM runs
+    (runs / "again").symlink_to(runs / "sam", target_is_directory=True)  # the same, twice
+    (runs / "loop").symlink_to(runs, target_is_directory=True)  # a cycle
+    found = find_runs([runs])
+    # the SAM run once, by the first of its paths in name order
+    assert [p.relative_to(runs).as_posix() for p in found] == [
+        "again/sam/seed0", "digits/sgd/seed0",
+    ]  # fmt: skip
