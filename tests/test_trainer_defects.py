@@ -209,3 +209,14 @@ def test_ssamf_chooses_its_mask_on_the_loss_the_steps_descend(tmp_path, monkeypa
         whole = seen[0](model, (x, y))  # a batch: the training loss times a constant
         assert torch.allclose(whole, trained_on(logits, y) * weight[y].mean())
         assert not torch.allclose(one, torch.nn.functional.cross_entropy(logits[:1], y[:1]))
+
+
+# an fp16 run whose loss was NaN at every step finished with exit 0: the loss scaler
+# skipped every step as an overflow ------------------------------------------------------
+def test_a_non_finite_loss_in_fp16_stops_the_run_as_in_fp32(tmp_path, capsys) -> None:
+    argv = [*FAST, f"run_dir={tmp_path}", "optimizer.name=sgd", "train.precision=fp16",
+            "optimizer.lr=1e6", "train.epochs=1"]  # fmt: skip
+    assert cli.train_main(TASK, argv) == 2
+    err = capsys.readouterr().err
+    assert "is not finite" in err and "stopped" in err
+    assert not (tmp_path / "summary.json").exists()

@@ -480,7 +480,9 @@ class Trainer:
             if self.scaler:
                 torch._foreach_mul_(grads, 1.0 / self.scaler.scale)
                 finite = [torch.isfinite(g).all() for g in grads]
-                if finite and not torch.stack(finite).all():  # one host sync, not one per tensor
+                # one host sync, not one per tensor; a non-finite loss is not the scale's
+                # overflow but a divergence, which the scaler's skipped steps would hide
+                if finite and not torch.stack(finite).all() and torch.isfinite(total):
                     raise _Overflow
             if not self.sa and cfg.train.max_grad_norm is not None:
                 D.clip_(grads, cfg.train.max_grad_norm)  # sharpness-aware: the optimizer clips
