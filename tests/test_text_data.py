@@ -22,6 +22,7 @@ from tests.text_fixtures import (
     FOLDER,
     TASKS,
     TEXT,
+    WORDS,
     glue_frames,
     tsv_files,
     write_glue,
@@ -273,7 +274,9 @@ def test_val_is_a_stratified_seeded_part_of_train(roots, frames, tok, tmp_path):
     np.testing.assert_array_equal(splits.labels("val"), y[val])
     assert splits.meta["n_val"] == 15 and splits.meta["split_seed"] == 3
     # the same split_seed: the same val, whatever the layout, tokenizer or sequence length
-    other_tok = AutoTokenizer.from_pretrained(str(write_tokenizer(tmp_path / "t2", ["cat"])))
+    # (another vocabulary: the same words at other ids; a one-word one is now refused)
+    other_words = ["cat", *reversed(WORDS)]
+    other_tok = AutoTokenizer.from_pretrained(str(write_tokenizer(tmp_path / "t2", other_words)))
     again = build("mnli", roots["glue"], other_tok, val_fraction=0.25, split_seed=3)
     shorter = build("mnli", roots["hub"], tok, val_fraction=0.25, split_seed=3, max_seq_length=8)
     np.testing.assert_array_equal(again.val.rows, val)
@@ -393,7 +396,8 @@ def test_cache_is_invalidated(tmp_path, frames, tok, calls):
     assert calls["calls"] == 2
     build("rte", tmp_path, tok, max_seq_length=16)
     assert calls["calls"] == 4
-    other = AutoTokenizer.from_pretrained(str(write_tokenizer(tmp_path / "other", ["mat"])))
+    other_words = ["mat", *reversed(WORDS)]  # another vocabulary (the same words, other ids)
+    other = AutoTokenizer.from_pretrained(str(write_tokenizer(tmp_path / "other", other_words)))
     assert tokenizer_fingerprint(other) != tokenizer_fingerprint(tok)
     build("rte", tmp_path, other)
     assert calls["calls"] == 6

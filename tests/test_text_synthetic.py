@@ -149,3 +149,16 @@ def test_a_sequence_longer_than_the_model_takes_is_one_message(tmp_path, capsys)
 def test_polarity_is_a_known_name_in_messages() -> None:
     with pytest.raises(DataError, match="polarity"):
         build_text_data("polarty", Path("/nonexistent"), tokenizer=load_tokenizer("tiny-bert"))
+
+
+def test_a_tokenizer_without_its_vocabulary_is_refused(tmp_path) -> None:
+    # a model folder without its tokenizer files trained with every word as [UNK], exit 0
+    from transformers import BertTokenizer
+
+    from common.errors import ModelError
+
+    bare = BertTokenizer(vocab={w: i for i, w in enumerate(synthetic.SPECIAL)})
+    bare.name_or_path = str(tmp_path / "model-without-vocab")
+    with pytest.raises(ModelError, match=r"maps 100% of the word pieces") as e:
+        build_text_data("polarity", tmp_path, tokenizer=bare, download=False)
+    assert "model-without-vocab" in str(e.value) and "vocab.txt" in str(e.value)
