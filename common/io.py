@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,38 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+class FileRefused(OSError):
+    """A path that is not a regular file of sane size (a device, a FIFO, a folder, a file
+    far larger than its kind), refused before it is read: ``/dev/zero`` would be read until
+    memory ran out, a FIFO would block forever."""
+
+
+def read_text_file(path: str | os.PathLike[str], *, max_bytes: int) -> str:
+    """The UTF-8 text of the regular file ``path``, of at most ``max_bytes`` bytes; else
+    :class:`FileRefused` (an OSError) saying why. Opened without blocking, so a FIFO is
+    refused rather than waited on."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise FileRefused(f"{path} is not a regular file (a device, FIFO or folder)")
+        if info.st_size > max_bytes:
+            raise FileRefused(
+                f"{path} is {info.st_size} bytes, more than the {max_bytes} such a file holds"
+            )
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:  # it grew while being read
+        raise FileRefused(f"{path} grew past {max_bytes} bytes while it was read")
+    return data.decode("utf-8")
+
+
+#: The largest result file read back (a Hessian's per-layer traces and density included).
+MAX_JSON_BYTES = 64 * 2**20
+
+
 def read_json(path: str | os.PathLike[str], *, fix: str) -> Any:
     """The contents of a file :func:`write_json` wrote, its digest checked (and removed).
 
@@ -101,9 +134,11 @@ def read_json(path: str | os.PathLike[str], *, fix: str) -> Any:
     :class:`~common.errors.UserError` naming the file and ``fix`` (what to do)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text_file(path, max_bytes=MAX_JSON_BYTES))
     except FileNotFoundError:
         raise
+    except FileRefused as e:
+        raise UserError(f"{e}; {fix}") from None
     except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError included
         raise UserError(f"{path} is damaged ({type(e).__name__}); {fix}") from None
     if isinstance(data, dict):

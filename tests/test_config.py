@@ -7,6 +7,7 @@ import io
 import os
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import torch
@@ -606,3 +607,39 @@ def test_optimizer_section_comes_from_the_registry():
             for bound in ("min", "max", "gt", "lt", "choices"):
                 assert meta.get(bound) == getattr(option, bound), (name, bound)
             assert option.help in meta["help"]
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "folder", "huge"])
+def test_a_config_that_is_not_a_regular_file_of_sane_size_is_refused_at_once(tmp_path, kind):
+    # /dev/zero was read until memory ran out; a FIFO blocked forever
+    from common.train.cli import train_main
+    from image_exps.task import TASK
+
+    if kind == "device":
+        path = Path("/dev/zero")
+    elif kind == "fifo":
+        path = tmp_path / "config.yaml"
+        os.mkfifo(path)
+    elif kind == "folder":
+        path = tmp_path
+    else:
+        path = tmp_path / "big.yaml"
+        path.write_text("# " + "x" * 2**21 + "\n")
+    with pytest.raises(ConfigError, match="config file refused") as e:
+        load_config(Config, path)
+    assert str(path) in str(e.value)
+    assert train_main(TASK, ["--config", str(path)]) == 2
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_a_result_file_that_is_not_a_regular_file_is_refused(tmp_path, kind):
+    from common.errors import UserError
+    from common.io import read_json
+
+    path = tmp_path / "summary.json"
+    if kind == "device":
+        path.symlink_to("/dev/zero")
+    else:
+        os.mkfifo(path)
+    with pytest.raises(UserError, match="is not a regular file"):
+        read_json(path, fix="train again")

@@ -187,7 +187,7 @@ class Task:
         if config is None:
             return self.default_config
         path = Path(config).expanduser()
-        if path.is_file():
+        if path.exists():  # a device or FIFO too: reading it refuses it, saying why
             return path
         shipped = self.default_config.parent
         named = shipped / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")

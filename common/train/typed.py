@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import yaml
 
 from common.errors import UserError
-from common.io import write_text
+from common.io import FileRefused, read_text_file, write_text
 
 C = TypeVar("C")
 
@@ -470,6 +470,10 @@ _Loader.add_implicit_resolver(
 )
 
 
+#: The largest config file read (a run's is a few kB).
+MAX_CONFIG_BYTES = 2**20
+
+
 def read_yaml(path: str | Path, *, verify: str | None = None) -> dict[str, Any]:
     """The top-level mapping of a config YAML file (``1e-3`` read as a float); a missing,
     unreadable or malformed file raises :class:`ConfigError` naming it.
@@ -479,11 +483,13 @@ def read_yaml(path: str | Path, *, verify: str | None = None) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_file(path, max_bytes=MAX_CONFIG_BYTES)
         if verify is not None:
             _check_digest(path, text, verify)
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} not found") from None
+    except FileRefused as e:
+        raise ConfigError(f"config file refused: {e}; give a YAML file") from None
     except UnicodeDecodeError as e:
         raise ConfigError(
             f"config file {str(path)!r} is not UTF-8 text (byte {e.start}): save it as UTF-8"
