@@ -40,6 +40,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -125,6 +126,11 @@ def canonical_name(name: str) -> str:
     ``"MIT-BIH"`` is ``"mitbih"``, ``"MITDB"`` ``"mitdb"``; an unknown name is a
     :class:`DataError` with the closest known one.
     """
+    if not re.fullmatch(r"[A-Za-z0-9 _-]+", str(name).strip()):  # "../../beats" was beats
+        raise DataError(
+            f"data.name={name!r} is not a data set's name (letters, digits, '-' and '_', "
+            f"e.g. mitdb or MIT-BIH); the data's folder is data.root"
+        )
     key = "".join(c for c in str(name).strip().lower() if c.isalnum())
     if key in DATASETS:
         return key

@@ -569,3 +569,10 @@ def test_a_header_the_recipe_cannot_use_names_the_record_and_field(mitdb_root, e
     with pytest.raises(DataError, match="Re-download record 106") as e:
         build_mitdb(mitdb_root)
     assert str(hea) in str(e.value) and says in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["../../beats", "/data/mitdb", "mitdb/", "beats.csv"])
+def test_a_data_name_with_path_parts_is_refused_not_normalised_away(name):
+    with pytest.raises(DataError, match="is not a data set's name"):
+        D.canonical_name(name)
+    assert D.canonical_name("MIT-BIH") == "mitbih" and D.canonical_name(" MITDB ") == "mitdb"

@@ -563,3 +563,10 @@ def test_meta_describes_the_run(roots, tok):
     assert meta["max_seq_length"] == 32 and meta["tokenizer"] == tok.name_or_path
     assert meta["vocab_size"] == len(tok) and meta["classes"] == ["negative", "positive"]
     assert not meta["synthetic"] and not meta["is_regression"] and meta["num_labels"] == 2
+
+
+@pytest.mark.parametrize("name", ["../../rte", "/data/rte", "rte/..", "glue/../rte", "rte.tsv"])
+def test_a_name_with_path_parts_is_refused_not_normalised_away(name):
+    with pytest.raises(DataError, match="is not a task's name"):
+        canonical_name(name)
+    assert canonical_name("glue/SST-2") == "sst2" and canonical_name("sst_2") == "sst2"

@@ -36,6 +36,7 @@ import csv
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -240,7 +241,14 @@ def canonical_name(name: str) -> str:
     ``"SST-2"``, ``"sst_2"`` and ``"glue/sst2"`` are all ``"sst2"``; an unknown name is a
     :class:`DataError` with the closest known one.
     """
-    key = "".join(c for c in str(name).strip().lower() if c.isalnum())
+    text = str(name).strip()
+    bare = text[len("glue/") :] if text.lower().startswith("glue/") else text
+    if not re.fullmatch(r"[A-Za-z0-9 _-]+", bare):  # "../../rte" was read as rte
+        raise DataError(
+            f"data.name={name!r} is not a task's name (letters, digits, '-' and '_', e.g. "
+            f"sst2, SST-2 or glue/sst2); the data's folder is data.root"
+        )
+    key = "".join(c for c in text.lower() if c.isalnum())
     if key.startswith("glue") and key[4:] in GLUE_TASKS:
         key = key[4:]
     if key in TEXT_TASKS:
