@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -220,3 +221,41 @@ def test_a_non_finite_loss_in_fp16_stops_the_run_as_in_fp32(tmp_path, capsys) ->
     err = capsys.readouterr().err
     assert "is not finite" in err and "stopped" in err
     assert not (tmp_path / "summary.json").exists()
+
+
+# a training split of one class reported "best val macro_f1 100"; a split without some class
+# averaged macro-F1 over fewer classes without saying so -------------------------------------
+def test_classes_missing_from_a_split_are_said_and_recorded(tmp_path, capsys):
+    from torch.utils.data import Subset
+
+    real = TASK.build_data
+
+    def without_nines(cfg):  # the validation split loses every 9
+        splits = real(cfg)
+        keep = [i for i, y in enumerate(splits.labels("val")) if y != 9]
+        splits.val = Subset(splits.val, keep)
+        return splits
+
+    task = dataclasses.replace(TASK, build_data=without_nines)
+    summary = train(task, cfg_for(tmp_path, "train.max_steps=1", "train.epochs=1"))
+    assert "the val split has no example of class(es) 9 of the 10" in capsys.readouterr().err
+    assert summary["classes"]["num_classes"] == 10
+    assert summary["classes"]["val"] == list(range(9))
+    assert summary["classes"]["train"] == list(range(10))
+
+
+def test_a_training_split_of_one_class_is_refused(tmp_path, capsys):
+    from torch.utils.data import Subset
+
+    real = TASK.build_data
+
+    def only_zeros(cfg):
+        splits = real(cfg)
+        splits.train = Subset(
+            splits.train, [i for i, y in enumerate(splits.labels("train")) if y == 0]
+        )
+        return splits
+
+    task = dataclasses.replace(TASK, build_data=only_zeros)
+    assert cli.train_main(task, [*FAST, f"run_dir={tmp_path}", "train.epochs=1"]) == 2
+    assert "the training split holds 1 class(es) of the task's 10 (0)" in capsys.readouterr().err

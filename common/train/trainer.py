@@ -23,6 +23,7 @@ import itertools
 import math
 import platform
 import resource
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
@@ -39,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from common.batches import batch_size, slice_batch, to_device
-from common.errors import RunDirError, UserError
+from common.errors import DataError, RunDirError, UserError
 from common.io import write_json, write_text
 from common.optim import OPTIMIZERS, create_optimizer
 from common.optim.base import SharpnessAwareOptimizer
@@ -292,6 +294,7 @@ class Trainer:
         if not self.dist.main:
             self.splits = task.build_data(cfg)
         self.class_weight = _class_weight(cfg.train.class_weights, self.splits, dev)
+        self.classes = split_classes(self.splits, warn=self.dist.main)
         seed_everything(cfg.seed)  # the model's initialisation does not depend on the data
         model = task.build_model(cfg, self.splits).to(dev)
         if cfg.train.sync_bn and self.dist.distributed:
@@ -764,6 +767,8 @@ class Trainer:
             "device": str(self.dist.device),
             "precision": cfg.train.precision,
             "class_weights": None if self.class_weight is None else self.class_weight.tolist(),
+            # the classes each split holds: a macro average is over those (and predicted ones)
+            "classes": self.classes,
             "resumed": st.resumed,
             "data": dict(self.splits.meta),
             "versions": _versions(),
@@ -776,6 +781,37 @@ class Trainer:
             plot_confusion(details, self.run_dir / "confusion", title=title)
         write_json(self.run_dir / SUMMARY, summary)  # last: its presence means "finished"
         return summary
+
+
+def split_classes(splits: Splits, *, warn: bool = True) -> dict[str, Any] | None:
+    """The task's number of classes and the classes each split's labels hold (None for a
+    regression). A training split of one class is refused; a validation or test split
+    that lacks some of the task's classes is said, once, on stderr (its macro-averaged
+    metrics then average fewer classes)."""
+    labels = {s: splits.labels(s) for s in ("train", "val", "test")}
+    if labels["train"] is None:
+        return None
+    present = {s: sorted(int(c) for c in np.unique(y)) for s, y in labels.items() if y is not None}
+    top = max((c[-1] for c in present.values() if c), default=0)
+    count = getattr(splits, "num_classes", None) or getattr(splits, "num_labels", None)
+    count = int(count or top + 1)
+    names = list(splits.meta.get("class_names") or range(count))
+    if len(present["train"]) < 2:
+        raise DataError(
+            f"the training split holds {len(present['train'])} class(es) of the task's "
+            f"{count} ({', '.join(str(names[c]) for c in present['train'])}): there is "
+            f"nothing to tell apart; check data.n_examples and the data's labels"
+        )
+    for split in ("val", "test"):
+        missing = sorted(set(range(count)) - set(present.get(split) or range(count)))
+        if warn and missing and labels[split] is not None and len(labels[split]):
+            print(
+                f"warning: the {split} split has no example of class(es) "
+                f"{', '.join(str(names[c]) for c in missing)} of the {count}: its macro-"
+                "averaged metrics average the classes its labels or predictions hold",
+                file=sys.stderr,
+            )
+    return {"num_classes": count, **present}
 
 
 def _class_weight(kind: str, splits: Splits, device: torch.device) -> Tensor | None:
