@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: install test lint bench faults clean demo tables real-graphs real-graph-protocols \
-	real-heartbeats $(addprefix image-,$(OPTIMIZERS)) \
+	real-heartbeats real-text real-images $(addprefix image-,$(OPTIMIZERS)) \
 	$(addprefix graph-,$(OPTIMIZERS)) graph-cv $(addprefix text-,$(OPTIMIZERS)) \
 	$(addprefix ecg-,$(OPTIMIZERS)) ecg-rho-sweep
 
@@ -107,6 +107,11 @@ real-graph-protocols: $(STAMP)
 	PYTHON=$(PY) scripts/real/graph_protocols.sh --jobs $(JOBS) $(ARGS)
 real-heartbeats: $(STAMP)
 	PYTHON=$(PY) scripts/real/heartbeats.sh --jobs $(JOBS) $(ARGS)
+# where the data are not shipped: GLUE_ROOT=DIR MODEL=DIR (text), IMAGES=DIR (images)
+real-text: $(STAMP)
+	PYTHON=$(PY) scripts/real/text.sh --jobs 1 $(ARGS)
+real-images: $(STAMP)
+	PYTHON=$(PY) scripts/real/images.sh --jobs $(JOBS) $(ARGS)
 
 # Tables from every finished run under runs/.
 tables: $(STAMP)

@@ -98,13 +98,22 @@ def test_mitbih_runs_its_matrix_and_the_rho_sweep_then_tabulates(tmp_path) -> No
         ("graph_protocols.sh", 40, ["data.val_is_test=true", "model.pooling=sum"], "common.epochs"),
         # tuning: sgd x 3 seeds, then 3 rho and 3 sigma with seed 0
         ("heartbeats.sh", 9, ["mitdb_records.yaml", "model.name=cnn1d"], "common.tables --select"),
+        # tuning: adamw x 3 seeds, then 3 rho and 3 sigma with seed 0; where the data are
+        (
+            "text.sh",
+            9,
+            ["sst2_minilm.yaml", "data.root=/glue", "model.name=/models/all-MiniLM-L6-v2"],
+            "common.tables --select",
+        ),
+        ("images.sh", 9, ["cifar10_images.yaml", "data.name=/images/cifar"], "common.tables"),
     ],
 )
 def test_real_data_scripts_dry_run(tmp_path, script, count, within, then):
     r = subprocess.run(
         [str(REPO / "scripts" / "real" / script), "--dry-run", "--", "train.epochs=1"],
         capture_output=True, text=True, timeout=300,
-        env={**os.environ, "RUNS": str(tmp_path / "runs")},
+        env={**os.environ, "RUNS": str(tmp_path / "runs"), "GLUE_ROOT": "/glue",
+             "MODEL": "/models/all-MiniLM-L6-v2", "IMAGES": "/images/cifar"},
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     found = cells(r.stdout)
