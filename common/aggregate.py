@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.errors import UserError
-from common.measurements import sharpness_measures
+from common.measurements import MEASUREMENTS, sharpness_measures
 from common.metrics import Metric
 from common.optim import OPTIMIZERS
 from common.train.config import RUNTIME_KEYS
@@ -68,6 +68,10 @@ class Stat:
         xs = [float(v) for v in values if v is not None and not math.isnan(v)]
         if not xs:
             return None
+        if not all(map(math.isfinite, xs)):  # statistics' exact arithmetic takes no inf
+            mean = math.fsum(xs) / len(xs)
+            spread = math.fsum((x - mean) ** 2 for x in xs) / max(1, len(xs) - 1)
+            return cls(mean, None if len(xs) == 1 else math.sqrt(spread), len(xs))
         # exact (rational) arithmetic: equal values have a std of 0, not a rounding error
         # (a mean of 0.2, 0.2, 0.2 summed in floats is 0.20000000000000004)
         mean = statistics.mean(xs)
@@ -109,7 +113,9 @@ def _ignored(key: str, fold_key: str | None) -> bool:
     """Keys that never make a setting: seed, fold, the optimizer's name, runtime keys."""
     if key in ("seed", "optimizer.name", fold_key):
         return True
-    return any(key == k or key.startswith(f"{k}.") for k in RUNTIME_KEYS)
+    # every registered measurement's section is runtime, a domain's own included
+    runtime = {*RUNTIME_KEYS, *MEASUREMENTS}
+    return any(key == k or key.startswith(f"{k}.") for k in runtime)
 
 
 @dataclass

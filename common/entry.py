@@ -37,13 +37,23 @@ def _extra_needed(task_module: str) -> Iterator[None]:
         missing = (e.name or "").split(".")[0]
         if not missing or missing in (package, "common"):
             raise
-        extra = package.removesuffix("_exps")
-        print(
-            f"error: the {extra} domain needs {missing}, which is not installed: "
-            f"pip install 'flatminima[{extra}]' (or pip install {missing})",
-            file=sys.stderr,
-        )
+        domain = package.removesuffix("_exps")
+        how = f"pip install {missing}"
+        if domain in _extras():
+            how = f"pip install 'flatminima[{domain}]' (or {how})"
+        print(f"error: the {domain} domain needs {missing}, which is not installed: {how}",
+              file=sys.stderr)  # fmt: skip
         raise SystemExit(2) from None
+
+
+def _extras() -> list[str]:
+    """The extras the installed package declares ([] from a checkout never installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.metadata("flatminima").get_all("Provides-Extra") or []
+    except metadata.PackageNotFoundError:
+        return []
 
 
 def run(task_module: str, command: str) -> None:

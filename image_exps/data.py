@@ -168,9 +168,9 @@ def is_folder_name(name: str) -> bool:
 
 def canonical_name(name: str) -> str:
     """The registry key of image data set ``name`` (case, ``-`` and ``_`` ignored), or a
-    folder's path (see :func:`is_folder_name`) with ``~`` expanded."""
-    if is_folder_name(str(name)):
-        return str(Path(name).expanduser())
+    folder's absolute path (see :func:`is_folder_name`)."""
+    if is_folder_name(str(name)):  # absolute: the same name from whichever folder it runs
+        return os.path.abspath(Path(name).expanduser())
     key = str(name).strip().lower().replace("-", "").replace("_", "")
     if key in DATASETS:
         return key

@@ -458,3 +458,23 @@ def test_equal_values_have_no_spread_and_their_own_mean():
     assert stat is not None and (stat.mean, stat.std, stat.n) == (0.2, 0.0, 3)
     spread = Stat.of([1.0, 2.0, 4.0])
     assert spread is not None and spread.std == statistics.stdev([1.0, 2.0, 4.0])
+
+
+def test_an_infinite_value_is_a_statistic_not_a_crash():
+    # the exact arithmetic takes no inf: an exploded noise-stability mean crashed the tables
+    stat = Stat.of([math.inf, 1.0])
+    assert stat is not None and stat.mean == math.inf and stat.n == 2
+    assert Stat.of([math.inf]) == Stat(math.inf, None, 1)
+
+
+def test_a_registered_measurements_options_are_no_setting(tmp_path):
+    from common import measurements
+    from common.aggregate import _ignored
+    from common.measurements import Measurement
+
+    assert _ignored("hessian.n_probes", None) and not _ignored("optimizer.rho", None)
+    measurements.register(Measurement("weight_norm", run=lambda *a: {}))
+    try:
+        assert _ignored("weight_norm.power", None)
+    finally:
+        del measurements.MEASUREMENTS["weight_norm"]

@@ -643,3 +643,14 @@ def test_a_result_file_that_is_not_a_regular_file_is_refused(tmp_path, kind):
         os.mkfifo(path)
     with pytest.raises(UserError, match="is not a regular file"):
         read_json(path, fix="train again")
+
+
+def test_a_result_file_past_its_size_is_refused(tmp_path, monkeypatch):
+    from common import io
+    from common.errors import UserError
+
+    path = tmp_path / "hessian.json"
+    io.write_json(path, {"trace": {"total": 1.0}})
+    monkeypatch.setattr(io, "MAX_JSON_BYTES", 16)
+    with pytest.raises(UserError, match="more than the 16 such a file holds"):
+        io.read_json(path, fix="measure again")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -258,6 +259,7 @@ def test_a_folder_given_by_path_is_read_with_the_cifar_recipe_for_small_images(t
     black = [float((g < 1e-6).float().mean()) for g in green]  # green > 0 in every class
     assert max(black) <= 1 - (28 / 32) ** 2 + 1e-6 and any(b > 0 for b in black)
     assert canonical_name(f"{base}/") == str(base) and canonical_name("CIFAR-10") == "cifar10"
+    assert canonical_name("./cifar-jpeg") == str(Path.cwd() / "cifar-jpeg")  # absolute
     with pytest.raises(DataError, match="ImageFolder layout"):
         build_image_data(str(tmp_path / "absent"), tmp_path)
 

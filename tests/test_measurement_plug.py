@@ -107,3 +107,17 @@ def test_the_generic_command_names_the_measurements_it_knows(capsys):
 def test_a_name_is_registered_once(registered):
     with pytest.raises(ValueError, match="already registered"):
         measurements.register(TOY)
+
+
+def test_a_registered_measurement_a_domain_has_no_section_for_is_one_line(
+    tmp_path, registered, capsys
+):
+    # the image domain's own config has no weight_norm section: --measure skips it, and
+    # asking for it is a one-line error, not a KeyError
+    run_dir = tmp_path / "run"
+    argv = ["smoke=true", "train.progress=false", f"run_dir={run_dir}", "--measure"]
+    assert cli.train_main(TASK, argv) == 0
+    assert (run_dir / "hessian.json").exists() and not (run_dir / "weight_norm.json").exists()
+    capsys.readouterr()
+    assert cli.measure_any_main(TASK, ["weight_norm", f"run_dir={run_dir}"]) == 2
+    assert "has no section in the image domain's config" in capsys.readouterr().err

@@ -134,3 +134,10 @@ def test_a_domain_without_its_extra_says_what_to_install(tmp_path, domain, libra
         f"error: the {domain} domain needs {library}, which is not installed: "
         f"pip install 'flatminima[{domain}]' (or pip install {library})"
     )
+
+
+def test_only_an_extra_that_exists_is_suggested():
+    from common.entry import _extras
+
+    extras = _extras()
+    assert {"text", "graph", "ecg", "all"} <= set(extras) and "image" not in extras

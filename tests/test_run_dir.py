@@ -289,6 +289,7 @@ def test_a_local_folder_is_named_by_its_last_part_and_a_hub_id_is_kept(tmp_path)
         "sentence-transformers/all-MiniLM-L6-v2"
     )
     assert name_label("cnn") == "cnn"
+    assert name_label(".") == Path.cwd().name and name_label("..") == Path.cwd().parent.name
 
 
 def test_a_model_or_data_folder_given_by_absolute_path_keeps_the_run_under_runs(tmp_path):

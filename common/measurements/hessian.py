@@ -7,11 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from common.io import write_json
-from common.measurements.spec import Column, Measurement, Sharpness, subset_of
-from common.sharpness import hessian_eigenvalues, hessian_esd, hessian_trace, plot_esd
-from common.sharpness.hessian import check_trace_options
-from common.train.measuring import option_errors, output_file, params_for, prepare
-from common.train.task import Task
+from common.measurements.spec import Column, Measurement, Sharpness, output_file, subset_of
 
 #: hessian_trace's, hessian_eigenvalues' and hessian_esd's arguments -> the section's keys
 KEYS = {
@@ -21,7 +17,12 @@ KEYS = {
 }  # fmt: skip
 
 
-def run(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
+def run(task: Any, cfg: Any, path: Path) -> dict[str, Any]:
+    # imported here: the registry (which the tables read) stays light
+    from common.sharpness import hessian_eigenvalues, hessian_esd, hessian_trace, plot_esd
+    from common.sharpness.hessian import check_trace_options
+    from common.train.measuring import option_errors, params_for, prepare
+
     m = cfg.hessian
     trace_options = {
         "method": m.method, "n_probes": m.n_probes, "target_stderr": m.target_stderr,
@@ -35,6 +36,7 @@ def run(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
             "params": params_for(task, "hessian", m), "seed": m.seed,
             "progress": cfg.train.progress,
         }  # fmt: skip
+        check_trace_options(**trace_options, model=model, params=common["params"])
         steps = max(100, 2 * m.top_k)  # Lanczos needs more steps than eigenvalues wanted
         # the eigenvalues first: a top_k beyond the parameters fails before the trace's cost
         eigenvalues = hessian_eigenvalues(

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from common.io import write_json
-from common.measurements.spec import Measurement
-from common.sharpness import loss_landscape, plot_landscape
-from common.train.measuring import output_file, prepare
-from common.train.task import Task
+from common.measurements.spec import Measurement, output_file
 
 
-def run(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
+def run(task: Any, cfg: Any, path: Path) -> dict[str, Any]:
+    # imported here: the registry (which the tables read) stays light
+    from common.sharpness import loss_landscape, plot_landscape
+    from common.train.measuring import prepare
+
     m = cfg.landscape
     model, data, info = prepare(task, cfg, path, "landscape")
     result = loss_landscape(

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from common.io import write_json
-from common.measurements.spec import Column, Measurement, Sharpness, subset_of
-from common.sharpness import noise_stability
-from common.train.measuring import output_file, params_for, prepare
-from common.train.task import Task
+from common.measurements.spec import Column, Measurement, Sharpness, output_file, subset_of
 
 
-def run(task: Task, cfg: Any, path: Path) -> dict[str, Any]:
+def run(task: Any, cfg: Any, path: Path) -> dict[str, Any]:
+    # imported here: the registry (which the tables read) stays light
+    from common.sharpness import noise_stability
+    from common.train.measuring import params_for, prepare
+
     m = cfg.noise_stability
     model, data, info = prepare(task, cfg, path, "noise_stability")
     results = noise_stability(

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from common.train.measuring import output_file
+
+def output_file(name: str) -> str:
+    """The file measurement ``name`` writes into a run directory: ``<name>.json``."""
+    return f"{name}.json"
 
 
 class Column(NamedTuple):

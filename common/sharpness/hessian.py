@@ -87,9 +87,12 @@ def check_trace_options(
     tol: float | None = None,
     target_stderr: float | None = None,
     sketch_size: int | None = None,
+    model: nn.Module | None = None,
+    params: ParamSpec = None,
 ) -> None:
-    """The checks of :func:`hessian_trace`'s options that need no model (the one place
-    they live: a command runs them before it loads a model); :class:`OptionError`."""
+    """The checks of :func:`hessian_trace`'s options, the one place they live
+    (:class:`OptionError`); without ``model`` those that need none, so that a command runs
+    them before it loads one, and with it the stratified budget too."""
     if method not in METHODS:
         raise OptionError(f"method={method} is not a trace estimator: use one of {METHODS}")
     if sampling not in SAMPLINGS:
@@ -108,6 +111,14 @@ def check_trace_options(
             raise OptionError(
                 f"sketch_size={sketch_size} leaves no probes for the residual of "
                 f"n_probes={n_probes}: use at most {(n_probes - 1) // 2}"
+            )
+    if method == "stratified" and model is not None:
+        pilot = pilot_probes(select_params(model, params))
+        if n_probes < pilot:
+            raise OptionError(
+                f"method=stratified needs 2 probes per layer first: n_probes={n_probes} "
+                f"is below the {pilot} of the layers selected: raise it, or select fewer "
+                f"parameters"
             )
 
 
@@ -177,16 +188,8 @@ def hessian_trace(
     """
     check_trace_options(
         method=method, sampling=sampling, n_probes=n_probes, tol=tol,
-        target_stderr=target_stderr, sketch_size=sketch_size,
+        target_stderr=target_stderr, sketch_size=sketch_size, model=model, params=params,
     )  # fmt: skip
-    if method == "stratified":
-        pilot = pilot_probes(select_params(model, params))
-        if n_probes < pilot:
-            raise OptionError(
-                f"method=stratified needs 2 probes per layer first: n_probes={n_probes} "
-                f"is below the {pilot} of the layers selected: raise it, or select fewer "
-                f"parameters"
-            )
     stop = _Stop(tol, target_stderr)
     with measuring(model):
         op, chosen = _operator(model, loss_fn, data, params, batch_size, keep_graphs)

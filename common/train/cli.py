@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,7 @@ def train_main(task: Task, argv: Sequence[str] | None = None) -> int:
         cfg = load_config(task.config_cls, task.config_path(args.config), args.overrides)
         summary = train(task, cfg)
         if summary and args.measure:  # rank 0 only: the measurements are one process
-            for kind in MEASUREMENTS:
+            for kind in measurements_of(task):
                 done = measured(Path(summary["run_dir"]), kind, to_dict(cfg)[kind])
                 if done:
                     print(f"{kind}: already measured ({done}); delete it to measure again")
@@ -173,9 +174,20 @@ def cv_main(task: Task, argv: Sequence[str] | None = None) -> int:
 # -- measuring a finished run -----------------------------------------------------------------
 
 
+def measurements_of(task: Task) -> list[str]:
+    """The registered measurements this domain's config has a section for, in order."""
+    sections = {f.name for f in fields(task.config_cls)}
+    return [kind for kind in MEASUREMENTS if kind in sections]
+
+
 def measure(task: Task, kind: str, overrides: Sequence[str]) -> dict[str, Any]:
     """Runs measurement ``kind`` on a finished run (``run_dir=PATH`` in ``overrides``),
     holding the run directory's lock (no training or other measurement meanwhile)."""
+    if kind not in measurements_of(task):
+        raise ConfigError(
+            f"measurement {kind} has no section in the {task.domain} domain's config: add "
+            f"a field {kind}: <its MeasurementSection> to {task.config_cls.__name__}"
+        )
     cfg, path = load_run(task, overrides, kind)
     task = task.resolve(cfg)
     with locked(path, f"python -m {task.domain}_exps.{kind}", create=False):

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Subset
 from common.checks import OptionError, config_words
 from common.errors import RunDirError, UserError
 from common.io import read_json
+from common.measurements.spec import output_file
 from common.train.checkpoint import load_checkpoint, load_weights, seed_everything
 from common.train.config import (
     ConfigError,
@@ -44,11 +45,6 @@ def option_errors(section: str, keys: Mapping[str, str]) -> Iterator[None]:
         yield
     except OptionError as e:
         raise ConfigError(config_words(str(e), section, keys)) from None
-
-
-def output_file(name: str) -> str:
-    """The file measurement ``name`` writes into a run directory: ``<name>.json``."""
-    return f"{name}.json"
 
 
 def load_run(task: Task, overrides: Sequence[str], section: str) -> tuple[Any, Path]:

@@ -54,7 +54,8 @@ def name_label(name: str) -> str:
     is, a local folder (``model.name=DIR``, ``data.name=DIR``) by its last part, so that no
     machine's path shows in a table or lands inside a run folder's path."""
     if name.startswith(("/", ".", "~")) or Path(name).is_dir():
-        return Path(name).name
+        path = Path(name).expanduser()
+        return path.name if path.name not in ("", "..") else Path(os.path.abspath(path)).name
     return name
 
 

@@ -187,12 +187,14 @@ class Task:
         if config is None:
             return self.default_config
         path = Path(config).expanduser()
-        if path.exists():  # a device or FIFO too: reading it refuses it, saying why
+        if path.is_file():
             return path
         shipped = self.default_config.parent
         named = shipped / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
         if path.parent == Path(".") and named.is_file():
             return named
+        if path.exists():  # a device, FIFO or folder: reading it refuses it, saying why
+            return path
         names = ", ".join(sorted(p.stem for p in shipped.glob("*.yaml")))
         raise ConfigError(
             f"--config {config}: no such file, nor a config of the {self.domain} domain by "

@@ -485,7 +485,7 @@ class Trainer:
                 finite = [torch.isfinite(g).all() for g in grads]
                 # one host sync, not one per tensor; a non-finite loss is not the scale's
                 # overflow but a divergence, which the scaler's skipped steps would hide
-                if finite and not torch.stack(finite).all() and torch.isfinite(total):
+                if finite and not torch.stack(finite).all() and self._loss_finite(total):
                     raise _Overflow
             if not self.sa and cfg.train.max_grad_norm is not None:
                 D.clip_(grads, cfg.train.max_grad_norm)  # sharpness-aware: the optimizer clips
@@ -509,6 +509,14 @@ class Trainer:
         if not math.isfinite(values[-1]):
             self._diverged(values[0])
         return dict(zip(names, values[:-1], strict=True))
+
+    def _loss_finite(self, total: Tensor) -> bool:
+        """Whether the loss is finite on every process (the gradients, already averaged,
+        overflowed alike everywhere: each process then takes the same branch)."""
+        ok = torch.isfinite(total).float().reshape(1)
+        if self.dist.distributed:
+            D.all_reduce_mean_([ok], self.dist.world)
+        return bool(ok.item() == 1.0)
 
     def _diverged(self, loss: float) -> None:
         where = "the loss" if not math.isfinite(loss) else "a later gradient pass's loss"
