@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from common.train import cli, measuring
@@ -259,3 +262,30 @@ def test_a_training_split_of_one_class_is_refused(tmp_path, capsys):
     task = dataclasses.replace(TASK, build_data=only_zeros)
     assert cli.train_main(task, [*FAST, f"run_dir={tmp_path}", "train.epochs=1"]) == 2
     assert "the training split holds 1 class(es) of the task's 10 (0)" in capsys.readouterr().err
+
+
+# a full disk, a file-size limit or a read-only run folder ended in an OSError traceback ----
+@pytest.mark.parametrize(
+    ("code", "says"),
+    [
+        (errno.ENOSPC, "free some space"),
+        (errno.EFBIG, "ulimit -f"),
+        (errno.EROFS, "read-only"),
+        (errno.EACCES, "not writable"),
+    ],
+)
+def test_a_refused_write_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys, code, says):
+    from common.train import rundir
+
+    real_open = os.open
+
+    def refusing(path, flags, *args, **kwargs):
+        if str(path).endswith(".lock"):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(rundir.os, "open", refusing)
+    assert cli.train_main(TASK, [*FAST, f"run_dir={tmp_path}", "train.epochs=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot write {tmp_path / '.lock'}: {os.strerror(code)}")
+    assert says in err and "Traceback" not in err
