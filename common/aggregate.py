@@ -109,6 +109,11 @@ def sharpness_columns() -> tuple[Measure, ...]:
     return tuple(Measure(key, title, False) for key, title in sharpness())
 
 
+def _frozen(value: Any) -> Any:
+    """A setting's value as a hashable one (a list, e.g. data.records=[100, 208], a tuple)."""
+    return tuple(map(_frozen, value)) if isinstance(value, list) else value
+
+
 def _ignored(key: str, fold_key: str | None) -> bool:
     """Keys that never make a setting: seed, fold, the optimizer's name, runtime keys."""
     if key in ("seed", "optimizer.name", fold_key):
@@ -208,10 +213,11 @@ def group_runs(rows: Sequence[dict[str, Any]]) -> list[Group]:
             {k: v for k, v in r.get("config", {}).items() if not _ignored(k, r.get("fold_key"))}
             for r in members
         ]
-        keys = sorted({k for c in configs for k in c})
-        varying = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
+        known = [c for c in configs if c]  # a run without config.yaml: settings unknown
+        keys = sorted({k for c in known for k in c})
+        varying = [k for k in keys if len({repr(c.get(k)) for c in known}) > 1]
         for r, c in zip(members, configs, strict=True):
-            setting = tuple((k, c.get(k)) for k in varying)
+            setting = tuple((k, _frozen(c.get(k))) for k in varying) if c else ()
             key = (domain, dataset, model, optimizer, repr(setting))
             group = groups.setdefault(
                 key, Group(domain, dataset, model, optimizer, setting, r.get("base"))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class UserError(Exception):
     """Bad input (config, data, run directory, diverged run): the message says the fix.
@@ -28,3 +31,27 @@ def first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     line = text[0] if text else ""
     return f"{type(error).__name__}: {line[:200]}" if line else type(error).__name__
+
+
+_RESUME = "the files written so far are whole, and the same command resumes"
+_NOT_WRITABLE = "the folder is not writable: pass a run_dir (or data.root, --out) you can write to"
+#: What to do when the file system refuses a write, by errno.
+_WRITE_FIXES = {
+    errno.ENOSPC: f"free some space (or write elsewhere) and rerun: {_RESUME}",
+    errno.EDQUOT: f"free some of your quota (or write elsewhere) and rerun: {_RESUME}",
+    errno.EFBIG: f"raise the file-size limit (ulimit -f) and rerun: {_RESUME}",
+    errno.EROFS: "the file system is read-only: pass a run_dir (or data.root, --out) you can "
+    "write to",
+    errno.EACCES: _NOT_WRITABLE,
+    errno.EPERM: _NOT_WRITABLE,
+}
+
+
+def refused_write(error: OSError) -> str | None:
+    """The one-line message of a write the file system refused (full, over a limit,
+    read-only, not permitted), naming the file and what to do; None for another OSError."""
+    fix = _WRITE_FIXES.get(error.errno or 0)
+    if fix is None:
+        return None
+    where = os.fsdecode(error.filename) if error.filename is not None else "a file"
+    return f"cannot write {where}: {error.strerror}; {fix}"

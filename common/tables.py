@@ -48,7 +48,7 @@ from common.aggregate import (
     sharpness_columns,
 )
 from common.class_tables import class_table_markdown
-from common.errors import UserError
+from common.errors import UserError, refused_write
 from common.io import read_json, write_text
 from common.measurements import MEASUREMENTS, measured_columns, sharpness_measures
 from common.metrics import Metric
@@ -173,6 +173,11 @@ def _config(run_dir: Path) -> dict[str, Any]:
     """The run's resolved config.yaml as dotted keys ({} for a directory without one)."""
     path = run_dir / CONFIG
     if not path.exists():
+        print(
+            f"warning: {printable(run_dir)} has no {CONFIG}: its settings are unknown (its "
+            f"training command, run again, writes it from the checkpoint)",
+            file=sys.stderr,
+        )
         return {}
     return flatten(read_yaml(path, verify="rerun the run's training command to rewrite it"))
 
@@ -181,6 +186,12 @@ def _base(optimizer: str, config: dict[str, Any]) -> str | None:
     """The base optimizer a sharpness-aware optimizer wraps (None for a base one)."""
     info = OPTIMIZERS.get(optimizer)
     return config.get("optimizer.base") if info is not None and info.sharpness_aware else None
+
+
+def printable(path: str | Path) -> str:
+    """A path as text any output can hold: bytes that are not UTF-8 (a folder named in
+    another encoding) as ``\\xNN`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def run_row(run_dir: str | Path) -> dict[str, Any]:
@@ -194,7 +205,7 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
     dataset = name_label(str(summary["dataset"]))
     dataset += " (synthetic)" if summary.get("synthetic") else ""
     row: dict[str, Any] = {
-        "run_dir": str(run_dir),
+        "run_dir": printable(run_dir),
         "domain": summary["domain"],
         "dataset": dataset,
         "model": name_label(summary["model"]),
@@ -848,11 +859,18 @@ def finished_rows(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
 
 
 def one_line_errors(command: Callable[[], None]) -> int:
-    """Runs ``command``; a ``UserError`` becomes one ``error:`` line and exit status 2."""
+    """Runs ``command``; a ``UserError`` or a refused write becomes one ``error:`` line and
+    exit status 2."""
     try:
         command()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a read-only --out
+        message = refused_write(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return 0
 

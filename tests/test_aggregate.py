@@ -478,3 +478,14 @@ def test_a_registered_measurements_options_are_no_setting(tmp_path):
         assert _ignored("weight_norm.power", None)
     finally:
         del measurements.MEASUREMENTS["weight_norm"]
+
+
+def test_a_list_valued_setting_that_varies_groups_runs(tmp_path):
+    # data.records=[100] against [100, 208]: a list in a setting was unhashable
+    rows = [run_row(write_run(tmp_path, "sgd", seed)) for seed in (0, 1)]
+    for row, records in zip(rows, ([100], [100, 208]), strict=True):
+        row["config"] = {**row["config"], "data.records": records}
+    groups = group_runs(rows)
+    assert sorted(g.setting for g in groups) == [
+        (("data.records", (100,)),), (("data.records", (100, 208)),),
+    ]  # fmt: skip

@@ -312,3 +312,40 @@ def test_runs_reached_through_symbolic_links_are_found_once(tmp_path):
     assert [p.relative_to(runs).as_posix() for p in found] == [
         "again/sam/seed0", "digits/sgd/seed0",
     ]  # fmt: skip
+
+
+def test_a_run_without_config_and_a_folder_named_in_another_encoding_are_tabulated(
+    tmp_path, capsys
+):
+    # UnicodeEncodeError on a non-UTF-8 folder name; TypeError without config.yaml
+    import os
+
+    from tests.test_aggregate import write_run
+
+    runs = tmp_path / "runs"
+    for optimizer in ("sgd", "sam"):
+        for seed in (0, 1):
+            write_run(runs, optimizer, seed)
+    (runs / "digits" / "sam" / "seed0" / "config.yaml").unlink()
+    write_run(runs / os.fsdecode(b"caf\xe9"), "nso", 0)
+    assert main([str(runs), "--out", str(tmp_path / "out")]) == 0
+    assert "has no config.yaml: its settings are unknown" in capsys.readouterr().err
+    with open(tmp_path / "out" / "runs.csv", encoding="utf-8") as f:
+        assert any("caf\\xe9" in line for line in f)
+
+
+def test_a_full_disk_under_the_tables_is_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from common import tables
+    from tests.test_aggregate import write_run
+
+    write_run(tmp_path / "runs", "sgd", 0)
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(tables, "write_text", full)
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {tmp_path / 'out'}") and "free some space" in err

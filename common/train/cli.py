@@ -9,14 +9,13 @@ Bad input prints ``error: ...`` (no traceback) and exits with status 2.
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from common.errors import UserError
+from common.errors import UserError, refused_write
 from common.io import write_json, write_text
 from common.measurements import MEASUREMENTS
 from common.train.config import (
@@ -49,26 +48,13 @@ def _guard(run: Callable[[], Any]) -> int:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
     except OSError as e:  # the file system refused a write: full, limited or read-only
-        if e.errno not in _WRITE_FIXES:
+        message = refused_write(e)
+        if message is None:
             raise
         if launched_rank() == 0:
-            where = e.filename or "a file"
-            print(f"error: cannot write {where}: {e.strerror}; {_WRITE_FIXES[e.errno]}",
-                  file=sys.stderr)  # fmt: skip
+            print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
     return 0
-
-
-_REWRITE = "the files written so far are whole, and the same command resumes"
-#: What to do when the file system refuses a write, by errno.
-_WRITE_FIXES = {
-    errno.ENOSPC: f"free some space (or pass another run_dir) and rerun: {_REWRITE}",
-    errno.EDQUOT: f"free some of your quota (or pass another run_dir) and rerun: {_REWRITE}",
-    errno.EFBIG: f"raise the file-size limit (ulimit -f) and rerun: {_REWRITE}",
-    errno.EROFS: "the file system is read-only: pass a run_dir (or data.root) you can write to",
-    errno.EACCES: "the folder is not writable: pass a run_dir (or data.root) you can write to",
-    errno.EPERM: "the folder is not writable: pass a run_dir (or data.root) you can write to",
-}
 
 
 def _parser(prog: str, description: str, task: Task, sections: Sequence[str] = ()) -> Any:
