@@ -25,9 +25,20 @@ class RunDirError(UserError):
     """A run directory that cannot be used as asked (another run's, damaged, foreign)."""
 
 
+#: torch's refusal of a pickle holding code: its text advises ``weights_only=False``, which
+#: would run that code; we never pass that advice on.
+_PICKLE_REFUSED = "Weights only load failed"
+
+
 def first_line(error: BaseException) -> str:
     """``"OSError: <its first line, at most 200 characters>"``: a library's exception as it
-    goes into one of our one-line messages."""
+    goes into one of our one-line messages (torch's refusal of a pickle with code, whose
+    advice is to load it unsafely, as what it is)."""
+    if _PICKLE_REFUSED in str(error):
+        return (
+            "a pickle that holds more than tensors (code, which would run if loaded), "
+            "refused: only tensors are ever loaded (weights_only=True)"
+        )
     text = str(error).strip().splitlines()
     line = text[0] if text else ""
     return f"{type(error).__name__}: {line[:200]}" if line else type(error).__name__

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from common.errors import RunDirError
 from common.io import write_json
@@ -336,3 +337,19 @@ def test_a_data_lock_that_is_a_link_is_refused(tmp_path) -> None:
     with pytest.raises(UserError, match="is a symbolic link"), exclusive(tmp_path / ".lock"):
         pass
     assert victim.read_text() == "precious\n"
+
+
+def test_a_pickle_with_code_is_refused_without_torchs_advice_to_load_it_unsafely(tmp_path):
+    # torch's message advises weights_only=False, which would run the code: never passed on
+    import argparse
+    import collections
+
+    from common.errors import UserError
+    from common.train.checkpoint import load_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": collections.OrderedDict(), "hook": argparse.Namespace(a=1)}, path)
+    with pytest.raises(UserError) as e:
+        load_checkpoint(path, fix="train again")
+    assert "weights_only=False" not in str(e.value) and "can still be loaded" not in str(e.value)
+    assert "holds more than tensors" in str(e.value)

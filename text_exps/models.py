@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from common.errors import ModelError
+from common.errors import ModelError, first_line
 from text_exps import synthetic
 
 
@@ -27,7 +27,7 @@ def _cache() -> str:
 
 
 def _unavailable(name: str, what: str, error: Exception) -> ModelError:
-    first = (str(error).splitlines() or [type(error).__name__])[0]
+    first = first_line(error)
     return ModelError(
         f"cannot load the {what} of model.name={name!r} ({first}): it is neither a local "
         f"directory written by save_pretrained nor in the Hugging Face cache ({_cache()}). "

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.errors import RunDirError, UserError
+from common.errors import RunDirError, UserError, first_line
 from common.io import atomic_path
 
 
@@ -60,10 +60,9 @@ def load_checkpoint(
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # wrong format, disallowed pickle global
-        first = (str(e).splitlines() or [""])[0]
         raise UserError(
-            f"cannot read checkpoint {path} ({type(e).__name__}: {first}); it was not "
-            f"written by this project: {fix}"
+            f"cannot read checkpoint {path} ({first_line(e)}); it was not written by this "
+            f"project: {fix}"
         ) from None
 
 
