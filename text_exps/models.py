@@ -49,7 +49,12 @@ def load_tokenizer(name: str) -> Any:
 
 
 def build_text_model(
-    name: str, num_labels: int, *, regression: bool = False, dropout: float | None = None
+    name: str,
+    num_labels: int,
+    *,
+    regression: bool = False,
+    dropout: float | None = None,
+    replace_head: bool = False,
 ) -> nn.Module:
     """A pretrained encoder with a new classification (or regression) head.
 
@@ -57,8 +62,34 @@ def build_text_model(
         name: hub id or ``save_pretrained`` directory.
         num_labels: classes; 1 with ``regression`` (STS-B).
         dropout: hidden and attention dropout (None: the checkpoint's own).
+        replace_head: a checkpoint's classifier of another number of classes is replaced
+            by a fresh one (else a ModelError says so).
+
+    Raises:
+        ModelError: a model that cannot be had, or whose files are damaged or do not fit.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
+
+    config = _config(name, num_labels, regression, dropout)
+    if name == synthetic.TINY_BERT:  # random weights from the caller's seed: not pretrained
+        return AutoModelForSequenceClassification.from_config(config)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            name, config=config, trust_remote_code=False, ignore_mismatched_sizes=replace_head
+        )
+    except Exception as e:  # OSError, ValueError; safetensors' and torch's on a damaged file
+        if "size mismatch" in str(e) or "mismatched" in str(e):
+            raise _other_head(name, num_labels) from None
+        if isinstance(e, OSError | ValueError) and not Path(name).is_dir():
+            raise _unavailable(name, "weights", e) from None
+        raise ModelError(
+            f"the weights of model.name={name!r} cannot be read ({first_line(e)}): the file "
+            f"is damaged or truncated; copy the folder again from its source"
+        ) from None
+
+
+def _config(name: str, num_labels: int, regression: bool, dropout: float | None) -> Any:
+    from transformers import AutoConfig
 
     if name == synthetic.TINY_BERT:
         config = synthetic.tiny_bert_config(num_labels)
@@ -73,11 +104,31 @@ def build_text_model(
         for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if hasattr(config, key):
                 setattr(config, key, dropout)
-    if name == synthetic.TINY_BERT:  # random weights from the caller's seed: not pretrained
-        return AutoModelForSequenceClassification.from_config(config)
-    try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            name, config=config, trust_remote_code=False
+    return config
+
+
+def _other_head(name: str, num_labels: int) -> ModelError:
+    return ModelError(
+        f"model.name={name!r} holds a classifier for another number of classes than this "
+        f"task's {num_labels}: set model.replace_head=true to train a fresh one on its "
+        f"encoder (a head of another size is replaced only when asked)"
+    )
+
+
+def check_fit(name: str, tokenizer: Any, max_seq_length: int) -> None:
+    """The model's embeddings take what the tokenizer gives: every token id, and
+    ``max_seq_length`` positions (else an IndexError or a size mismatch mid-run)."""
+    config = _config(name, 2, False, None)
+    vocab = getattr(config, "vocab_size", None)
+    if vocab is not None and len(tokenizer) > vocab:
+        raise ModelError(
+            f"the tokenizer of model.name={name!r} has {len(tokenizer)} token ids and the "
+            f"model's embeddings {vocab}: the folder's tokenizer and weights do not belong "
+            f"together; copy both from one model"
         )
-    except (OSError, ValueError) as e:
-        raise _unavailable(name, "weights", e) from None
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None and max_seq_length > positions:
+        raise ModelError(
+            f"data.max_seq_length={max_seq_length} is more than the {positions} positions of "
+            f"model.name={name!r}: set data.max_seq_length={positions} or less"
+        )

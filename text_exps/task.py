@@ -20,7 +20,7 @@ from common.train.config import Config, DataConfig, ModelConfig
 from common.train.task import Task, correct, no_running, regression_criterion
 from common.train.typed import keyfield
 from text_exps.data import build_text_data, canonical_name, collate
-from text_exps.models import build_text_model, load_tokenizer
+from text_exps.models import build_text_model, check_fit, load_tokenizer
 
 CONFIGS = Path(__file__).parent / "configs"
 MISMATCHED = M.Metric("mismatched_accuracy", "mm acc. (%)")
@@ -93,11 +93,13 @@ def build_data(cfg: TextConfig) -> Any:
 
 
 def build_model(cfg: TextConfig, splits: Any) -> nn.Module:
+    check_fit(cfg.model.name, _tokenizer(cfg.model.name), cfg.data.max_seq_length)
     return build_text_model(
         cfg.model.name,
         splits.num_labels,
         regression=splits.is_regression,
         dropout=cfg.model.dropout,
+        replace_head=cfg.model.replace_head,
     )
 
 

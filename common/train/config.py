@@ -123,7 +123,8 @@ class ModelConfig:
         None, "initial weights: a state dict or checkpoint file to fine-tune from"
     )
     replace_head: bool = keyfield(
-        False, "with weights: keep a fresh classifier where the file's has other classes"
+        False,
+        "keep a fresh classifier where model.weights' (or a text model folder's) has other classes",
     )
 
 
