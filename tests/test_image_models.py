@@ -30,6 +30,7 @@ def n_params(model: nn.Module) -> int:
         ("resnet50", 3, 16, 2),
         ("vgg11_bn", 3, 32, 2),
         ("vit_b_16", 3, 32, 2),
+        ("wrn16_2", 3, 32, 2),
         ("wrn16_8", 3, 16, 2),
         ("wrn28_10", 1, 16, 2),
     ],
@@ -44,7 +45,8 @@ def test_forward_shapes(name, in_channels, image_size, batch):
 
 def test_every_model_is_tested():
     assert set(MODELS) == {
-        "cnn", "resnet18", "resnet34", "resnet50", "vgg11_bn", "vit_b_16", "wrn16_8", "wrn28_10"
+        "cnn", "resnet18", "resnet34", "resnet50", "vgg11_bn", "vit_b_16", "wrn16_2", "wrn16_8",
+        "wrn28_10",
     }  # fmt: skip
 
 
@@ -85,7 +87,10 @@ def test_dropout_is_wired():
 
 def test_wide_resnet_parameter_counts():
     with torch.device("meta"):  # shapes only
-        wrn16_8, wrn28_10 = (build_image_model(n, 10) for n in ("wrn16_8", "wrn28_10"))
+        wrn16_2, wrn16_8, wrn28_10 = (
+            build_image_model(n, 10) for n in ("wrn16_2", "wrn16_8", "wrn28_10")
+        )
+    assert n_params(wrn16_2) == pytest.approx(0.69e6, rel=0.01)  # Zagoruyko & Komodakis: 0.7M
     assert n_params(wrn16_8) == pytest.approx(11.0e6, rel=0.01)
     assert n_params(wrn28_10) == pytest.approx(36.5e6, rel=0.01)
     with pytest.raises(ModelError, match="6n"):

@@ -28,7 +28,7 @@ def bert(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = write_tokenizer(path)
     vocab = len(AutoTokenizer.from_pretrained(tokenizer))
-    config = tiny_bert_config(vocab_size=vocab, max_position_embeddings=64)
+    config = tiny_bert_config(vocab_size=vocab, max_position_embeddings=128)
     torch.manual_seed(0)
     BertModel(config).save_pretrained(path)  # an encoder only: the head is new, as on the hub
     return path
