@@ -46,7 +46,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -113,7 +113,7 @@ BALANCED_TEST_START = 17957
 #: records shipped with the package (``ecg_exps/embedded/mitdb/``, source and licence in its
 #: SOURCE.md), installed into ``<root>/mitdb/`` when missing
 EMBEDDED = embedded_sets(Path(__file__).parent).get("mitdb")
-CACHE_VERSION = 2  # bump when the cached beats or their key change meaning
+CACHE_VERSION = 3  # bump when the cached beats or their key change meaning
 N_COLUMNS = BEAT_LENGTH + 1
 
 
@@ -302,10 +302,20 @@ def _balanced(
 # --------------------------------------------------------------------------- beats of a record
 
 
+class Segmented(NamedTuple):
+    """:func:`segment_beats`' beats: rows, AAMI class ids, their annotations' indices, and
+    which of them the record's end cuts short (zero-padded where the signal ends)."""
+
+    signals: np.ndarray
+    labels: np.ndarray
+    keep: np.ndarray
+    cut: np.ndarray
+
+
 def segment_beats(
     signal: np.ndarray, fs: float, samples: np.ndarray, symbols: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Kachuee et al.'s (2018) beats of one lead: ``(signals, labels, keep)``.
+) -> Segmented:
+    """Kachuee et al.'s (2018) beats of one lead: ``(signals, labels, keep, cut)``.
 
     ``signal`` is the lead at ``fs`` Hz, ``samples`` and ``symbols`` the reference
     annotations (sample number at ``fs``, symbol). Only beat annotations (:data:`AAMI`)
@@ -323,7 +333,7 @@ def segment_beats(
        to 187. Edge beats: a beat near its window's end continues into the next samples of
        the signal, scaled by its own window's minimum and maximum and clipped to [0, 1], so
        it is not cut short; a beat near the record's end is zero-padded where the signal
-       ends.
+       ends, kept (PhysioNet's beat counts hold) and marked in ``cut``.
     """
     from scipy.signal import resample_poly
 
@@ -333,7 +343,7 @@ def segment_beats(
     keep = keep[np.argsort(samples[keep], kind="stable")]
     labels = np.array([CLASSES.index(AAMI[symbols[i]]) for i in keep], dtype=np.int64)
     if len(keep) == 0:
-        return np.zeros((0, BEAT_LENGTH), np.float32), labels, keep
+        return Segmented(np.zeros((0, BEAT_LENGTH), np.float32), labels, keep, np.zeros(0, bool))
     x = np.asarray(signal, dtype=np.float64).reshape(-1)
     bad = ~np.isfinite(x)
     if bad.any():
@@ -362,7 +372,8 @@ def segment_beats(
     scale = np.where(flat, 1.0, scale)
     rows = (x[np.minimum(index, n - 1)] - lo[window][:, None]) / scale[:, None]
     rows = np.where(valid & ~flat[:, None], np.clip(rows, 0.0, 1.0), 0.0)
-    return rows.astype(np.float32), labels, keep
+    cut = peaks + length > n  # the record ends inside the beat's 1.2 T
+    return Segmented(rows.astype(np.float32), labels, keep, cut)
 
 
 @dataclass(frozen=True)
@@ -375,6 +386,7 @@ class RecordBeats:
         labels: ``(n,)`` int64 AAMI class ids.
         samples: ``(n,)`` int64 R-peak sample numbers at the record's rate (360 Hz).
         symbols: ``(n,)`` the annotation symbols (``<U1``).
+        cut: ``(n,)`` bool, the beats the record's end cuts short (see :class:`Segmented`).
     """
 
     record: int
@@ -382,12 +394,13 @@ class RecordBeats:
     labels: np.ndarray
     samples: np.ndarray
     symbols: np.ndarray
+    cut: np.ndarray
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {k: getattr(self, k) for k in ("signals", "labels", "samples", "symbols")}
+        return {k: getattr(self, k) for k in ("signals", "labels", "samples", "symbols", "cut")}
 
 
 def _record_path(folder: Path, record: int, ext: str) -> Path:
@@ -557,11 +570,11 @@ def read_record_beats(folder: str | Path, record: int) -> tuple[RecordBeats | No
             f"Cannot read the annotations {atr} ({first_line(e)}): the file is damaged. "
             f"{_refetch(folder, record)}"
         ) from None
-    signals, labels, keep = segment_beats(signal, float(header.fs), samples, symbols)
+    signals, labels, keep, cut = segment_beats(signal, float(header.fs), samples, symbols)
     if len(labels) == 0:
         return None, "no beat annotations"
     chosen = np.asarray(symbols, dtype="<U1")[keep] if len(keep) else np.zeros(0, "<U1")
-    return RecordBeats(int(record), signals, labels, samples[keep], chosen), ""
+    return RecordBeats(int(record), signals, labels, samples[keep], chosen, cut), ""
 
 
 def _cache_key(folder: Path, record: int) -> str:
@@ -590,12 +603,15 @@ def _load(path: Path, key: str, record: int) -> RecordBeats | None:
         return None
     try:
         beats = RecordBeats(
-            int(record), arrays["signals"], arrays["labels"], arrays["samples"], arrays["symbols"]
-        )
+            int(record), arrays["signals"], arrays["labels"], arrays["samples"],
+            arrays["symbols"], arrays["cut"],
+        )  # fmt: skip
     except KeyError:
         return None
     n = len(beats.labels)
     if beats.signals.shape != (n, BEAT_LENGTH) or len(beats.samples) != n or n == 0:
+        return None
+    if len(beats.cut) != n:
         return None
     return beats
 
@@ -817,6 +833,10 @@ def _load_mitdb(r: _Request) -> _Pool:
     meta = {
         "missing_records": missing,
         "skipped_records": skipped,
+        # kept (PhysioNet's beat counts hold), zero-padded where the signal ends: counted
+        "beats_cut_by_record_end": {
+            r: int(b.cut.sum()) for r, b in sorted(beats.items()) if b.cut.any()
+        },
         "downloaded": downloaded,
         "lead": LEAD,
         "test_fraction": TEST_FRACTION if r.split == "intrapatient" else None,

@@ -245,7 +245,7 @@ def test_segment_beats_follows_the_recipe() -> None:
     symbols = ["N"] * len(peaks)
     symbols[4] = "+"  # not a beat: skipped, and no peak drawn
     signal = F.spike_train(n, np.delete(peaks, 4), fs)
-    rows, labels, keep = D.segment_beats(signal, fs, peaks, symbols)
+    rows, labels, keep, _ = D.segment_beats(signal, fs, peaks, symbols)
     assert rows.shape == (len(peaks) - 1, 187) and rows.dtype == np.float32
     assert 4 not in keep and (labels == 0).all()
     assert rows.min() >= 0 and rows.max() <= 1
@@ -263,11 +263,12 @@ def test_segment_beats_follows_the_recipe() -> None:
 def test_segment_beats_skips_annotations_outside_the_signal() -> None:
     signal = F.spike_train(3600, np.array([400, 700, 1000, 3500]))
     at = np.array([400, 700, 1000, 3500, 5000])
-    rows, labels, keep = D.segment_beats(signal, 360, at, "NVFNN")
+    rows, labels, keep, cut = D.segment_beats(signal, 360, at, "NVFNN")
     assert list(labels) == [0, 2, 3, 0] and list(keep) == [0, 1, 2, 3]
     # R at 125 Hz sample 1215 of 1250: 35 samples left, then zeros (T = 104: 1.2 T = 125)
     assert (rows[-1, 35:] == 0).all() and rows[-1, 0] > 0.8
     assert (rows[0, 125:] == 0).all() and rows[0, 124] > 0
+    assert list(cut) == [False, False, False, True]  # the last beat is marked, not dropped
 
 
 # --------------------------------------------------------------------------- mitdb
@@ -283,6 +284,8 @@ def test_counts_come_from_the_annotations(mitdb_root) -> None:
     for part in meta["class_counts"].values():
         got.update(part)
     assert +got == want and set(want) == set(D.CLASSES)
+    cut = meta["beats_cut_by_record_end"]  # kept, so the counts above hold; counted
+    assert all(isinstance(n, int) and n > 0 for n in cut.values())
     assert meta["n_train"] + meta["n_val"] + meta["n_test"] == sum(want.values())
     assert list(meta["skipped_records"]) == [102] and "MLII" in meta["skipped_records"][102]
     assert set(meta["missing_records"]) == set(D.MITDB_RECORDS) - set(F.RECORDS)
