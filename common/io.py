@@ -101,6 +101,13 @@ class FileRefused(OSError):
     memory ran out, a FIFO would block forever."""
 
 
+def check_regular_file(path: str | os.PathLike[str]) -> None:
+    """:class:`FileRefused` unless ``path`` (links followed) is a regular file: a data file
+    that is ``/dev/zero`` would be read forever, a FIFO would block."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise FileRefused(f"{path} is not a regular file (a device, FIFO or folder)")
+
+
 def read_text_file(path: str | os.PathLike[str], *, max_bytes: int) -> str:
     """The UTF-8 text of the regular file ``path``, of at most ``max_bytes`` bytes; else
     :class:`FileRefused` (an OSError) saying why. Opened without blocking, so a FIFO is

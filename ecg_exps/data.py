@@ -56,7 +56,7 @@ from torch.utils.data import Dataset
 
 from common.embedded import embedded_sets
 from common.errors import DataError, first_line  # DataError re-exported
-from common.io import load_arrays, save_arrays, sha256_file
+from common.io import FileRefused, check_regular_file, load_arrays, save_arrays, sha256_file
 from common.splits import check_split_options, seeded_subset
 from ecg_exps import synthetic
 
@@ -235,9 +235,12 @@ def read_beats_csv(path: str | Path, *, fix: str) -> tuple[np.ndarray, np.ndarra
         )
 
     try:
+        check_regular_file(path)
         frame = pd.read_csv(path, header=None)
     except FileNotFoundError:
         raise
+    except FileRefused as e:
+        raise bad(str(e)) from None
     except pd.errors.EmptyDataError:
         raise bad("it is empty") from None
     except pd.errors.ParserError as e:  # "Expected 188 fields in line 7, saw 189"
@@ -529,6 +532,13 @@ def read_record_beats(folder: str | Path, record: int) -> tuple[RecordBeats | No
     import wfdb
 
     folder = Path(folder)
+    for ext in ("hea", "dat", "atr"):  # a device or FIFO would be read forever or block
+        path = _record_path(folder, record, ext)
+        if path.exists() and not path.is_file():
+            raise DataError(
+                f"{path} is not a regular file (a device, FIFO or folder). "
+                f"{_refetch(folder, record)}"
+            )
     header = _read_header(folder, record)
     names = list(getattr(header, "sig_name", None) or [])
     if LEAD not in names:

@@ -654,3 +654,30 @@ def test_a_result_file_past_its_size_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(io, "MAX_JSON_BYTES", 16)
     with pytest.raises(UserError, match="more than the 16 such a file holds"):
         io.read_json(path, fix="measure again")
+
+
+@pytest.mark.parametrize("what", ["checkpoint", "weights", "tsv", "beats"])
+def test_a_data_or_weights_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path, what):
+    # a FIFO given where a file is read blocked forever; /dev/zero was read until memory ran out
+    from common.errors import UserError
+
+    fifo = tmp_path / "file"
+    os.mkfifo(fifo)
+    if what == "checkpoint":
+        from common.train.checkpoint import load_checkpoint
+
+        call = lambda: load_checkpoint(fifo, fix="train again")  # noqa: E731
+    elif what == "weights":  # model.weights was already checked
+        from common.weights import read_state_dict
+
+        call = lambda: read_state_dict(fifo)  # noqa: E731
+    elif what == "tsv":
+        from text_exps.data import GLUE_TASKS, _read_tsv
+
+        call = lambda: _read_tsv(GLUE_TASKS["rte"], fifo)  # noqa: E731
+    else:
+        from ecg_exps.data import read_beats_csv
+
+        call = lambda: read_beats_csv(fifo, fix="fetch it again")  # noqa: E731
+    with pytest.raises(UserError, match="is not a regular file"):
+        call()

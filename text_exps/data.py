@@ -55,7 +55,7 @@ from common.errors import (
     ModelError,
     first_line,
 )  # DataError re-exported: the shared data error
-from common.io import atomic_path, load_arrays, save_arrays
+from common.io import atomic_path, check_regular_file, load_arrays, save_arrays
 from common.splits import check_split_options, seeded_subset
 from text_exps import synthetic
 
@@ -421,6 +421,7 @@ def _read_parquet(task: GlueTask, files: Sequence[Path]) -> pd.DataFrame:
     parts = []
     for path in files:
         try:
+            check_regular_file(path)
             parts.append(pd.read_parquet(path))
         except Exception as e:  # pyarrow raises many kinds for a damaged file
             raise DataError(
@@ -448,6 +449,7 @@ def _read_tsv(task: GlueTask, path: Path) -> pd.DataFrame:
         f"{task.folder}.zip (download_glue_data.py)."
     )
     try:
+        check_regular_file(path)
         if layout.names is None:
             with open(path, encoding="utf-8-sig") as f:
                 n_fields = len(f.readline().rstrip("\r\n").split("\t"))

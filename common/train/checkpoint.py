@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from common.errors import RunDirError, UserError, first_line
-from common.io import atomic_path
+from common.io import FileRefused, atomic_path, check_regular_file
 
 
 def serialize(state: dict[str, Any]) -> bytes:
@@ -48,10 +48,13 @@ def load_checkpoint(
     path = Path(path)
     fix = fix or "delete it and train again"
     try:
+        check_regular_file(path)  # a FIFO would block the zip reader
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()  # reads every record, compares its CRC
     except FileNotFoundError:
         raise UserError(f"no checkpoint at {path}: train the run first") from None
+    except FileRefused as e:
+        raise UserError(f"{e}: {fix}") from None
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
         why = "empty file" if path.stat().st_size == 0 else f"{type(e).__name__}: {e}"
         raise _damaged(path, why, fix) from None
