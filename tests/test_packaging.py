@@ -43,6 +43,11 @@ def test_a_config_is_found_by_its_name_as_well_as_by_its_path(tmp_path):
 def installed(tmp_path_factory) -> Path:
     """The project built as a wheel from a copy of its source and installed with pip
     (``--target``, its dependencies being this environment's) into a folder of its own."""
+    from importlib import metadata
+
+    major = int(metadata.version("setuptools").split(".")[0])
+    if major < 77:  # pyproject's build requirement; built here without isolation (offline)
+        pytest.skip(f"setuptools {major} in this environment: the build needs >= 77")
     root = tmp_path_factory.mktemp("wheel")
     source = root / "source"
     shutil.copytree(REPO, source, ignore=NOT_SOURCE)
