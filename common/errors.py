@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
+from collections.abc import Callable
 
 
 class UserError(Exception):
@@ -66,3 +68,21 @@ def refused_write(error: OSError) -> str | None:
         return None
     where = os.fsdecode(error.filename) if error.filename is not None else "a file"
     return f"cannot write {where}: {error.strerror}; {fix}"
+
+
+def one_line(command: Callable[[], object], *, speak: bool = True) -> int:
+    """Runs ``command``: 0, or, for a :class:`UserError` or a refused write, one
+    ``error:`` line on stderr (when ``speak``: one process of several says it) and 2."""
+    try:
+        command()
+    except UserError as e:
+        message = str(e)
+    except OSError as e:  # the file system refused a write: full, limited or read-only
+        message = refused_write(e)
+        if message is None:
+            raise
+    else:
+        return 0
+    if speak:
+        print(f"error: {message}", file=sys.stderr)
+    return 2

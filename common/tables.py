@@ -48,7 +48,8 @@ from common.aggregate import (
     sharpness_columns,
 )
 from common.class_tables import class_table_markdown
-from common.errors import UserError, refused_write
+from common.errors import UserError
+from common.errors import one_line as one_line_errors  # the commands' one-line guard
 from common.io import read_json, write_text
 from common.measurements import MEASUREMENTS, measured_columns, sharpness_measures
 from common.metrics import Metric
@@ -856,23 +857,6 @@ def finished_rows(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     if not rows:
         raise UserError(f"no finished run (summary.json) under {', '.join(map(str, paths))}")
     return rows
-
-
-def one_line_errors(command: Callable[[], None]) -> int:
-    """Runs ``command``; a ``UserError`` or a refused write becomes one ``error:`` line and
-    exit status 2."""
-    try:
-        command()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a full disk, a read-only --out
-        message = refused_write(e)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

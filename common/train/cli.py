@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from common.errors import UserError, refused_write
+from common.errors import UserError, one_line
 from common.io import write_json, write_text
 from common.measurements import MEASUREMENTS
 from common.train.config import (
@@ -39,22 +39,10 @@ def _guard(run: Callable[[], Any]) -> int:
 
     Under torchrun every process meets the same error: only rank 0 prints it."""
     try:
-        run()
-    except (UserError, ConfigError) as e:
-        if launched_rank() == 0:
-            print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return one_line(run, speak=launched_rank() == 0)
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
-    except OSError as e:  # the file system refused a write: full, limited or read-only
-        message = refused_write(e)
-        if message is None:
-            raise
-        if launched_rank() == 0:
-            print(f"error: {message}", file=sys.stderr)
-        return EXIT_USAGE
-    return 0
 
 
 def _parser(prog: str, description: str, task: Task, sections: Sequence[str] = ()) -> Any:
