@@ -40,9 +40,14 @@ def config_words(message: str, section: str, keys: Mapping[str, str]) -> str:
     return re.sub(r"\b([a-z_]+)(='[^']*'|=[^\s,;:)]+| must be)", rename, message)
 
 
+def is_number(value: Any) -> bool:
+    """A real number (int or float, not bool), finite or not."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def check_number(name: str, value: Any, lo: float, hi: float = math.inf, *, hi_open=False) -> None:
     """``lo <= value <= hi`` (``< hi`` with ``hi_open``), and a real number at all."""
-    is_num = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    is_num = is_number(value) and math.isfinite(value)
     upper = "" if hi == math.inf else (f" and < {hi}" if hi_open else f" and <= {hi}")
     inside = is_num and lo <= value and (value < hi if hi_open else value <= hi)
     check(name, value, inside, f"a number >= {lo}{upper}")

@@ -47,6 +47,7 @@ from common.aggregate import (
     sharpness,
     sharpness_columns,
 )
+from common.checks import is_number
 from common.class_tables import class_table_markdown
 from common.errors import UserError
 from common.errors import one_line as one_line_errors  # the commands' one-line guard
@@ -91,10 +92,6 @@ def _read(path: Path, fix: str) -> Any:
     return read_json(path, fix=fix)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _metric(entry: Any) -> Metric:
     """A :class:`Metric` from its summary.json record; ``ValueError`` if it is not one."""
     if not (
@@ -123,7 +120,7 @@ def _summary(path: Path) -> dict[str, Any]:
             *((m.name, test.get(m.name)) for m in metrics),
             ("wall_time_s", summary.get("wall_time_s")),
         ]:
-            if value is not None and not _number(value):
+            if value is not None and not is_number(value):
                 raise ValueError(f"{key} = {value!r} is not a number")
     except ValueError as e:
         raise UserError(f"{path} is malformed ({e}); {SUMMARY_FIX}") from None
@@ -147,7 +144,7 @@ def _measured(
         out = read(data)
         for key, value in out.items():
             tabulated = key in (k for k, _, _ in after_metric_columns())  # not the split's name
-            if tabulated and value is not None and not _number(value):
+            if tabulated and value is not None and not is_number(value):
                 raise ValueError(f"{key} = {value!r} is not a number")
     except KeyError as e:
         raise UserError(f"{path} is malformed (no {e}); {_REMEASURE}") from None
@@ -165,8 +162,8 @@ def _validation(summary: dict[str, Any]) -> dict[str, Any]:
     value, loss = best.get(select.get("name")), best.get("loss")
     return {
         "select": _metric(select),
-        "val_select": value if _number(value) else None,
-        "val_loss": loss if _number(loss) else None,
+        "val_select": value if is_number(value) else None,
+        "val_loss": loss if is_number(loss) else None,
     }
 
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from common.checks import is_number
 from common.io import write_json
 from common.measurements.spec import Column, Measurement, Sharpness, output_file, subset_of
 
@@ -37,17 +38,13 @@ def run(task: Any, cfg: Any, path: Path) -> dict[str, Any]:
     return out
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def read(output: dict[str, Any]) -> dict[str, Any]:
     """The loss increase at the smallest scale measured, and the whole curve (its plot)."""
     if not output["results"]:
         raise ValueError("'results' is empty")
     first = min(output["results"], key=lambda r: r["sigma"])  # the smallest sigma measured
     curve = {float(r["sigma"]): r["mean"] for r in output["results"]}
-    if not all(map(_number, curve.values())):
+    if not all(map(is_number, curve.values())):
         raise ValueError("a noise stability mean is not a number")
     return {
         "noise_sigma": first["sigma"],
