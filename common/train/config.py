@@ -62,6 +62,7 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
     "apply_overrides",
+    "config_changes",
     "config_help",
     "diff_configs",
     "flat_keys",
@@ -415,6 +416,12 @@ def runtime_keys(config_cls: type) -> frozenset[str]:
         for f in fields(config_cls)
         if isinstance(f.default_factory, type) and issubclass(f.default_factory, MeasurementSection)
     }
+
+
+def config_changes(saved: Mapping[str, Any], current: Any) -> list[str]:
+    """:func:`diff_configs` of a saved config against the config ``current``, the runtime
+    keys of ``current``'s class (its measurement sections included) aside."""
+    return diff_configs(saved, to_dict(current), ignore=runtime_keys(type(current)))
 
 
 #: :func:`runtime_keys` of the base :class:`Config` (the domains' add no measurement).

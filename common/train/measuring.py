@@ -24,7 +24,7 @@ from common.train.checkpoint import load_checkpoint, load_weights, seed_everythi
 from common.train.config import (
     ConfigError,
     apply_overrides,
-    diff_configs,
+    config_changes,
     from_dict,
     parse_overrides,
     read_yaml,
@@ -96,7 +96,7 @@ def load_trained(
     trained = ckpt.get("config") if isinstance(ckpt, dict) else None
     if trained is None or "model" not in ckpt:
         raise RunDirError(f"{path / name} is not a checkpoint of this project: train again")
-    diffs = diff_configs(trained, to_dict(cfg), ignore=runtime_keys(type(cfg)))
+    diffs = config_changes(trained, cfg)
     if diffs:
         raise RunDirError(
             f"{path / CONFIG} and {name} disagree (the run directory's config was edited "

@@ -23,7 +23,7 @@ from typing import Any
 
 from common.errors import RunDirError, UserError
 from common.io import read_json, write_json
-from common.train.config import diff_configs, runtime_keys, to_dict
+from common.train.config import config_changes
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -201,8 +201,7 @@ def check_domain(run_dir: Path, domain: str, command: str) -> None:
 def refuse_other_config(run_dir: Path, saved: Mapping[str, Any], current: Any) -> None:
     """Raises when ``run_dir`` holds a run whose config differs from ``current`` (a config),
     its runtime keys (the device, the measurements' options) aside."""
-    ignore = runtime_keys(type(current))
-    diffs = diff_configs(saved, to_dict(current), ignore=ignore)
+    diffs = config_changes(saved, current)
     if diffs:
         raise RunDirError(
             f"run_dir {run_dir} holds a run with a different config:\n  "
