@@ -791,6 +791,13 @@ class Trainer:
         return summary
 
 
+def class_count(splits: Splits, top: int) -> int:
+    """The task's number of classes: the splits' own (``num_classes``, or text's
+    ``num_labels``), else the largest label seen, ``top``, plus one."""
+    own = getattr(splits, "num_classes", None) or getattr(splits, "num_labels", None)
+    return int(own or top + 1)
+
+
 def split_classes(splits: Splits, *, warn: bool = True) -> dict[str, Any] | None:
     """The task's number of classes and the classes each split's labels hold (None for a
     regression). A training split of one class is refused; a validation or test split
@@ -800,9 +807,7 @@ def split_classes(splits: Splits, *, warn: bool = True) -> dict[str, Any] | None
     if labels["train"] is None:
         return None
     present = {s: sorted(int(c) for c in np.unique(y)) for s, y in labels.items() if y is not None}
-    top = max((c[-1] for c in present.values() if c), default=0)
-    count = getattr(splits, "num_classes", None) or getattr(splits, "num_labels", None)
-    count = int(count or top + 1)
+    count = class_count(splits, max((c[-1] for c in present.values() if c), default=0))
     names = list(splits.meta.get("class_names") or range(count))
     if len(present["train"]) < 2:
         raise DataError(
@@ -832,7 +837,7 @@ def _class_weight(kind: str, splits: Splits, device: torch.device) -> Tensor | N
             f"train.class_weights={kind} needs class labels, and this task has none (a "
             f"regression): set train.class_weights=none"
         )
-    num_classes = getattr(splits, "num_classes", None) or int(labels.max()) + 1
+    num_classes = class_count(splits, int(labels.max()))
     return torch.from_numpy(balanced_class_weights(labels, num_classes)).to(device)
 
 
