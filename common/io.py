@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from common.errors import UserError
+from common.errors import RunDirError, UserError
 
 
 @contextlib.contextmanager
@@ -39,6 +39,20 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
         raise
 
 
+def open_lock(path: str | os.PathLike[str]) -> int:
+    """The descriptor of lock file ``path`` (created if needed), opened never through a
+    symbolic link: a link there would let the lock's writes land in its target."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise RunDirError(
+            f"{path} is a symbolic link, which no command of this project makes: delete it "
+            f"(rm {path}) and run again"
+        ) from None
+
+
 @contextlib.contextmanager
 def exclusive(path: str | os.PathLike[str]) -> Iterator[None]:
     """Holds an exclusive ``flock`` on ``path`` (created if needed), waiting for it: one
@@ -47,10 +61,10 @@ def exclusive(path: str | os.PathLike[str]) -> Iterator[None]:
     no one writes either) it runs without one."""
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise UserError(f"{path} is a symbolic link: delete it and run again") from None
+        fd = open_lock(path)
+    except RunDirError:
+        raise
+    except OSError:
         yield  # a read-only folder: no one writes there either
         return
     try:

@@ -11,7 +11,6 @@ files and nothing else.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import re
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import RunDirError, UserError
-from common.io import read_json, write_json
+from common.io import open_lock, read_json, write_json
 from common.train.config import config_changes
 
 CHECKPOINT = "checkpoint.pt"
@@ -140,15 +139,7 @@ def locked(run_dir: Path, command: str, *, create: bool = True) -> Iterator[None
     """
     run_dir = Path(run_dir)
     _make_dir(run_dir, create=create)
-    try:  # never through a link: the holder's line is written into the file
-        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as e:
-        if e.errno != errno.ELOOP:
-            raise
-        raise RunDirError(
-            f"{run_dir / LOCK} is a symbolic link, which no command of this project makes: "
-            f"delete it (rm {run_dir / LOCK}) and run again"
-        ) from None
+    fd = open_lock(run_dir / LOCK)  # never through a link: the holder's line is written
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
