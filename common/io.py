@@ -115,10 +115,11 @@ class FileRefused(OSError):
     memory ran out, a FIFO would block forever."""
 
 
-def check_regular_file(path: str | os.PathLike[str]) -> None:
-    """:class:`FileRefused` unless ``path`` (links followed) is a regular file: a data file
-    that is ``/dev/zero`` would be read forever, a FIFO would block."""
-    if not stat.S_ISREG(os.stat(path).st_mode):
+def check_regular_file(path: str | os.PathLike[str], mode: int | None = None) -> None:
+    """:class:`FileRefused` unless ``path`` (links followed; ``mode``: its ``st_mode`` if
+    already known) is a regular file: a data file that is ``/dev/zero`` would be read
+    forever, a FIFO would block."""
+    if not stat.S_ISREG(os.stat(path).st_mode if mode is None else mode):
         raise FileRefused(f"{path} is not a regular file (a device, FIFO or folder)")
 
 
@@ -129,8 +130,7 @@ def read_text_file(path: str | os.PathLike[str], *, max_bytes: int) -> str:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise FileRefused(f"{path} is not a regular file (a device, FIFO or folder)")
+        check_regular_file(path, info.st_mode)
         if info.st_size > max_bytes:
             raise FileRefused(
                 f"{path} is {info.st_size} bytes, more than the {max_bytes} such a file holds"

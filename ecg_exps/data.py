@@ -534,11 +534,12 @@ def read_record_beats(folder: str | Path, record: int) -> tuple[RecordBeats | No
     folder = Path(folder)
     for ext in ("hea", "dat", "atr"):  # a device or FIFO would be read forever or block
         path = _record_path(folder, record, ext)
-        if path.exists() and not path.is_file():
-            raise DataError(
-                f"{path} is not a regular file (a device, FIFO or folder). "
-                f"{_refetch(folder, record)}"
-            )
+        try:
+            check_regular_file(path)
+        except FileNotFoundError:
+            pass  # said below, by the file's reader
+        except FileRefused as e:
+            raise DataError(f"{e}. {_refetch(folder, record)}") from None
     header = _read_header(folder, record)
     names = list(getattr(header, "sig_name", None) or [])
     if LEAD not in names:
