@@ -43,7 +43,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -57,7 +57,7 @@ from torch.utils.data import Dataset
 from common.embedded import embedded_sets
 from common.errors import DataError, first_line  # DataError re-exported
 from common.io import FileRefused, check_regular_file, load_arrays, save_arrays, sha256_file
-from common.splits import check_split_options, seeded_subset
+from common.splits import SPLITS, Splits, check_split_options, seeded_subset
 from ecg_exps import synthetic
 
 CLASSES: tuple[str, ...] = ("N", "S", "V", "F", "Q")
@@ -101,7 +101,6 @@ WINDOW_SECONDS = 10  # Kachuee's windows
 RR_FACTOR = 1.2  # a beat spans 1.2 T from its R peak
 LEAD = "MLII"
 TEST_FRACTION = 0.2  # of the pooled beats: the intra-patient test set
-SPLITS: tuple[str, ...] = ("train", "val", "test", "train_eval")
 PATIENT_SPLITS: tuple[str, ...] = ("intrapatient", "interpatient")
 MITBIH_FILES: dict[str, str] = {"train": "mitbih_train.csv", "test": "mitbih_test.csv"}
 KAGGLE_SET = "shayanfazeli/heartbeat"
@@ -186,32 +185,6 @@ class BeatDataset(Dataset):
         rows = np.asarray(rows, dtype=np.int64)
         records = None if self.records is None else self.records[rows]
         return BeatDataset(self.signals[rows], self._labels[rows], records)
-
-
-@dataclass
-class EcgSplits:
-    """Train / validation / test beats (:class:`BeatDataset` each).
-
-    Beats have no augmentation, so ``train_eval`` (the training beats as measurements read
-    them) is ``train``, whatever ``train`` is set to later.
-    """
-
-    train: BeatDataset
-    val: BeatDataset
-    test: BeatDataset
-    meta: dict[str, Any] = field(default_factory=dict)
-    num_classes: int = len(CLASSES)
-    class_names: tuple[str, ...] = CLASSES
-
-    @property
-    def train_eval(self) -> BeatDataset:
-        return self.train
-
-    def labels(self, split: str) -> np.ndarray:
-        """Class id of every beat of ``split`` (one of :data:`SPLITS`) in order, int64."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        return getattr(self, split).labels
 
 
 # --------------------------------------------------------------------------- Kaggle CSVs
@@ -942,7 +915,7 @@ def build_ecg_data(
     cache_dir: str | Path | None = None,
     beats_spec: synthetic.BeatsSpec | None = None,
     records: Sequence[int] | None = None,
-) -> EcgSplits:
+) -> Splits:
     """Build the train / val / test beats of ECG data set ``name``.
 
     Which beats land in which split depends on ``split_seed`` (and the options below)
@@ -1002,7 +975,7 @@ def build_ecg_data(
         pool.labels, val_fraction, split_seed, what=f"the {key} training beats"
     )
     train_rows = seeded_subset(train_rows, n_examples, split_seed)
-    splits = EcgSplits(train=pool.subset(train_rows), val=pool.subset(val_rows), test=test)
+    splits = Splits(pool.subset(train_rows), pool.subset(val_rows), test, num_classes=len(CLASSES))
     parts = {"train": splits.train, "val": splits.val, "test": splits.test}
     splits.meta = {
         "dataset": key,
@@ -1048,8 +1021,8 @@ __all__ = [
     "TEST_FRACTION",
     "BeatDataset",
     "DataError",
-    "EcgSplits",
     "RecordBeats",
+    "Splits",
     "build_ecg_data",
     "cache_file",
     "canonical_name",

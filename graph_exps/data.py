@@ -33,7 +33,7 @@ import shutil
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from torch_geometric.utils import degree, one_hot
 from common.embedded import embedded_sets
 from common.errors import DataError, UserError  # DataError re-exported: the shared one
 from common.io import exclusive, read_json, write_json, write_text
-from common.splits import check_split_options, seeded_subset
+from common.splits import SPLITS, Splits, check_split_options, seeded_subset
 
 TU_DATASETS: tuple[str, ...] = (
     "MUTAG",
@@ -74,9 +74,6 @@ OPTIONAL_FILES: tuple[str, ...] = (
     "edge_labels",
     "edge_attributes",
 )
-
-
-SPLITS: tuple[str, ...] = ("train", "val", "test", "train_eval")
 
 
 def graph_labels(dataset: Any) -> np.ndarray | None:
@@ -104,39 +101,6 @@ def graph_labels(dataset: Any) -> np.ndarray | None:
             return None
         labels.append(int(y))
     return np.asarray(labels, dtype=np.int64)
-
-
-@dataclass
-class GraphSplits:
-    """Train / validation / test sets of PyG ``Data`` graphs (``x``, ``edge_index``, ``y``).
-
-    The splits are views (``index_select``) of one ``TUDataset``; node features computed on
-    the fly (degree one-hot) are the dataset's ``transform``. Graphs have no augmentation, so
-    ``train_eval`` (the training graphs as measurements read them) is ``train``, whatever
-    ``train`` is set to later.
-    """
-
-    train: Any
-    val: Any
-    test: Any
-    num_classes: int
-    num_features: int
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def train_eval(self) -> Any:
-        """The training graphs in ``train``'s order, unaugmented: ``train`` itself."""
-        return self.train
-
-    def labels(self, split: str) -> np.ndarray | None:
-        """Class label of every graph of ``split`` (one of :data:`SPLITS`), in its order.
-
-        Read at call time from the split's dataset (so a ``train`` sliced after building is
-        followed), from the stored ``y`` tensor rather than graph by graph.
-        """
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        return graph_labels(getattr(self, split))
 
 
 # --------------------------------------------------------------------------- features
@@ -624,7 +588,7 @@ def build_graph_data(
     max_degree: int = 100,
     sbm: SBMSpec | None = None,
     val_is_test: bool = False,
-) -> GraphSplits:
+) -> Splits:
     """Build the train / val / test splits of graph data set ``name``.
 
     Which graphs land in which split depends on ``split_seed`` alone (and the options
@@ -725,7 +689,15 @@ def build_graph_data(
     if spec is not None:
         meta["sbm"] = spec.record()
         meta["classes"] = spec.class_names
-    return GraphSplits(train, val, test, num_classes, num_features, meta)
+    return Splits(
+        train,
+        val,
+        test,
+        num_classes=num_classes,
+        meta=meta,
+        inputs={"num_features": num_features},
+        labels_of=graph_labels,
+    )
 
 
 def expected_mean_degree(spec: SBMSpec) -> float:
@@ -748,8 +720,8 @@ __all__ = [
     "TU_URL",
     "DataError",
     "DegreeOneHot",
-    "GraphSplits",
     "SBMSpec",
+    "Splits",
     "build_graph_data",
     "canonical_name",
     "collate",

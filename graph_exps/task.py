@@ -79,7 +79,7 @@ def build_model(cfg: GraphConfig, splits: Any) -> nn.Module:
     m = cfg.model
     return build_graph_model(
         m.name,
-        splits.num_features,
+        splits.inputs["num_features"],
         splits.num_classes,
         hidden=m.hidden,
         layers=m.layers,

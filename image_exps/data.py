@@ -17,7 +17,6 @@ import difflib
 import os
 import pickle
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,7 +29,7 @@ from torchvision.datasets.folder import default_loader
 from torchvision.datasets.utils import download_and_extract_archive, extract_archive
 
 from common.errors import DataError  # re-exported: the shared data error
-from common.splits import check_split_options
+from common.splits import SPLITS, Splits, check_split_options
 from image_exps.models import SMALL_IMAGE
 
 DATASETS: tuple[str, ...] = (
@@ -63,9 +62,6 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-SPLITS: tuple[str, ...] = ("train", "val", "test", "train_eval")
-
-
 def dataset_labels(dataset: Dataset) -> np.ndarray | None:
     """Integer label of every item of ``dataset`` in order, read without loading images.
 
@@ -80,40 +76,6 @@ def dataset_labels(dataset: Dataset) -> np.ndarray | None:
     if targets is None or getattr(dataset, "target_transform", None) is not None:
         return None
     return np.asarray(targets, dtype=np.int64).reshape(-1)
-
-
-@dataclass
-class ImageSplits:
-    """Train / validation / test datasets of ``(CHW float32 tensor, int label)`` items.
-
-    ``train_eval`` holds the examples of ``train`` in the same order, with the evaluation
-    transform (no random crop, flip or cutout) that ``val`` and ``test`` use: what
-    measurements on the training set read. Left ``None`` it is ``train`` itself (no
-    augmentation to remove).
-    """
-
-    train: Dataset
-    val: Dataset
-    test: Dataset
-    num_classes: int
-    in_channels: int
-    image_size: int
-    meta: dict[str, Any] = field(default_factory=dict)
-    train_eval: Dataset | None = None
-
-    def __post_init__(self) -> None:
-        if self.train_eval is None:
-            self.train_eval = self.train
-
-    def labels(self, split: str) -> np.ndarray | None:
-        """Class label of every example of ``split`` in dataset order, shape ``(len,)`` int64.
-
-        ``split`` is one of :data:`SPLITS` (``train_eval`` = ``train``). Read from the
-        datasets' label lists, no image is loaded; ``None`` if a split has no such list.
-        """
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        return dataset_labels(getattr(self, split))
 
 
 class TensorImages(Dataset):
@@ -228,7 +190,7 @@ def _rgb_splits(
     source: Path,
     size: int,
     split_seed: int,
-) -> ImageSplits:
+) -> Splits:
     """The splits of an RGB data set on disk (CIFAR or an ImageFolder tree), with its meta.
 
     ``indices`` = (train, val) of ``full_train`` from :func:`_carve`; ``val`` given means a
@@ -252,19 +214,19 @@ def _rgb_splits(
         "source": str(source),
         "classes": list(full_train.classes),
     }
-    return ImageSplits(
+    return Splits(
         train,
         val,
         test,
-        len(full_train.classes),
-        in_channels=3,
-        image_size=size,
+        num_classes=len(full_train.classes),
         meta=meta,
         train_eval=train_eval,
+        inputs={"in_channels": 3, "image_size": size},
+        labels_of=dataset_labels,
     )
 
 
-def _digits(val_fraction: float, n_examples: int | None, split_seed: int) -> ImageSplits:
+def _digits(val_fraction: float, n_examples: int | None, split_seed: int) -> Splits:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -302,7 +264,13 @@ def _digits(val_fraction: float, n_examples: int | None, split_seed: int) -> Ima
         "classes": [str(c) for c in digits.target_names],
     }
     # no transforms: train_eval is train
-    return ImageSplits(*splits, num_classes=10, in_channels=1, image_size=8, meta=meta)
+    return Splits(
+        *splits,
+        num_classes=10,
+        meta=meta,
+        inputs={"in_channels": 1, "image_size": 8},
+        labels_of=dataset_labels,
+    )
 
 
 # --------------------------------------------------------------------------- CIFAR
@@ -382,7 +350,7 @@ def _cifar(
     image_size: int | None,
     n_examples: int | None,
     split_seed: int,
-) -> ImageSplits:
+) -> Splits:
     title, cls, mean, std = _CIFAR[key]
     folder, archive = root / cls.base_folder, root / cls.filename
     how = (
@@ -480,7 +448,7 @@ def _folder(
     image_size: int | None,
     n_examples: int | None,
     split_seed: int,
-) -> ImageSplits:
+) -> Splits:
     """An ImageFolder tree at ``base``: one of the named sets or a folder given by path."""
     title = _FOLDER_TITLES.get(key, f"The image folder {base}")
     layout = _folder_layout(title, base)
@@ -548,7 +516,7 @@ def build_image_data(
     image_size: int | None = None,
     n_examples: int | None = None,
     split_seed: int = 0,
-) -> ImageSplits:
+) -> Splits:
     """Build the train / val / test splits of image data set ``name`` (one of :data:`DATASETS`).
 
     Which examples land in which split depends on ``split_seed`` alone (and the options
@@ -599,7 +567,7 @@ __all__ = [
     "CIFAR100Files",
     "Cutout",
     "DataError",
-    "ImageSplits",
+    "Splits",
     "TensorImages",
     "build_image_data",
     "checked_loader",

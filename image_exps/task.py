@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
+from common.splits import Splits
 from common.train.config import Config, DataConfig, ModelConfig
 from common.train.task import Task
 from common.train.typed import keyfield
-from image_exps.data import ImageSplits, build_image_data, canonical_name
+from image_exps.data import build_image_data, canonical_name
 from image_exps.models import build_image_model
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -39,7 +39,7 @@ class ImageConfig(Config):
     model: ImageModelConfig = field(default_factory=ImageModelConfig)
 
 
-def build_data(cfg: ImageConfig) -> ImageSplits:
+def build_data(cfg: ImageConfig) -> Splits:
     d = cfg.data
     return build_image_data(
         d.name,
@@ -54,13 +54,13 @@ def build_data(cfg: ImageConfig) -> ImageSplits:
     )
 
 
-def build_model(cfg: ImageConfig, splits: Any) -> nn.Module:
+def build_model(cfg: ImageConfig, splits: Splits) -> nn.Module:
     m = cfg.model
     return build_image_model(
         m.name,
         splits.num_classes,
-        in_channels=splits.in_channels,
-        image_size=splits.image_size,
+        in_channels=splits.inputs["in_channels"],
+        image_size=splits.inputs["image_size"],
         pretrained=m.pretrained,
         dropout=m.dropout,
     )

@@ -21,7 +21,7 @@ from common.metrics import PEARSON, Metric, pearson
 from common.optim import OPTIMIZERS
 from common.train.cli import measure, measure_main, train_main
 from common.train.config import Config, DataConfig, load_config
-from common.train.task import Task, no_running
+from common.train.task import Splits, Task, no_running
 from common.train.trainer import Trainer, train
 from common.train.typed import keyfield
 
@@ -40,31 +40,17 @@ class ToyConfig(Config):
     data: ToyDataConfig = field(default_factory=ToyDataConfig)
 
 
-@dataclass
-class ToySplits:
-    train: TensorDataset
-    val: TensorDataset
-    test: TensorDataset
-    meta: dict
-
-    @property
-    def train_eval(self) -> TensorDataset:
-        return self.train
-
-    def labels(self, split: str) -> None:
-        return None  # regression: nothing to stratify by
-
-
-def build_data(cfg: ToyConfig) -> ToySplits:
+def build_data(cfg: ToyConfig) -> Splits:
     rng = np.random.default_rng(cfg.data.split_seed)
     x = torch.tensor(rng.normal(size=(240, 4)), dtype=torch.float32)
     w = torch.tensor([1.0, -2.0, 0.5, 3.0])
     y = x @ w + cfg.data.noise * torch.tensor(rng.normal(size=240), dtype=torch.float32)
     parts = [TensorDataset(x[a:b], y[a:b]) for a, b in ((0, 160), (160, 200), (200, 240))]
-    return ToySplits(*parts, meta={"synthetic": True, "split_seed": cfg.data.split_seed})
+    meta = {"synthetic": True, "split_seed": cfg.data.split_seed}
+    return Splits(*parts, num_classes=1, meta=meta, regression=True)
 
 
-def build_model(cfg: ToyConfig, splits: ToySplits) -> nn.Module:
+def build_model(cfg: ToyConfig, splits: Splits) -> nn.Module:
     return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
 
 

@@ -71,7 +71,7 @@ def test_reads_tu_files_with_node_labels(tmp_path):
     graphs, parts = all_graphs(splits)
     expected = toy_graphs()
     assert sorted(graphs) == list(range(20))
-    assert splits.num_classes == 2 and splits.num_features == 3
+    assert splits.num_classes == 2 and splits.inputs["num_features"] == 3
     assert splits.meta["features"] == "node labels" and not splits.meta["synthetic"]
     assert splits.meta["n_graphs"] == 20
     assert [splits.meta[f"n_{p}"] for p in parts] == [len(v) for v in parts.values()] == [16, 2, 2]
@@ -86,7 +86,7 @@ def test_reads_tu_files_with_node_labels(tmp_path):
 def test_degree_one_hot_without_node_labels(tmp_path):
     write_tu_dataset(tmp_path, node_labels=False)
     splits = build_graph_data(TOY, tmp_path, download=False, max_degree=3)
-    assert splits.meta["features"] == "degree one-hot" and splits.num_features == 4
+    assert splits.meta["features"] == "degree one-hot" and splits.inputs["num_features"] == 4
     graphs, _ = all_graphs(splits)
     capped = False
     for k, data in graphs.items():
@@ -99,7 +99,7 @@ def test_degree_one_hot_without_node_labels(tmp_path):
 def test_node_attributes_when_no_labels(tmp_path):
     write_tu_dataset(tmp_path, node_labels=False, node_attributes=True)
     splits = build_graph_data(TOY, tmp_path, download=False)
-    assert splits.meta["features"] == "node attributes" and splits.num_features == 2
+    assert splits.meta["features"] == "node attributes" and splits.inputs["num_features"] == 2
     graphs, _ = all_graphs(splits)
     assert torch.allclose(graphs[3].x[:, 1], torch.tensor(toy_graphs()[3].degrees).float())
 
@@ -236,7 +236,7 @@ def test_collate_gives_pyg_batches(tmp_path):
     for batch in loader:
         assert isinstance(batch, Batch)
         assert batch.y.shape == (batch.num_graphs,)
-        assert batch.x.shape == (batch.num_nodes, splits.num_features)
+        assert batch.x.shape == (batch.num_nodes, splits.inputs["num_features"])
         assert int(batch.batch.max()) + 1 == batch.num_graphs
         sizes.append(batch.num_graphs)
     assert sizes == [5, 5, 5, 1]

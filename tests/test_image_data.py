@@ -69,7 +69,7 @@ def expected_cifar(index: int, mean, std) -> torch.Tensor:
 def test_cifar10_real_loader_reads_pickle_batches(tmp_path):
     write_cifar10(tmp_path, n_per_batch=4, n_test=6)
     s = build_image_data("cifar10", tmp_path, download=False, val_fraction=0.25)
-    assert (s.num_classes, s.in_channels, s.image_size) == (10, 3, 32)
+    assert (s.num_classes, s.inputs["in_channels"], s.inputs["image_size"]) == (10, 3, 32)
     assert (len(s.train), len(s.val), len(s.test)) == (15, 5, 6)
     assert s.meta["dataset"] == "cifar10" and s.meta["synthetic"] is False
     assert (s.meta["n_train"], s.meta["n_val"], s.meta["n_test"]) == (15, 5, 6)
@@ -126,7 +126,7 @@ def test_cifar_val_carve_and_n_examples_are_deterministic(tmp_path):
 def test_cifar_image_size_and_cutout(tmp_path):
     write_cifar10(tmp_path)
     s = build_image_data("cifar10", tmp_path, download=False, image_size=48, cutout=8)
-    assert s.image_size == 48
+    assert s.inputs["image_size"] == 48
     assert s.train[0][0].shape == s.val[0][0].shape == s.test[0][0].shape == (3, 48, 48)
     assert "Cutout(size=8)" in repr(s.train.dataset.transform)
     assert "Cutout" not in repr(s.val.dataset.transform) + repr(s.test.transform)
@@ -223,7 +223,7 @@ def test_image_folder_train_test_carves_val(tmp_path):
     write_image_folder(tmp_path, "flowers", ("train", "test"), n_per_class=4)
     # past SMALL_IMAGE: ImageNet's resized crop (a padded crop would blacken the fill)
     s = build_image_data("flowers", tmp_path, val_fraction=0.25, image_size=72, split_seed=1)
-    assert (s.num_classes, s.in_channels, s.image_size) == (3, 3, 72)
+    assert (s.num_classes, s.inputs["in_channels"], s.inputs["image_size"]) == (3, 3, 72)
     assert (len(s.train), len(s.val), len(s.test)) == (9, 3, 12)
     assert s.meta["classes"] == ["daisy", "rose", "tulip"]
     assert s.meta["source"] == str(tmp_path / "flowers")
@@ -337,7 +337,7 @@ def test_cutout_zeroes_a_size_square_and_is_seeded():
 
 def test_digits_split_sizes_stratified_deterministic():
     s = build_image_data("digits", "unused")
-    assert (s.num_classes, s.in_channels, s.image_size) == (10, 1, 8)
+    assert (s.num_classes, s.inputs["in_channels"], s.inputs["image_size"]) == (10, 1, 8)
     assert (len(s.train), len(s.val), len(s.test)) == (1293, 144, 360)
     assert s.meta["source"] == "sklearn.datasets.load_digits" and not s.meta["synthetic"]
     x, y = s.train[0]

@@ -239,7 +239,7 @@ def test_validation_split_is_the_test_set(roots, frames, tok):
     np.testing.assert_array_equal(splits.labels("test"), dev["label"].to_numpy())
     np.testing.assert_array_equal(splits.test.idx, dev["idx"].to_numpy())
     assert splits.meta["test_split"] == "validation" and splits.meta["extra_test"] == {}
-    assert splits.num_labels == 2 and not splits.is_regression
+    assert splits.num_classes == 2 and not splits.regression
     for split in SPLITS:
         assert set(splits.labels(split).tolist()) <= {0, 1}  # no hidden test labels (-1)
 
@@ -257,7 +257,7 @@ def test_mnli_reports_matched_and_mismatched(roots, frames, tok):
     np.testing.assert_array_equal(
         splits.labels("test_mismatched"), f["validation_mismatched"]["label"]
     )
-    assert splits.num_labels == 3
+    assert splits.num_classes == 3
     with pytest.raises(AttributeError):
         _ = splits.test_nothing
     with pytest.raises(ValueError, match="test_mismatched"):
@@ -287,7 +287,7 @@ def test_val_is_a_stratified_seeded_part_of_train(roots, frames, tok, tmp_path):
 
 def test_stsb_has_float_targets_and_binned_strata(roots, frames, tok):
     splits = build("STS-B", roots["glue"], tok, val_fraction=0.25)
-    assert splits.is_regression and splits.num_labels == 1
+    assert splits.regression and splits.num_classes == 1
     assert all(splits.labels(s) is None for s in SPLITS)
     item = splits.test[0]
     assert item["labels"].dtype == torch.float32 and item["labels"].dim() == 0

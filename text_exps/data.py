@@ -38,7 +38,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -56,12 +56,11 @@ from common.errors import (
     first_line,
 )  # DataError re-exported: the shared data error
 from common.io import atomic_path, check_regular_file, load_arrays, save_arrays
-from common.splits import check_split_options, seeded_subset
+from common.splits import SPLITS, Splits, check_split_options, seeded_subset
 from text_exps import synthetic
 
 HUB_REPO = "nyu-mll/glue"  # datasets >= 4 runs no loading scripts: the parquet-only repo
 GLUE_FOLDER = "glue_data"
-SPLITS: tuple[str, ...] = ("train", "val", "test", "train_eval")
 CACHE_VERSION = 1  # bump when the cache file's contents change meaning
 _CHUNK = 2048  # examples per tokenizer call: batched (fast in Rust) but bounded in memory
 
@@ -729,52 +728,6 @@ def collate(dataset: Any) -> Callable[[Sequence[Mapping[str, Tensor]]], dict[str
     return PadCollate(inner.pad_token_id)
 
 
-@dataclass
-class TextSplits:
-    """Train / validation / test sets of a GLUE task (:class:`EncodedText` each).
-
-    ``train`` and ``val`` are disjoint parts of the official training split, ``test`` is the
-    official validation split. MNLI's second one, ``validation_mismatched``, is
-    ``extra_test["mismatched"]``, also read as ``splits.test_mismatched`` (and named in
-    ``meta["extra_test"]``), so ``getattr(splits, name)`` reaches every split. Text has no
-    augmentation: ``train_eval`` is ``train``, whatever ``train`` is set to later.
-    """
-
-    train: EncodedText
-    val: EncodedText
-    test: EncodedText
-    num_labels: int
-    is_regression: bool
-    meta: dict[str, Any] = field(default_factory=dict)
-    extra_test: dict[str, EncodedText] = field(default_factory=dict)
-
-    @property
-    def train_eval(self) -> EncodedText:
-        return self.train
-
-    def __getattr__(self, name: str) -> Any:  # only reached for names not found otherwise
-        extra = self.__dict__.get("extra_test", {})
-        if name.startswith("test_") and name[len("test_") :] in extra:
-            return extra[name[len("test_") :]]
-        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
-
-    @property
-    def split_names(self) -> tuple[str, ...]:
-        """Every split ``labels`` and ``getattr`` take: :data:`SPLITS`, then ``test_<extra>``."""
-        return SPLITS + tuple(f"test_{k}" for k in self.extra_test)
-
-    def labels(self, split: str) -> np.ndarray | None:
-        """Class id of every example of ``split`` in order, ``(len,)`` int64; None for STS-B.
-
-        Read from the stored labels (nothing is tokenized again).
-        """
-        if split not in self.split_names:
-            raise ValueError(f"split must be one of {', '.join(self.split_names)}, got {split!r}")
-        if self.is_regression:
-            return None
-        return getattr(self, split).labels
-
-
 # --------------------------------------------------------------------------- entry point
 
 
@@ -837,7 +790,7 @@ def build_text_data(
     n_examples: int | None = None,
     download: bool = True,
     cache_dir: str | Path | None = None,
-) -> TextSplits:
+) -> Splits:
     """Build the tokenized train / val / test splits of GLUE task ``name``.
 
     Which examples land in which split depends on ``split_seed`` (and the options below)
@@ -890,13 +843,13 @@ def build_text_data(
 
     test_split, *others = task.val_splits
     extra = {s.split("_")[-1]: view(s) for s in others}  # mnli: {"mismatched": ...}
-    splits = TextSplits(
-        train=view("train", train_rows),
-        val=view("train", val_rows),
-        test=view(test_split),
-        num_labels=task.num_labels,
-        is_regression=task.is_regression,
+    splits = Splits(
+        view("train", train_rows),
+        view("train", val_rows),
+        view(test_split),
+        num_classes=task.num_labels,
         extra_test=extra,
+        regression=task.is_regression,
     )
     splits.meta = {
         "dataset": task.name,
@@ -940,7 +893,7 @@ __all__ = [
     "GlueSource",
     "GlueTask",
     "PadCollate",
-    "TextSplits",
+    "Splits",
     "TsvLayout",
     "build_text_data",
     "canonical_name",

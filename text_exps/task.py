@@ -96,8 +96,8 @@ def build_model(cfg: TextConfig, splits: Any) -> nn.Module:
     check_fit(cfg.model.name, _tokenizer(cfg.model.name), cfg.data.max_seq_length)
     return build_text_model(
         cfg.model.name,
-        splits.num_labels,
-        regression=splits.is_regression,
+        splits.num_classes,
+        regression=splits.regression,
         dropout=cfg.model.dropout,
         replace_head=cfg.model.replace_head,
     )

@@ -12,33 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import numpy as np
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from common.metrics import ACCURACY, LOSS, Metric, accuracy
+from common.splits import Splits  # re-exported: what build_data returns
 from common.train.typed import ConfigError
-
-
-class Splits(Protocol):
-    """Train, validation and test sets of one data set (the domains' split classes).
-
-    ``train_eval`` holds the training examples with the evaluation transforms (what a
-    measurement on the training split uses); ``labels(split)`` gives class labels for a
-    stratified measurement subset, or None where there are none (regression). Optional:
-    ``extra_test``, ``{name: dataset}`` of further test splits, reported as
-    ``<name>_<metric>`` beside the test metrics (MNLI's mismatched validation set).
-    """
-
-    train: Dataset
-    val: Dataset
-    test: Dataset
-    train_eval: Dataset
-    meta: dict[str, Any]
-
-    def labels(self, split: str) -> np.ndarray | None: ...
 
 
 class BatchLoss(NamedTuple):

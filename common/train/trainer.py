@@ -732,7 +732,7 @@ class Trainer:
         details = None
         if task.details is not None and predicted is not None and self.dist.main:
             details = dict(task.details(predicted[0], predicted[1]))
-        for name, dataset in getattr(self.splits, "extra_test", {}).items():  # MNLI mismatched
+        for name, dataset in self.splits.extra_test.items():  # MNLI mismatched
             test.update({f"{name}_{k}": v for k, v in self.evaluate(dataset).items()})
         if not self.dist.main:
             return {}
@@ -792,10 +792,9 @@ class Trainer:
 
 
 def class_count(splits: Splits, top: int) -> int:
-    """The task's number of classes: the splits' own (``num_classes``, or text's
-    ``num_labels``), else the largest label seen, ``top``, plus one."""
-    own = getattr(splits, "num_classes", None) or getattr(splits, "num_labels", None)
-    return int(own or top + 1)
+    """The task's number of classes: the splits' own ``num_classes``, else the largest
+    label seen, ``top``, plus one."""
+    return int(splits.num_classes or top + 1)
 
 
 def split_classes(splits: Splits, *, warn: bool = True) -> dict[str, Any] | None:
