@@ -8,7 +8,10 @@ CRC-32 records are verified:
   checkpoints (``resnet18-f37072fd.pth``) among them;
 * a training checkpoint holding one under ``"model"`` (this project's ``best.pt`` and
   ``checkpoint.pt``), ``"state_dict"`` or ``"model_state_dict"``; DDP's ``module.`` prefix
-  is dropped.
+  is dropped;
+* either in the zip format of PyTorch 1.6 and later (its CRC records verified) or in the
+  older format many published checkpoints still use (read by ``torch.load`` alone), with
+  or without BatchNorm's ``num_batches_tracked`` counters (older files lack them).
 
 A file named as torch.hub names its downloads (``<name>-<hex>.<ext>``) must have a SHA-256
 starting with that hex, as ``torch.hub``'s ``check_hash`` requires. The checkpoint must
@@ -34,6 +37,7 @@ from common.io import sha256_file
 STATE_KEYS = ("model", "state_dict", "model_state_dict")
 #: torch.hub's file names: ``<name>-<first hex digits of the SHA-256>.<extension>``
 HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")
+BN_COUNTER = "num_batches_tracked"
 MAX_BYTES = 16 * 2**30  # a larger "checkpoint" is a mistake (or /dev/zero)
 
 
@@ -73,7 +77,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
         )
     fix = "use a file written by torch.save (a state dict or a checkpoint holding one)"
     try:
-        loaded = load_checkpoint(path, fix=fix)
+        loaded = load_checkpoint(path, fix=fix, legacy=True)
     except UserError as e:
         raise ModelError(f"model.weights: {e}") from None
     return _state_dict(loaded, path), digest
@@ -102,7 +106,8 @@ def load_initial_weights(
     state, digest = read_state_dict(path)
     own = model.state_dict()
     head = head_keys(model)
-    missing = sorted(own.keys() - state.keys())
+    # BatchNorm counts its batches only since PyTorch 0.4.1; it starts older files' at 0
+    missing = sorted(k for k in own.keys() - state.keys() if not k.endswith(BN_COUNTER))
     unexpected = sorted(state.keys() - own.keys())
     if missing or unexpected:
         parts = [f"missing {', '.join(missing[:4])}{' ...' * (len(missing) > 4)}"] * bool(missing)
@@ -114,7 +119,7 @@ def load_initial_weights(
             f"({'; '.join(parts)}): check model.name and the options that shape it "
             f"(data.image_size, model.pretrained)."
         )
-    wrong = {k: (state[k], own[k]) for k in own if state[k].shape != own[k].shape}
+    wrong = {k: (state[k], own[k]) for k in state if state[k].shape != own[k].shape}
     fresh = sorted(wrong.keys() & head) if replace_head else []
     body = sorted(wrong.keys() - set(fresh))
     if body:
@@ -130,7 +135,8 @@ def load_initial_weights(
             f"in the model ({len(body)} such tensor{'s' * (len(body) > 1)}): {advice}."
         )
     kept = {k: own[k] for k in fresh}
-    model.load_state_dict({**state, **kept})
+    counters = {k: torch.zeros_like(own[k]) for k in own.keys() - state.keys()}
+    model.load_state_dict({**state, **kept, **counters})
     return {"path": str(path), "sha256": digest, "fresh_head": fresh}
 
 

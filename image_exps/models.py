@@ -7,7 +7,10 @@
   stride-1 first convolution, no max-pool) and VGG a global-average-pool + one linear layer
   head instead of the 4096-wide ImageNet classifier. Pretrained models keep the ImageNet
   architecture (the weights belong to it) and get a fresh head for ``num_classes``.
-* ``wrn16_8``, ``wrn28_10``: Wide ResNets (Zagoruyko & Komodakis, 2016) for 32x32 images.
+* ``wrn16_2``, ``wrn16_8``, ``wrn28_10``: Wide ResNets (Zagoruyko & Komodakis, 2016) for
+  32x32 images.
+* ``resnet20/32/44/56``: the CIFAR ResNets of He et al. (2016), named as the public CIFAR-10
+  checkpoints name their weights (:mod:`image_exps.cifar_resnet`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import torchvision
 from torch import nn
 
 from common.errors import ModelError
+from image_exps.cifar_resnet import DEPTHS as CIFAR_DEPTHS
+from image_exps.cifar_resnet import CifarResNet
 
 MODELS: tuple[str, ...] = (
     "cnn",
@@ -34,6 +39,7 @@ MODELS: tuple[str, ...] = (
     "wrn16_2",
     "wrn16_8",
     "wrn28_10",
+    *CIFAR_DEPTHS,
 )
 _TORCHVISION = ("resnet18", "resnet34", "resnet50", "vgg11_bn", "vit_b_16")
 _WRN = {"wrn16_2": (16, 2), "wrn16_8": (16, 8), "wrn28_10": (28, 10)}
@@ -321,6 +327,8 @@ def build_image_model(
     if key in _WRN:
         depth, widen = _WRN[key]
         return WideResNet(depth, widen, num_classes, in_channels, dropout)
+    if key in CIFAR_DEPTHS:
+        return CifarResNet(CIFAR_DEPTHS[key], num_classes, in_channels, dropout)
     return _torchvision_model(key, num_classes, in_channels, image_size, pretrained, dropout)
 
 

@@ -33,6 +33,10 @@ def n_params(model: nn.Module) -> int:
         ("wrn16_2", 3, 32, 2),
         ("wrn16_8", 3, 16, 2),
         ("wrn28_10", 1, 16, 2),
+        ("resnet20", 3, 32, 2),
+        ("resnet32", 1, 8, 2),
+        ("resnet44", 3, 16, 2),
+        ("resnet56", 3, 32, 1),
     ],
 )
 def test_forward_shapes(name, in_channels, image_size, batch):
@@ -46,7 +50,7 @@ def test_forward_shapes(name, in_channels, image_size, batch):
 def test_every_model_is_tested():
     assert set(MODELS) == {
         "cnn", "resnet18", "resnet34", "resnet50", "vgg11_bn", "vit_b_16", "wrn16_2", "wrn16_8",
-        "wrn28_10",
+        "wrn28_10", "resnet20", "resnet32", "resnet44", "resnet56",
     }  # fmt: skip
 
 
@@ -95,6 +99,26 @@ def test_wide_resnet_parameter_counts():
     assert n_params(wrn28_10) == pytest.approx(36.5e6, rel=0.01)
     with pytest.raises(ModelError, match="6n"):
         WideResNet(20, 2, 10)
+
+
+def test_cifar_resnets_have_he_et_al_sizes_and_parameter_free_shortcuts():
+    with torch.device("meta"):
+        sizes = {
+            n: n_params(build_image_model(n, 10)) for n in ("resnet20", "resnet32", "resnet56")
+        }
+    # He et al. (2016), Table 6: 0.27M, 0.46M, 0.85M parameters
+    assert sizes["resnet20"] == 269_722  # 0.27M, as the public CIFAR-10 checkpoint holds
+    assert sizes["resnet32"] == pytest.approx(0.46e6, rel=0.01)
+    assert sizes["resnet56"] == pytest.approx(0.85e6, rel=0.01)
+    model = build_image_model("resnet20", 10)
+    assert list(model.layer2[0].shortcut.parameters()) == []
+    x = torch.randn(2, 16, 8, 8)
+    out = model.layer2[0].shortcut(x)  # option A: subsampled, new channels zero
+    assert out.shape == (2, 32, 4, 4)
+    assert torch.equal(out[:, 8:24], x[:, :, ::2, ::2]) and not out[:, :8].any()
+    assert not out[:, 24:].any()
+    assert build_image_model("resnet20", 10, dropout=0.2).dropout.p == 0.2
+    assert "linear.weight" in model.state_dict()  # the public checkpoints' head name
 
 
 def test_unknown_name_and_bad_options():

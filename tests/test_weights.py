@@ -66,6 +66,30 @@ def test_another_number_of_classes_needs_replace_head(tmp_path):
     assert all(torch.equal(before[k], target.state_dict()[k]) for k in head)  # head fresh
 
 
+def test_a_pre_1_6_checkpoint_without_batch_counters_loads(tmp_path):
+    """Published checkpoints (e.g. the CIFAR ResNets') are often in torch.save's old,
+    non-zip format, under "state_dict" with DataParallel's prefix, and lack BatchNorm's
+    num_batches_tracked; before, the zip check called them damaged."""
+    torch.manual_seed(3)
+    source = build_image_model("resnet20", 10)
+    state = {f"module.{k}": v for k, v in source.state_dict().items() if "num_batches" not in k}
+    path = tmp_path / "old.th"
+    torch.save(
+        {"state_dict": state, "best_prec1": 91.0}, path, _use_new_zipfile_serialization=False
+    )
+    assert path.read_bytes()[:2] == b"\x80\x02"  # the legacy pickle, not a zip
+    torch.manual_seed(4)
+    target = build_image_model("resnet20", 10)
+    target.bn1.num_batches_tracked.fill_(7)
+    load_initial_weights(target, path)
+    assert same(source, target, skip={k for k in state if "num_batches" in k})
+    assert int(target.bn1.num_batches_tracked) == 0  # as BatchNorm starts an old file's
+    cut = tmp_path / "cut.th"
+    cut.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(ModelError, match=r"model\.weights: cannot read checkpoint"):
+        load_initial_weights(target, cut)
+
+
 def test_another_architecture_is_named(tmp_path):
     torch.save(nn.Linear(3, 2).state_dict(), tmp_path / "w.pt")
     with pytest.raises(ModelError, match=r"another architecture.*missing .*unexpected"):

@@ -38,19 +38,28 @@ def _damaged(path: Path, why: str, fix: str) -> UserError:
 
 
 def load_checkpoint(
-    path: str | Path, map_location: str | torch.device = "cpu", *, fix: str | None = None
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    *,
+    fix: str | None = None,
+    legacy: bool = False,
 ) -> dict[str, Any]:
     """Reads a checkpoint after verifying every record's CRC-32 (``torch.save`` writes them,
     ``torch.load`` does not check them), without unpickling code (``weights_only=True``).
 
-    ``fix``: what the message tells the user to do with a damaged file.
+    ``fix``: what the message tells the user to do with a damaged file. ``legacy``: also
+    read the format torch.save wrote before PyTorch 1.6 (not a zip: it has no CRC records,
+    so only ``torch.load`` itself checks it), as many published checkpoints still are.
     """
     path = Path(path)
     fix = fix or "delete it and train again"
     try:
         check_regular_file(path)  # a FIFO would block the zip reader
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()  # reads every record, compares its CRC
+        if not (legacy and _is_legacy(path)):
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()  # reads every record, compares its CRC
+                if bad is not None:
+                    raise _damaged(path, f"record {bad} fails its CRC check", fix)
     except FileNotFoundError:
         raise UserError(f"no checkpoint at {path}: train the run first") from None
     except FileRefused as e:
@@ -58,15 +67,16 @@ def load_checkpoint(
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
         why = "empty file" if path.stat().st_size == 0 else f"{type(e).__name__}: {e}"
         raise _damaged(path, why, fix) from None
-    if bad is not None:
-        raise _damaged(path, f"record {bad} fails its CRC check", fix)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # wrong format, disallowed pickle global
-        raise UserError(
-            f"cannot read checkpoint {path} ({first_line(e)}); it was not written by this "
-            f"project: {fix}"
-        ) from None
+    except Exception as e:  # wrong format, disallowed pickle global, a cut legacy file
+        raise UserError(f"cannot read checkpoint {path} ({first_line(e)}): {fix}") from None
+
+
+def _is_legacy(path: Path) -> bool:
+    """A pre-1.6 torch.save file: a pickle (protocol 2, ``0x80 0x02``) rather than a zip."""
+    with open(path, "rb") as file:
+        return file.read(2) == b"\x80\x02"
 
 
 def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: str | Path) -> None:
