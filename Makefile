@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: install test lint bench faults clean demo tables real-graphs real-graph-protocols \
-	real-heartbeats real-text real-images $(addprefix image-,$(OPTIMIZERS)) \
+	real-heartbeats real-text real-images real-finetune $(addprefix image-,$(OPTIMIZERS)) \
 	$(addprefix graph-,$(OPTIMIZERS)) graph-cv $(addprefix text-,$(OPTIMIZERS)) \
 	$(addprefix ecg-,$(OPTIMIZERS)) ecg-rho-sweep
 
@@ -112,6 +112,9 @@ real-text: $(STAMP)
 	PYTHON=$(PY) scripts/real/text.sh --jobs 1 $(ARGS)
 real-images: $(STAMP)
 	PYTHON=$(PY) scripts/real/images.sh --jobs $(JOBS) $(ARGS)
+# IMAGES=DIR WEIGHTS=FILE: the target set and the pretrained checkpoint
+real-finetune: $(STAMP)
+	PYTHON=$(PY) scripts/real/finetune.sh --jobs $(JOBS) $(ARGS)
 
 # Tables from every finished run under runs/.
 tables: $(STAMP)

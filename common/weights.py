@@ -17,7 +17,9 @@ A file named as torch.hub names its downloads (``<name>-<hex>.<ext>``) must have
 starting with that hex, as ``torch.hub``'s ``check_hash`` requires. The checkpoint must
 fit the model the config builds, key for key and shape for shape, with one exception the
 user asks for: ``replace_head=True`` keeps the model's own, freshly initialised classifier
-(its last ``nn.Linear``) where the checkpoint's has another number of classes.
+(its last ``nn.Linear``) instead of the checkpoint's, whether or not the two have the same
+number of classes (a checkpoint's classes are not the task's: CIFAR-10's ten are not
+another set's ten).
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ def load_initial_weights(
             f"(data.image_size, model.pretrained)."
         )
     wrong = {k: (state[k], own[k]) for k in state if state[k].shape != own[k].shape}
-    fresh = sorted(wrong.keys() & head) if replace_head else []
+    fresh = sorted(head) if replace_head else []
     body = sorted(wrong.keys() - set(fresh))
     if body:
         key = body[0]

@@ -96,6 +96,19 @@ def test_another_architecture_is_named(tmp_path):
         load_initial_weights(cnn(), tmp_path / "w.pt")
 
 
+def test_replace_head_is_fresh_even_for_as_many_classes(tmp_path):
+    """Transfer from CIFAR-10's ten classes to another set's ten: the file's head belongs
+    to the old classes, so replace_head keeps the model's own (before: the file's)."""
+    source, target = cnn(seed=1), cnn(seed=2)
+    torch.save(source.state_dict(), tmp_path / "w.pt")
+    head = head_keys(target)
+    own = {k: v.clone() for k, v in target.state_dict().items() if k in head}
+    loaded = load_initial_weights(target, tmp_path / "w.pt", replace_head=True)
+    assert sorted(loaded["fresh_head"]) == sorted(head)
+    assert all(torch.equal(target.state_dict()[k], v) for k, v in own.items())
+    assert same(source, target, skip=head)
+
+
 def test_a_body_of_another_size_is_refused_even_with_replace_head(tmp_path):
     state = cnn().state_dict()
     first = next(k for k in state if k not in head_keys(cnn()))

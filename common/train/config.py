@@ -125,7 +125,8 @@ class ModelConfig:
     )
     replace_head: bool = keyfield(
         False,
-        "keep a fresh classifier where model.weights' (or a text model folder's) has other classes",
+        "a fresh classifier instead of model.weights' (a text model folder's: where it has "
+        "another number of classes)",
     )
 
 
