@@ -49,6 +49,12 @@ def optimizer_rank(name: str) -> int:
     return _OPTIMIZER_ORDER.get(name, len(_OPTIMIZER_ORDER))
 
 
+def optimizers_of(groups: Sequence[Group]) -> list[str]:
+    """The optimizers of ``groups``, each once, in the tables' order (the registry's rank)."""
+    ranked = sorted(groups, key=lambda g: (optimizer_rank(g.optimizer), g.optimizer))
+    return list(dict.fromkeys(g.optimizer for g in ranked))
+
+
 def optimizer_colour(name: str) -> str:
     """The optimizer's matplotlib colour in every figure (``C0``... by registry order)."""
     return f"C{optimizer_rank(name) % 10}"

@@ -36,8 +36,9 @@ from pathlib import Path
 
 from common.aggregate import group_runs, rows_of, verdict
 from common.errors import UserError
+from common.run_rows import run_row
 from common.select import select
-from common.tables import run_row, selected_results
+from common.tables import selected_results
 from common.train.cli import measure
 from common.train.config import Config, load_config
 from common.train.task import Task

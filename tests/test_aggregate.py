@@ -15,23 +15,21 @@ from typing import Any
 
 import pytest
 
-from common import tables
+import common.figures
+from common import run_rows
 from common.aggregate import Stat, group_runs, reference, relative_change, verdict
 from common.errors import UserError
+from common.figures import plot_measures, plot_noise_curves, plot_sweep, sweep_keys
 from common.io import write_json
-from common.tables import (
+from common.run_rows import run_row
+from common.table_render import (
     aggregate_csv,
     aggregate_tables,
     latex_escape,
-    main,
-    plot_measures,
-    plot_noise_curves,
-    plot_sweep,
-    run_row,
-    sweep_keys,
     table_latex,
     table_markdown,
 )
+from common.tables import main
 from common.train.config import Config, load_config
 from common.train.typed import save_config
 
@@ -115,7 +113,7 @@ def write_run(
 def three_seeds(tmp_path: Path) -> list[dict[str, Any]]:
     for optimizer, seed in VALUES:
         write_run(tmp_path, optimizer, seed)
-    return [run_row(d) for d in tables.find_runs([tmp_path])]
+    return [run_row(d) for d in run_rows.find_runs([tmp_path])]
 
 
 def by_optimizer(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -170,7 +168,7 @@ def test_relative_change_pairs_only_the_seeds_both_have(tmp_path):
     write_run(tmp_path, "sgd", 1)
     write_run(tmp_path, "sam", 1)
     write_run(tmp_path, "sam", 2)
-    groups = group_runs([run_row(d) for d in tables.find_runs([tmp_path])])
+    groups = group_runs([run_row(d) for d in run_rows.find_runs([tmp_path])])
     sgd, sam = groups
     change = relative_change(sam, sgd, "trace")
     assert change == Stat(pytest.approx(100 * (90 - 120) / 120), None, 1)  # seed 1 only
@@ -187,7 +185,7 @@ def test_a_swept_key_is_the_setting_and_seeds_and_folds_are_not(tmp_path):
     for fold in (0, 1):
         keys = (f"data.split_seed={fold}", f"hessian.n_probes={5 + fold}", f"data.root=/d{fold}")
         write_run(tmp_path, "nso", 0, overrides=keys, fold=fold, name=f"nso/fold{fold}")
-    groups = group_runs([run_row(d) for d in tables.find_runs([tmp_path])])
+    groups = group_runs([run_row(d) for d in run_rows.find_runs([tmp_path])])
     shown = [(g.optimizer, g.setting, len(g.runs)) for g in groups]
     assert shown == [
         ("sgd", (), 2),
@@ -205,7 +203,7 @@ def test_a_swept_key_is_the_setting_and_seeds_and_folds_are_not(tmp_path):
 def test_the_same_run_twice_is_refused(tmp_path):
     write_run(tmp_path / "a", "sgd", 0)
     write_run(tmp_path / "b", "sgd", 0)  # a copied run directory
-    rows = [run_row(d) for d in tables.find_runs([tmp_path])]
+    rows = [run_row(d) for d in run_rows.find_runs([tmp_path])]
     with pytest.raises(UserError, match="are the same run \\(seed 0\\)"):
         group_runs(rows)
 
@@ -246,7 +244,7 @@ def test_a_cell_with_fewer_runs_says_its_n_and_a_missing_one_is_a_dash(tmp_path)
         write_run(tmp_path, "sgd", seed)
     write_run(tmp_path, "sam", 0)
     write_run(tmp_path, "nso", 0, dataset="cifar10")
-    trace = aggregate_tables(group_runs([run_row(d) for d in tables.find_runs([tmp_path])]))[1]
+    trace = aggregate_tables(group_runs([run_row(d) for d in run_rows.find_runs([tmp_path])]))[1]
     rows = {r["data set"]: r for r in cells(table_markdown(trace))}
     assert rows["digits"]["sam"] == "80 (n=1)"  # one run: no ± at all
     assert rows["digits"]["nso"] == "–" and rows["cifar10"]["sgd"] == "–"
@@ -255,7 +253,8 @@ def test_a_cell_with_fewer_runs_says_its_n_and_a_missing_one_is_a_dash(tmp_path)
 def test_each_domain_names_its_metric(tmp_path):
     write_run(tmp_path, "sgd", 0, domain="text", dataset="cola", metrics=(MCC,))
     write_run(tmp_path, "sgd", 0, domain="text", dataset="rte")
-    (metric, *_) = aggregate_tables(group_runs([run_row(d) for d in tables.find_runs([tmp_path])]))
+    runs = run_rows.find_runs([tmp_path])
+    (metric, *_) = aggregate_tables(group_runs([run_row(d) for d in runs]))
     measures = {r["data set"]: r["measure"] for r in cells(table_markdown(metric))}
     assert measures == {"cola": "test MCC", "rte": "test acc. (%)"}
 
@@ -322,7 +321,7 @@ def test_verdict_names_who_was_flatter_or_more_accurate(tmp_path):
     for optimizer, v in values.items():
         for seed in (0, 1):
             write_run(tmp_path, optimizer, seed, (v[0] + seed, v[1] + seed, v[2], v[3]))
-    groups = group_runs([run_row(d) for d in tables.find_runs([tmp_path])])
+    groups = group_runs([run_row(d) for d in run_rows.find_runs([tmp_path])])
     sentence = verdict(groups, groups[0].row)
     assert "NSO did not come out flattest" in sentence
     assert "SGD had the lowest Hessian trace, SAM had the lowest top" in sentence
@@ -332,7 +331,7 @@ def test_verdict_names_who_was_flatter_or_more_accurate(tmp_path):
 def test_verdict_with_one_seed_is_never_beyond_a_spread(tmp_path):
     for optimizer in ("sgd", "sam", "nso"):
         write_run(tmp_path, optimizer, 0)
-    groups = group_runs([run_row(d) for d in tables.find_runs([tmp_path])])
+    groups = group_runs([run_row(d) for d in run_rows.find_runs([tmp_path])])
     sentence = verdict(groups, groups[0].row)
     assert "1 seed:" in sentence and "within the seeds' spread" in sentence
 
@@ -342,7 +341,9 @@ def test_verdict_with_one_seed_is_never_beyond_a_spread(tmp_path):
 
 def captured(monkeypatch) -> list[Any]:
     figures: list[Any] = []
-    monkeypatch.setattr(tables, "save_figure", lambda fig, stem: figures.append((fig, stem)) or [])
+    monkeypatch.setattr(
+        common.figures, "save_figure", lambda fig, stem: figures.append((fig, stem)) or []
+    )
     return figures
 
 
@@ -352,7 +353,7 @@ def test_bars_one_panel_per_domain_aligned_with_error_bars(tmp_path, monkeypatch
     write_run(tmp_path, "sgd", 0, (50.0, 1e4, 1e3, 1.0), domain="graph", dataset="MUTAG")
     write_run(tmp_path, "nso", 0, (60.0, 1.0, 0.1, 0.01), domain="graph", dataset="MUTAG")
     figures = captured(monkeypatch)
-    plot_measures(group_runs([run_row(d) for d in tables.find_runs([tmp_path])]), tmp_path)
+    plot_measures(group_runs([run_row(d) for d in run_rows.find_runs([tmp_path])]), tmp_path)
     names = [Path(stem).name for _, stem in figures]
     assert names == ["metric", "trace", "top_eigenvalue", "noise_stability"]
     fig = figures[1][0]
@@ -364,7 +365,7 @@ def test_bars_one_panel_per_domain_aligned_with_error_bars(tmp_path, monkeypatch
     write_run(tmp_path, "sgd", 0, dataset="cifar10")
     write_run(tmp_path, "nso", 0, dataset="cifar10")
     figures.clear()
-    plot_measures(group_runs([run_row(d) for d in tables.find_runs([tmp_path])]), tmp_path)
+    plot_measures(group_runs([run_row(d) for d in run_rows.find_runs([tmp_path])]), tmp_path)
     image, graph = sorted(figures[1][0].axes, key=lambda ax: not ax.get_title().startswith("image"))
     bars = {c.get_label(): c.patches for c in image.containers if hasattr(c, "patches")}
     assert sorted(bars) == ["nso", "sam", "sgd"] and len(bars["sam"]) == 1
@@ -384,7 +385,7 @@ def test_sweep_lines_against_the_swept_value_with_the_base_as_reference(tmp_path
                       overrides=(f"optimizer.rho={rho}",), name=f"sam/{rho}/{seed}")  # fmt: skip
     for seed in (0, 1):
         write_run(tmp_path, "sgd", seed, name=f"sgd/{seed}")
-    groups = group_runs([run_row(d) for d in tables.find_runs([tmp_path])])
+    groups = group_runs([run_row(d) for d in run_rows.find_runs([tmp_path])])
     figures = captured(monkeypatch)
     plot_sweep(groups, "optimizer.rho", tmp_path)
     ((fig, stem),) = figures
@@ -403,7 +404,7 @@ def test_noise_curve_against_sigma(tmp_path, monkeypatch):
     for optimizer, seed in VALUES:
         write_run(tmp_path, optimizer, seed, sigmas=(0.01, 0.02, 0.05))
     figures = captured(monkeypatch)
-    plot_noise_curves(group_runs([run_row(d) for d in tables.find_runs([tmp_path])]), tmp_path)
+    plot_noise_curves(group_runs([run_row(d) for d in run_rows.find_runs([tmp_path])]), tmp_path)
     ((fig, _),) = figures
     (ax,) = fig.axes
     (nso,) = [c.lines[0] for c in ax.containers if c.get_label() == "nso"]
@@ -446,7 +447,7 @@ def test_verdict_counts_folds_as_folds(tmp_path: Path) -> None:
                 fold=fold,
                 name=f"{optimizer}/fold{fold}",
             )
-    groups = group_runs([run_row(d) for d in tables.find_runs([tmp_path])])
+    groups = group_runs([run_row(d) for d in run_rows.find_runs([tmp_path])])
     (row,) = {g.row for g in groups}
     assert verdict(groups, row).startswith("image, digits, 3 folds: ")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common import tables
+from common import run_rows, table_render
 from common.aggregate import group_runs
 from common.class_tables import class_table_markdown
 from common.io import read_json, write_json
@@ -24,7 +24,7 @@ def write_reports(root):
         summary["test_details"] = {"class_names": ["N", "S", "Q"], **report}
         summary["data"] = {"class_counts": {"test": {"N": 700, "S": 7, "Q": 0}}}
         write_json(run / "summary.json", summary)
-    return group_runs([tables.run_row(d) for d in tables.find_runs([root])])
+    return group_runs([run_rows.run_row(d) for d in run_rows.find_runs([root])])
 
 
 def test_per_class_means_leave_undefined_values_out(tmp_path):
@@ -39,8 +39,8 @@ def test_per_class_means_leave_undefined_values_out(tmp_path):
 
 def test_the_tables_include_it_only_where_runs_report_classes(tmp_path):
     groups = write_reports(tmp_path / "with")
-    assert "per-class test sensitivity" in tables.tables_markdown(groups)
+    assert "per-class test sensitivity" in table_render.tables_markdown(groups)
     write_run(tmp_path / "without", "sgd", 0)
-    plain = group_runs([tables.run_row(d) for d in tables.find_runs([tmp_path / "without"])])
+    plain = group_runs([run_rows.run_row(d) for d in run_rows.find_runs([tmp_path / "without"])])
     assert class_table_markdown(plain) == ""
-    assert "per-class" not in tables.tables_markdown(plain)
+    assert "per-class" not in table_render.tables_markdown(plain)

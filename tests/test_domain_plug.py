@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from common import tables
+from common import run_rows
 from common.metrics import PEARSON, Metric, pearson
 from common.optim import OPTIMIZERS
 from common.train.cli import measure, measure_main, train_main
@@ -158,7 +158,7 @@ def test_measured_and_tabulated_with_the_metric_names(tmp_path, capsys) -> None:
     assert measure_main(TASK, "noise_stability", [*run, "noise_stability.n_samples=2"]) == 0
     hessian = json.loads((tmp_path / "hessian.json").read_text())
     assert hessian["n_examples"] == 40 and hessian["checkpoint_file"] == "best.pt"
-    table = tables.markdown([tables.run_row(tmp_path)])
+    table = run_rows.markdown([run_rows.run_row(tmp_path)])
     header = table.splitlines()[0]
     assert "test MSE" in header and "test Pearson" in header and "acc." not in header
     assert "toyreg (synthetic)" in table

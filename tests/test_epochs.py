@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common import tables
+from common import run_rows
 from common.aggregate import group_runs
 from common.epochs import fold_mean_epoch, main, protocols_markdown
 from graph_exps.data import build_graph_data, fold_indices
@@ -31,7 +31,7 @@ def write_folds(root):
         lines = ["epoch,step,val_loss,val_accuracy"]
         lines += [f"{e},{10 * e},0.5,{v}" for e, v in enumerate(curve, start=1)]
         (run / "metrics.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return [tables.run_row(d) for d in tables.find_runs([root])]
+    return [run_rows.run_row(d) for d in run_rows.find_runs([root])]
 
 
 def test_the_fold_mean_epoch_is_the_best_of_the_mean_curve(tmp_path):

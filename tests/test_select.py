@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from common import tables
+from common import run_rows
 from common.aggregate import group_runs
 from common.errors import UserError
 from common.io import read_json
+from common.run_rows import run_row
 from common.select import (
     CHOSEN,
     compared_groups,
@@ -19,7 +20,7 @@ from common.select import (
     selection_markdown,
     write_selection,
 )
-from common.tables import run_row, tables_markdown
+from common.table_render import tables_markdown
 from common.tradeoff import plot_tradeoff, tradeoff_figure
 from tests.test_aggregate import write_run
 
@@ -44,7 +45,7 @@ def write_grid(root: Path) -> list[dict]:
             write_run(root, optimizer, seed, values, overrides=(setting,), name=name, val=val)
     for seed in (0, 1):
         write_run(root, "sgd", seed, (90.0, 50.0, 2.0, 0.2), name=f"sgd/seed{seed}", val=88.0)
-    return [run_row(d) for d in tables.find_runs([root])]
+    return [run_row(d) for d in run_rows.find_runs([root])]
 
 
 def test_the_best_mean_validation_value_wins_not_the_test_metric(tmp_path):
@@ -69,7 +70,7 @@ def test_a_lower_is_better_metric_chooses_the_smallest(tmp_path):
             val=val,
             metrics=(LOSS,),
         )
-    (choice,) = select(group_runs([run_row(d) for d in tables.find_runs([tmp_path])]))
+    (choice,) = select(group_runs([run_row(d) for d in run_rows.find_runs([tmp_path])]))
     assert choice.chosen == (("optimizer.rho", 0.05),)
 
 
@@ -84,14 +85,14 @@ def test_a_tie_goes_to_the_lower_validation_loss(tmp_path):
             val=88.24,
             val_loss=loss,
         )
-    (choice,) = select(group_runs([run_row(d) for d in tables.find_runs([tmp_path])]))
+    (choice,) = select(group_runs([run_row(d) for d in run_rows.find_runs([tmp_path])]))
     assert choice.chosen == (("optimizer.rho", 0.05),)
 
 
 def test_runs_without_a_validation_value_are_no_candidates(tmp_path):
     write_run(tmp_path, "sam", 0, overrides=("optimizer.rho=0.05",), name="a/seed0", val=90.0)
     write_run(tmp_path, "sam", 0, overrides=("optimizer.rho=0.1",), name="b/seed0")
-    assert select(group_runs([run_row(d) for d in tables.find_runs([tmp_path])])) == []
+    assert select(group_runs([run_row(d) for d in run_rows.find_runs([tmp_path])])) == []
 
 
 def test_compared_groups_keep_the_chosen_setting_in_one_row(tmp_path):
@@ -144,7 +145,7 @@ def test_different_selecting_metrics_are_refused(tmp_path):
     )
     write_run(tmp_path, "sam", 0, overrides=("optimizer.rho=0.1",), name="c/seed0", val=1.0)
     with pytest.raises(UserError, match="different metrics"):
-        select(group_runs([run_row(d) for d in tables.find_runs([tmp_path])]))
+        select(group_runs([run_row(d) for d in run_rows.find_runs([tmp_path])]))
 
 
 def test_the_tradeoff_figure_has_every_grid_point(tmp_path):
@@ -199,7 +200,7 @@ def test_settings_are_judged_on_the_seeds_they_share(tmp_path):
             name=f"{rho}/seed{seed}",
             val=val,
         )
-    groups = group_runs([run_row(d) for d in tables.find_runs([tmp_path])])
+    groups = group_runs([run_row(d) for d in run_rows.find_runs([tmp_path])])
     (choice,) = select(groups)
     assert choice.chosen == (("optimizer.rho", 0.05),)
     assert [stat.n for _, stat in choice.candidates] == [1, 1, 1]  # seed 0 each

@@ -11,7 +11,8 @@ import pytest
 
 from common.errors import UserError
 from common.io import write_json
-from common.tables import main, markdown, run_row, write_table
+from common.run_rows import markdown, run_row, write_table
+from common.tables import main
 
 
 def record(name: str, label: str, higher_is_better: bool = True) -> dict[str, Any]:
@@ -298,7 +299,7 @@ def test_main_writes_the_tables_and_the_figures(runs, tmp_path, capsys):
 
 
 def test_runs_reached_through_symbolic_links_are_found_once(tmp_path):
-    from common.tables import find_runs
+    from common.run_rows import find_runs
     from tests.test_aggregate import write_run
 
     elsewhere, runs = tmp_path / "elsewhere", tmp_path / "runs"
@@ -337,7 +338,7 @@ def test_a_run_without_config_and_a_folder_named_in_another_encoding_are_tabulat
 def test_a_full_disk_under_the_tables_is_one_line(tmp_path, monkeypatch, capsys):
     import errno
 
-    from common import tables
+    from common import run_rows, table_render
     from tests.test_aggregate import write_run
 
     write_run(tmp_path / "runs", "sgd", 0)
@@ -345,7 +346,8 @@ def test_a_full_disk_under_the_tables_is_one_line(tmp_path, monkeypatch, capsys)
     def full(path, text):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(tables, "write_text", full)
+    for writer in (run_rows, table_render):  # the per-run table is written first
+        monkeypatch.setattr(writer, "write_text", full)
     assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot write {tmp_path / 'out'}") and "free some space" in err

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from common import tables
+from common import run_rows
 from common.errors import DataError
 from common.train.cli import train_main
 from text_exps import synthetic
@@ -130,7 +130,7 @@ def test_smoke_run_trains_measures_and_is_labelled_synthetic(tmp_path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["synthetic"] and summary["dataset"] == "polarity"
     assert summary["steps"] <= 6 and set(summary["test"]) >= {"accuracy"}
-    row = tables.run_row(run_dir)
+    row = run_rows.run_row(run_dir)
     assert row["dataset"] == "polarity (synthetic)" and row["model"] == "tiny-bert"
 
 

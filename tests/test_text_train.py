@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import tiny_bert_config
 
-from common import tables
+from common import run_rows
 from common.train.cli import measure_main, train_main
 from common.train.config import load_config
 from common.train.trainer import Trainer, train
@@ -81,7 +81,7 @@ def test_stsb_is_a_regression_end_to_end(bert, glue, tmp_path) -> None:
     assert (
         measure_main(TASK, "hessian", [*run, "hessian.n_examples=16", "hessian.batch_size=8"]) == 0
     )
-    header = tables.markdown([tables.run_row(run_dir)]).splitlines()[0]
+    header = run_rows.markdown([run_rows.run_row(run_dir)]).splitlines()[0]
     assert "test Pearson" in header and "test Spearman" in header
 
 
