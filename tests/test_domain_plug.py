@@ -241,7 +241,7 @@ def test_parameters_can_be_kept_out_of_weight_decay(tmp_path, name) -> None:
 
 def test_linear_schedule_decays_to_zero_after_the_warm_up() -> None:
     from common.train.config import ScheduleConfig
-    from common.train.trainer import lr_factor
+    from common.train.schedule import lr_factor
 
     f = lr_factor(ScheduleConfig(name="linear", warmup_steps=2), 10, 10, 0.1)
     assert [f(s) for s in range(11)] == pytest.approx(

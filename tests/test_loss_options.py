@@ -13,8 +13,9 @@ from common import metrics as M
 from common.confusion import plot_confusion
 from common.errors import UserError
 from common.train.config import Config, ScheduleConfig, load_config
+from common.train.records import class_weight
+from common.train.schedule import lr_factor
 from common.train.task import Task, balanced_class_weights, cross_entropy
-from common.train.trainer import _class_weight, lr_factor
 from common.train.typed import ConfigError, validate
 
 
@@ -73,11 +74,11 @@ class _Splits:
 
 def test_trainer_weights_come_from_the_training_labels() -> None:
     labels = np.array([0, 0, 0, 1, 2, 2])
-    w = _class_weight("balanced", _Splits(labels), torch.device("cpu"))
+    w = class_weight("balanced", _Splits(labels), torch.device("cpu"))
     np.testing.assert_allclose(w.numpy(), balanced_class_weights(labels, 4))
-    assert _class_weight("none", _Splits(labels), torch.device("cpu")) is None
+    assert class_weight("none", _Splits(labels), torch.device("cpu")) is None
     with pytest.raises(UserError, match=r"train\.class_weights=none"):
-        _class_weight("balanced", _Splits(None), torch.device("cpu"))
+        class_weight("balanced", _Splits(None), torch.device("cpu"))
 
 
 def test_class_weights_is_a_checked_key(tmp_path) -> None:

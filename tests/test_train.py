@@ -18,7 +18,8 @@ import torch
 from common.optim import OPTIMIZERS
 from common.train.cli import measure_main, train_main
 from common.train.config import ScheduleConfig, load_config
-from common.train.trainer import Trainer, lr_factor, train
+from common.train.schedule import lr_factor
+from common.train.trainer import Trainer, train
 from image_exps.task import TASK, ImageConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from common.train import cli, measuring
+from common.train.batching import epoch_batches
 from common.train.config import load_config
-from common.train.trainer import Trainer, epoch_batches, train
+from common.train.trainer import Trainer, train
 from image_exps.task import TASK, ImageConfig
 
 FAST = ["train.progress=false", "data.n_examples=256", "train.batch_size=32"]

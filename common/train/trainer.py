@@ -21,32 +21,27 @@ import csv
 import io
 import itertools
 import math
-import platform
-import resource
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from common.batches import batch_size, slice_batch, to_device
-from common.errors import DataError, RunDirError, UserError
+from common.errors import RunDirError, UserError
 from common.io import write_json, write_text
 from common.optim import OPTIMIZERS, create_optimizer
 from common.optim.base import SharpnessAwareOptimizer
 from common.rng import derived_seed
 from common.train import distributed as D
+from common.train.batching import SeededDataset, epoch_batches, make_loader
 from common.train.checkpoint import (
     load_checkpoint,
     load_weights,
@@ -58,6 +53,15 @@ from common.train.checkpoint import (
     write_checkpoint,
 )
 from common.train.config import optimizer_kwargs, read_yaml, save_config, to_dict
+from common.train.precision import LossScaler, autocast_for
+from common.train.records import (
+    class_weight,
+    make_logger,
+    peak_memory_mb,
+    row_line,
+    split_classes,
+    versions,
+)
 from common.train.rundir import (
     BEST,
     CHECKPOINT,
@@ -72,7 +76,8 @@ from common.train.rundir import (
     run_dir_for,
     write_record,
 )
-from common.train.task import Splits, Task, balanced_class_weights
+from common.train.schedule import lr_factor
+from common.train.task import Splits, Task
 from common.weights import load_initial_weights
 
 
@@ -82,132 +87,6 @@ class TrainingError(UserError):
 
 class _Overflow(Exception):
     """fp16 gradients overflowed: the step is skipped and the loss scale lowered."""
-
-
-# -- data ------------------------------------------------------------------------------
-class SeededDataset(Dataset):
-    """Draws each example's random augmentation from its own seed (seed, epoch, index).
-
-    Augmentation then does not depend on the number of processes or data-loader workers,
-    nor on where a resumed run restarted, and it leaves the global RNG to the model.
-    """
-
-    def __init__(self, dataset: Dataset, seed: int) -> None:
-        self.dataset, self.base, self.epoch = dataset, derived_seed(seed, "augment"), 0
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> Any:
-        # CPU transforms draw from the default generator; torch.manual_seed would also
-        # reseed every accelerator (~200 us), the generator alone costs ~2 us
-        rng = torch.default_generator
-        saved = rng.get_state()
-        rng.manual_seed((self.base + self.epoch * 1_000_003 + index) % 2**63)
-        try:
-            return self.dataset[index]
-        finally:
-            rng.set_state(saved)
-
-
-def _loader(dataset: Dataset, batches: list[list[int]], task: Task, workers: int) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_sampler=batches,
-        num_workers=workers,
-        collate_fn=task.collate(dataset),
-        # its own generator: creating an iterator must not consume the global RNG
-        generator=torch.Generator().manual_seed(0),
-    )
-
-
-def epoch_batches(
-    n: int, batch: int, *, world: int, rank: int, seed: int, epoch: int, drop_last: bool
-) -> tuple[list[list[int]], list[int]]:
-    """This process's share of each global batch of an epoch, and each global batch's size.
-
-    One seeded permutation of the ``n`` examples is cut into global batches of ``batch``;
-    process ``rank`` takes every ``world``-th example of each (the order of PyTorch's
-    ``DistributedSampler``), so a global batch holds the same examples whatever the number
-    of processes. The last partial batch is kept unless ``drop_last``; no example is seen
-    twice in an epoch. It is dropped all the same when it has fewer examples than there are
-    processes (a process would have none).
-    """
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-    full, rest = divmod(n, batch)
-    sizes = [batch] * full + ([rest] if rest and not drop_last and rest >= world else [])
-    starts = [k * batch for k in range(len(sizes))]
-    return [perm[a : a + size][rank::world] for a, size in zip(starts, sizes, strict=True)], sizes
-
-
-# -- precision ---------------------------------------------------------------------------
-@dataclass
-class LossScaler:
-    """Dynamic loss scaling for fp16.
-
-    torch.amp.GradScaler cannot serve here: it unscales once per optimizer step and does not
-    accept closures, while a sharpness-aware step runs several backward passes. Gradients
-    are unscaled after each pass instead, and an overflow skips the whole step.
-    """
-
-    scale: float = 2.0**16
-    growth_interval: int = 2000
-    good_steps: int = 0
-    skipped: int = 0
-
-    def update(self, overflow: bool) -> None:
-        if overflow:
-            self.scale, self.good_steps, self.skipped = self.scale / 2, 0, self.skipped + 1
-        else:
-            self.good_steps += 1
-            if self.good_steps % self.growth_interval == 0:
-                self.scale *= 2
-
-    def state_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
-
-
-def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-# -- schedule ------------------------------------------------------------------------------
-def lr_factor(
-    schedule: Any, steps_per_epoch: int, total_steps: int, lr: float
-) -> Callable[[int], float]:
-    """Multiplier of the base learning rate ``lr`` after ``step`` optimizer steps: linear
-    warm-up, then constant, step (every ``step_size`` epochs), multistep (``gamma`` after each
-    of the ``milestones``, fractions of ``total_steps``), cosine (to ``min_lr``) or linear
-    (to 0 at the last step, after the warm-up: HF's ``get_linear_schedule_with_warmup``
-    decay)."""
-    floor = schedule.min_lr / lr
-    # the step at which each milestone is passed: "x0.2 at 30 % of training" = step 0.3 T
-    marks = [round(m * total_steps) for m in getattr(schedule, "milestones", ())]
-
-    def factor(step: int) -> float:
-        warm = min(1.0, (step + 1) / schedule.warmup_steps) if schedule.warmup_steps else 1.0
-        if schedule.name == "step":
-            f = schedule.gamma ** ((step // steps_per_epoch) // schedule.step_size)
-        elif schedule.name == "multistep":
-            f = schedule.gamma ** sum(step >= mark for mark in marks)
-        elif schedule.name == "cosine":
-            cos = 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
-            f = floor + (1 - floor) * cos
-        elif schedule.name == "linear":
-            decay = max(1, total_steps - schedule.warmup_steps)
-            f = max(0.0, min(1.0, (total_steps - step) / decay))
-        else:
-            f = 1.0
-        return warm * f
-
-    return factor
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -293,7 +172,7 @@ class Trainer:
         D.barrier(self.dist.world)
         if not self.dist.main:
             self.splits = task.build_data(cfg)
-        self.class_weight = _class_weight(cfg.train.class_weights, self.splits, dev)
+        self.class_weight = class_weight(cfg.train.class_weights, self.splits, dev)
         self.classes = split_classes(self.splits, warn=self.dist.main)
         seed_everything(cfg.seed)  # the model's initialisation does not depend on the data
         model = task.build_model(cfg, self.splits).to(dev)
@@ -465,7 +344,7 @@ class Trainer:
                 sync = not self.sa and i == len(micro) - 1
                 quiet = self.dist.distributed and not sync
                 with self.net.no_sync() if quiet else contextlib.nullcontext():
-                    with _autocast(cfg.train.precision, dev):
+                    with autocast_for(cfg.train.precision, dev):
                         out = task.loss(
                             self.net,
                             mb,
@@ -554,9 +433,9 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
-            for batch in _loader(dataset, batches, task, cfg.data.num_workers):
+            for batch in make_loader(dataset, batches, task, cfg.data.num_workers):
                 batch = to_device(batch, dev)
-                with _autocast(cfg.train.precision, dev):
+                with autocast_for(cfg.train.precision, dev):
                     out = task.loss(self.model, batch)
                 loss_sum = loss_sum + out.loss.float() * batch_size(batch)
                 outputs.append(out.outputs.float())
@@ -584,7 +463,7 @@ class Trainer:
         """The epoch's batches from batch ``skip`` on, each with its share (see _step)."""
         self.train_set.epoch = epoch
         batches, sizes = self._epoch_plan(epoch)
-        loader = _loader(self.train_set, batches[skip:], self.task, self.cfg.data.num_workers)
+        loader = make_loader(self.train_set, batches[skip:], self.task, self.cfg.data.num_workers)
         for batch, mine, size in zip(loader, batches[skip:], sizes[skip:], strict=True):
             yield to_device(batch, self.dist.device), len(mine) * self.dist.world / size
 
@@ -629,7 +508,7 @@ class Trainer:
             self._initial_weights()
             self.say(f"training into {self.run_dir}")
         self._write_records()
-        logger = _make_logger(cfg.train.log, self.run_dir, to_dict(cfg), self.dist.main)
+        logger = make_logger(cfg.train.log, self.run_dir, to_dict(cfg), self.dist.main)
         self.model.train()
         started = time.perf_counter()
         while st.epoch < cfg.train.epochs and st.step < self.total_steps:
@@ -685,7 +564,7 @@ class Trainer:
             row["seconds"] = time.perf_counter() - tick
             st.history.append(row)
             logger(row, st.step)
-            self.say(_row_line(row))
+            self.say(row_line(row))
             if epoch_done:
                 st.epoch, st.batch_in_epoch = st.epoch + 1, 0
             st.wall_time += time.perf_counter() - started
@@ -770,7 +649,7 @@ class Trainer:
             ),
             "wall_time_s": st.wall_time,
             "examples_per_s": st.examples / st.wall_time if st.wall_time else None,
-            "peak_memory_mb": _peak_memory_mb(self.dist.device),
+            "peak_memory_mb": peak_memory_mb(self.dist.device),
             "world_size": self.dist.world,
             "device": str(self.dist.device),
             "precision": cfg.train.precision,
@@ -779,7 +658,7 @@ class Trainer:
             "classes": self.classes,
             "resumed": st.resumed,
             "data": dict(self.splits.meta),
-            "versions": _versions(),
+            "versions": versions(),
         }
         self._write_metrics()
         if details is not None and "confusion_matrix" in details:
@@ -789,109 +668,6 @@ class Trainer:
             plot_confusion(details, self.run_dir / "confusion", title=title)
         write_json(self.run_dir / SUMMARY, summary)  # last: its presence means "finished"
         return summary
-
-
-def class_count(splits: Splits, top: int) -> int:
-    """The task's number of classes: the splits' own ``num_classes``, else the largest
-    label seen, ``top``, plus one."""
-    return int(splits.num_classes or top + 1)
-
-
-def split_classes(splits: Splits, *, warn: bool = True) -> dict[str, Any] | None:
-    """The task's number of classes and the classes each split's labels hold (None for a
-    regression). A training split of one class is refused; a validation or test split
-    that lacks some of the task's classes is said, once, on stderr (its macro-averaged
-    metrics then average fewer classes)."""
-    labels = {s: splits.labels(s) for s in ("train", "val", "test")}
-    if labels["train"] is None:
-        return None
-    present = {s: sorted(int(c) for c in np.unique(y)) for s, y in labels.items() if y is not None}
-    count = class_count(splits, max((c[-1] for c in present.values() if c), default=0))
-    names = list(splits.meta.get("class_names") or range(count))
-    if len(present["train"]) < 2:
-        raise DataError(
-            f"the training split holds {len(present['train'])} class(es) of the task's "
-            f"{count} ({', '.join(str(names[c]) for c in present['train'])}): there is "
-            f"nothing to tell apart; check data.n_examples and the data's labels"
-        )
-    for split in ("val", "test"):
-        missing = sorted(set(range(count)) - set(present.get(split) or range(count)))
-        if warn and missing and labels[split] is not None and len(labels[split]):
-            print(
-                f"warning: the {split} split has no example of class(es) "
-                f"{', '.join(str(names[c]) for c in missing)} of the {count}: its macro-"
-                "averaged metrics average the classes its labels or predictions hold",
-                file=sys.stderr,
-            )
-    return {"num_classes": count, **present}
-
-
-def _class_weight(kind: str, splits: Splits, device: torch.device) -> Tensor | None:
-    """The loss's class weights for ``train.class_weights`` (None: unweighted)."""
-    if kind == "none":
-        return None
-    labels = splits.labels("train")
-    if labels is None:
-        raise UserError(
-            f"train.class_weights={kind} needs class labels, and this task has none (a "
-            f"regression): set train.class_weights=none"
-        )
-    num_classes = class_count(splits, int(labels.max()))
-    return torch.from_numpy(balanced_class_weights(labels, num_classes)).to(device)
-
-
-def _row_line(row: dict[str, Any]) -> str:
-    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("flatminima", "torch", "torchvision", "numpy", "transformers", "torch_geometric"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[pkg] = metadata.version(pkg)
-    return out
-
-
-def _make_logger(kind: str, run_dir: Path, config: dict[str, Any], main: bool) -> Any:
-    """A callable ``log(row, step)`` with ``.close()``; TensorBoard or W&B when asked for."""
-
-    class Log:
-        def __init__(self, write: Callable[[dict[str, Any], int], None], close: Callable) -> None:
-            self.write, self.close = write, close
-
-        def __call__(self, row: dict[str, Any], step: int) -> None:
-            self.write(row, step)
-
-    if kind == "none" or not main:
-        return Log(lambda row, step: None, lambda: None)
-    try:
-        if kind == "tensorboard":
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(run_dir / "tensorboard"))
-
-            def tb(row: dict[str, Any], step: int) -> None:
-                for k, v in row.items():
-                    if isinstance(v, int | float):
-                        writer.add_scalar(k, v, step)
-
-            return Log(tb, writer.close)
-        import wandb
-
-        wrun = wandb.init(config=config, dir=str(run_dir), name=str(run_dir))
-        return Log(lambda row, step: wrun.log(row, step=step), wrun.finish)
-    except ImportError as e:
-        package = "tensorboard" if kind == "tensorboard" else "wandb"
-        raise UserError(
-            f"train.log={kind} needs the {package} package ({e}); "
-            f"install it with '.venv/bin/pip install {package}' or set train.log=none"
-        ) from None
 
 
 def train(task: Task, cfg: Any) -> dict[str, Any]:
