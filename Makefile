@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: install test lint bench faults clean demo tables real-graphs real-graph-protocols \
-	real-heartbeats real-text real-images real-finetune $(addprefix image-,$(OPTIMIZERS)) \
+	real-heartbeats real-heartbeats-interpatient real-text real-images real-finetune $(addprefix image-,$(OPTIMIZERS)) \
 	$(addprefix graph-,$(OPTIMIZERS)) graph-cv $(addprefix text-,$(OPTIMIZERS)) \
 	$(addprefix ecg-,$(OPTIMIZERS)) ecg-rho-sweep
 
@@ -107,6 +107,9 @@ real-graph-protocols: $(STAMP)
 	PYTHON=$(PY) scripts/real/graph_protocols.sh --jobs $(JOBS) $(ARGS)
 real-heartbeats: $(STAMP)
 	PYTHON=$(PY) scripts/real/heartbeats.sh --jobs $(JOBS) $(ARGS)
+# MITDB_ROOT=DIR: DIR/mitdb/ holds the whole database
+real-heartbeats-interpatient: $(STAMP)
+	PYTHON=$(PY) scripts/real/heartbeats_interpatient.sh --jobs $(JOBS) $(ARGS)
 # where the data are not shipped: GLUE_ROOT=DIR MODEL=DIR (text), IMAGES=DIR (images)
 real-text: $(STAMP)
 	PYTHON=$(PY) scripts/real/text.sh --jobs 1 $(ARGS)
