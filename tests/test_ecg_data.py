@@ -15,6 +15,7 @@ import wfdb
 
 from common.errors import DataError
 from ecg_exps import data as D
+from ecg_exps import records as R
 from ecg_exps import synthetic as S
 from tests import ecg_fixtures as F
 
@@ -464,7 +465,7 @@ def test_damaged_cache_is_recomputed(mitdb_root, monkeypatch, damage) -> None:
     second = build_mitdb(mitdb_root)
     assert calls == ["103"]
     np.testing.assert_array_equal(first.test.labels, second.test.labels)
-    assert D._load(path, D._cache_key(mitdb_root / "mitdb", 103), 103) is not None  # rewritten
+    assert R._load(path, R._cache_key(mitdb_root / "mitdb", 103), 103) is not None  # rewritten
 
 
 def test_unwritable_cache_is_skipped(mitdb_root) -> None:
