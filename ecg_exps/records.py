@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from common.embedded import embedded_sets
-from common.errors import DataError, first_line  # DataError re-exported
+from common.errors import DataError, first_line
 from common.io import FileRefused, check_regular_file, load_arrays, save_arrays, sha256_file
 from ecg_exps import synthetic
 

@@ -672,7 +672,7 @@ def test_a_data_or_weights_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path
 
         call = lambda: read_state_dict(fifo)  # noqa: E731
     elif what == "tsv":
-        from text_exps.data import GLUE_TASKS, _read_tsv
+        from text_exps.glue import GLUE_TASKS, _read_tsv
 
         call = lambda: _read_tsv(GLUE_TASKS["rte"], fifo)  # noqa: E731
     else:
