@@ -77,7 +77,11 @@ PATIENT_SPLITS: tuple[str, ...] = ("intrapatient", "interpatient")
 MITBIH_FILES: dict[str, str] = {"train": "mitbih_train.csv", "test": "mitbih_test.csv"}
 KAGGLE_SET = "shayanfazeli/heartbeat"
 #: ``balanced=True`` keeps the Kaggle rows from these (0-based, header-less) row numbers on:
-#: the SAM course project's ``[71829:]`` / ``[17956:]`` of frames read with a header row
+#: the SAM course project's ``[71829:]`` / ``[17956:]`` of frames read with a header row.
+#: It read the header-less CSVs with pandas' default ``header=0``, which takes the first
+#: beat for column names, so its frame row i is the file's row i + 1. On the Kaggle files
+#: (listed class by class, N first; 72471 and 18118 N beats per their published counts)
+#: these are the last 641 (train) and 161 (test) N beats and every S, V, F and Q beat.
 BALANCED_TRAIN_START = 71830
 BALANCED_TEST_START = 17957
 N_COLUMNS = BEAT_LENGTH + 1
@@ -458,14 +462,8 @@ def build_ecg_data(
             records present are used, and the missing ones named in
             ``meta["missing_records"]``). The Kaggle CSVs need an account and are never
             downloaded; ``beats`` is generated.
-        balanced: ``mitbih`` only: the SAM course project's "balanced" subset, its frames'
-            rows from 71829 (train) and 17956 (test) on. The project read the header-less
-            CSVs with pandas' default ``header=0``, which takes the first beat for column
-            names, so its frame row i is the file's row i + 1 (0-based): the subset is our
-            rows from :data:`BALANCED_TRAIN_START` = 71830 and :data:`BALANCED_TEST_START` =
-            17957 on, which on the Kaggle files (listed class by class, N first; per their
-            published counts of N beats, 72471 and 18118) are the last 641 (train) and 161
-            (test) N beats and every S, V, F and Q beat.
+        balanced: ``mitbih`` only: the SAM course project's "balanced" subset (see
+            :data:`BALANCED_TRAIN_START`).
         cache_dir: ``mitdb``: where each record's beats are cached (default
             ``root/.cache/ecg``; any file there may be deleted, it is recomputed).
         beats_spec: what ``beats`` holds (default :class:`~ecg_exps.synthetic.BeatsSpec()`).
@@ -477,15 +475,7 @@ def build_ecg_data(
     """
     key = canonical_name(name)
     split = _patient_split(split)
-    if key != "mitdb" and split != "intrapatient":
-        raise DataError(
-            f"split={split!r} needs the records of each patient (name='mitdb'); {key} comes as "
-            f"fixed train and test files: use split='intrapatient'."
-        )
-    if records and key != "mitdb":
-        raise DataError(f"records= picks PhysioNet records (name='mitdb'), not {key}'s beats.")
-    if balanced and key != "mitbih":
-        raise DataError(f"balanced=True is the SAM course project's mitbih subset, not {key}'s.")
+    _check_set_options(key, split, records, balanced)
     split_seed = check_split_options(val_fraction, n_examples, split_seed)
     request = _Request(
         Path(root).expanduser(), split, split_seed, download, balanced, cache_dir,
@@ -519,11 +509,25 @@ def build_ecg_data(
         **meta,
     }
     if key == "mitdb":
-        splits.meta["records"] = {
-            s: sorted({int(r) for r in d.records}) if d.records is not None else []
-            for s, d in parts.items()
-        }
+        splits.meta["records"] = {s: _records_of(d) for s, d in parts.items()}
     return splits
+
+
+def _check_set_options(key: str, split: str, records: Sequence[int] | None, balanced: bool) -> None:
+    """Refuses the options that belong to another data set than ``key``."""
+    if key != "mitdb" and split != "intrapatient":
+        raise DataError(
+            f"split={split!r} needs the records of each patient (name='mitdb'); {key} comes as "
+            f"fixed train and test files: use split='intrapatient'."
+        )
+    if records and key != "mitdb":
+        raise DataError(f"records= picks PhysioNet records (name='mitdb'), not {key}'s beats.")
+    if balanced and key != "mitbih":
+        raise DataError(f"balanced=True is the SAM course project's mitbih subset, not {key}'s.")
+
+
+def _records_of(beats: BeatDataset) -> list[int]:
+    return [] if beats.records is None else sorted({int(r) for r in beats.records})
 
 
 __all__ = [

@@ -382,13 +382,8 @@ def build_text_data(
     split_seed = check_split_options(val_fraction, n_examples, split_seed)
     if int(max_seq_length) < 8:
         raise DataError(f"max_seq_length must be >= 8, got {max_seq_length}.")
-    pad_id = getattr(tokenizer, "pad_token_id", None)
-    if pad_id is None:
-        raise ModelError(
-            f"The tokenizer {getattr(tokenizer, 'name_or_path', type(tokenizer).__name__)} "
-            f"has no pad token, which batches of unequal lengths need: set tokenizer.pad_token."
-        )
     max_len = int(max_seq_length)
+    pad_id = _pad_id(tokenizer)
     root = Path(root).expanduser()
     cache = Path(cache_dir).expanduser() if cache_dir is not None else root / ".cache" / "text"
     source = locate_glue(key, root, download=download)
@@ -428,16 +423,33 @@ def build_text_data(
         "split_seed": split_seed,
         "n_examples": n_examples,
         "max_seq_length": max_len,
-        "tokenizer": str(getattr(tokenizer, "name_or_path", "")),
-        "tokenizer_class": type(tokenizer).__name__,
-        "vocab_size": len(tokenizer),
-        "pad_token_id": int(pad_id),
+        **_tokenizer_meta(tokenizer),
         "num_labels": task.num_labels,
         "is_regression": task.is_regression,
         "classes": list(task.classes),
         "synthetic": task is POLARITY,
     }
     return splits
+
+
+def _pad_id(tokenizer: Any) -> int:
+    """The tokenizer's pad token id; a tokenizer without one is refused."""
+    pad_id = getattr(tokenizer, "pad_token_id", None)
+    if pad_id is None:
+        raise ModelError(
+            f"The tokenizer {getattr(tokenizer, 'name_or_path', type(tokenizer).__name__)} "
+            f"has no pad token, which batches of unequal lengths need: set tokenizer.pad_token."
+        )
+    return int(pad_id)
+
+
+def _tokenizer_meta(tokenizer: Any) -> dict[str, Any]:
+    return {
+        "tokenizer": str(getattr(tokenizer, "name_or_path", "")),
+        "tokenizer_class": type(tokenizer).__name__,
+        "vocab_size": len(tokenizer),
+        "pad_token_id": _pad_id(tokenizer),
+    }
 
 
 __all__ = [
