@@ -17,6 +17,7 @@ import difflib
 import os
 import pickle
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,20 +33,6 @@ from common.errors import DataError  # re-exported: the shared data error
 from common.splits import SPLITS, Splits, check_split_options
 from image_exps.models import SMALL_IMAGE
 
-DATASETS: tuple[str, ...] = (
-    "digits",
-    "cifar10",
-    "cifar100",
-    "imagenet",
-    "cub200",
-    "caltech256",
-    "aircraft",
-    "indoor",
-    "flowers",
-    "cars",
-    "dogs",
-)
-FOLDER_DATASETS: tuple[str, ...] = DATASETS[3:]
 _FOLDER_TITLES = {
     "imagenet": "ImageNet (ILSVRC-2012)",
     "cub200": "CUB-200-2011",
@@ -548,15 +535,58 @@ def build_image_data(
         raise DataError(f"cutout must be >= 0 (0 disables it), got {cutout}.")
     if image_size is not None and image_size < 1:
         raise DataError(f"image_size must be >= 1 or None, got {image_size}.")
-    if key == "digits":
-        return _digits(val_fraction, n_examples, split_seed)
-    root = Path(root).expanduser()
-    if key in _CIFAR:
-        return _cifar(
-            key, root, download, augment, cutout, val_fraction, image_size, n_examples, split_seed
-        )
-    base = Path(key) if is_folder_name(key) else root / key
-    return _folder(key, base, augment, cutout, val_fraction, image_size, n_examples, split_seed)
+    request = ImageRequest(
+        key, Path(root).expanduser(), download, augment, cutout, val_fraction, image_size,
+        n_examples, split_seed,
+    )  # fmt: skip
+    return LOADERS.get(key, _load_folder)(request)
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """What :func:`build_image_data` was asked for, as every loader of :data:`LOADERS` takes it."""
+
+    key: str
+    root: Path
+    download: bool
+    augment: bool
+    cutout: int
+    val_fraction: float
+    image_size: int | None
+    n_examples: int | None
+    split_seed: int
+
+
+def _load_digits(r: ImageRequest) -> Splits:
+    return _digits(r.val_fraction, r.n_examples, r.split_seed)
+
+
+def _load_cifar(r: ImageRequest) -> Splits:
+    return _cifar(
+        r.key, r.root, r.download, r.augment, r.cutout, r.val_fraction, r.image_size,
+        r.n_examples, r.split_seed,
+    )  # fmt: skip
+
+
+def _load_folder(r: ImageRequest) -> Splits:
+    """An ImageFolder tree: ``root/<key>`` for a named set, the folder itself for a path."""
+    base = Path(r.key) if is_folder_name(r.key) else r.root / r.key
+    return _folder(
+        r.key, base, r.augment, r.cutout, r.val_fraction, r.image_size, r.n_examples,
+        r.split_seed,
+    )  # fmt: skip
+
+
+#: data set name -> its loader; a new data set is a loader and a line here (and, for an
+#: ImageFolder set, its title in _FOLDER_TITLES). A folder's path needs no line.
+LOADERS: dict[str, Callable[[ImageRequest], Splits]] = {
+    "digits": _load_digits,
+    "cifar10": _load_cifar,
+    "cifar100": _load_cifar,
+    **{name: _load_folder for name in _FOLDER_TITLES},
+}
+DATASETS: tuple[str, ...] = tuple(LOADERS)
+FOLDER_DATASETS: tuple[str, ...] = tuple(_FOLDER_TITLES)
 
 
 __all__ = [
