@@ -33,9 +33,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+        if isinstance(error, OSError) and error.filename is None:
+            error.filename = str(target)  # a refused write() names no file: name the one meant
         raise
 
 

@@ -748,3 +748,32 @@ def test_a_damaged_best_pt_of_an_unfinished_run_is_refused_before_training_and_r
     shutil.rmtree(run_dir)  # as the message says
     r = server.run(train_argv("sam", run_dir))
     assert r.rc == 0, r
+
+
+def test_a_file_size_limit_under_the_landscape_is_one_line_and_resumable(
+    measured, tmp_path
+) -> None:
+    """Under ``ulimit -f`` the landscape's HDF5 writes failed inside the library and the
+    process crashed (SIGSEGV) after a page of h5py tracebacks, its temporary file left."""
+    import resource
+
+    run_dir = copy_run(measured.run_dir, tmp_path / "run")
+    argv = [sys.executable, "-m", "image_exps.landscape", f"run_dir={run_dir}"]
+    argv += ["landscape.steps=3", "landscape.n_examples=20", "train.progress=false"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+    def limited() -> None:  # 40 KiB: the weights are read, the landscape file is not written
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40 * 1024, resource.RLIM_INFINITY))
+
+    r = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT,
+                       preexec_fn=limited)  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert r.stderr.splitlines() == [
+        f"error: cannot write {run_dir / 'landscape.h5'}: File too large; raise the file-size "
+        "limit (ulimit -f) and rerun: the files written so far are whole, and the same "
+        "command resumes"
+    ]
+    assert temporaries(run_dir) == [] and not (run_dir / "landscape.h5").exists()
+    again = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (run_dir / "landscape.json").is_file()

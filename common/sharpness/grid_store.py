@@ -162,8 +162,14 @@ def open_grid(
         _initialise(f, kind, options, contents(), shape, info)
     else:
         if not os.path.exists(path):
-            with atomic_path(path) as tmp, h5py.File(tmp, "w", libver=_LIBVER) as new:
+            # built in memory and written by Python: a full disk or a file size limit is
+            # then one OSError naming the file, where HDF5's own writes failing would leave
+            # the library in a state that crashes the process (SIGSEGV) when it closes
+            memory = io.BytesIO()
+            with h5py.File(memory, "w", libver=_LIBVER) as new:
                 _initialise(new, kind, options, contents(), shape, info)
+            with atomic_path(path) as tmp, open(tmp, "wb") as out:
+                out.write(memory.getbuffer())
         f = _open_file(path, kind, "r+")
     try:
         if path is not None:
