@@ -281,6 +281,51 @@ def test_under_torchrun_a_user_error_prints_once(tmp_path) -> None:
     assert out.stderr.count("error: optimizer.lr must be > 0") == 1, out.stderr[-2000:]
 
 
+def _worker_pid(run_dir: Path, local_rank: int) -> int | None:
+    """The torchrun worker of ``local_rank`` training into ``run_dir`` (from /proc)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        ours = f"run_dir={run_dir}".encode() in cmdline and b"image_exps.train" in cmdline
+        if ours and f"LOCAL_RANK={local_rank}".encode() in environ:
+            return int(proc.name)
+    return None
+
+
+def test_under_torchrun_a_dead_worker_is_one_line_from_the_survivor(tmp_path) -> None:
+    """Killing one worker left the other's gloo traceback ("Connection reset by peer")
+    above torchrun's report; now the survivor says in one line what happened and what to do."""
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "image_exps.train", "train.progress=false", "train.epochs=100000",
+        f"run_dir={tmp_path}", f"data.root={tmp_path / 'data'}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "metrics.csv").is_file():  # both workers are training
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.5)
+        worker = _worker_pid(tmp_path, 1)
+        assert worker is not None
+        os.kill(worker, signal.SIGKILL)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    ours = [line for line in err.splitlines() if line.startswith("error:")]
+    assert ours == [
+        "error: rank 0 stopped: another process of this torchrun job died (torchrun's report "
+        "after this line says which and why); the run directory keeps its last checkpoint: "
+        "rerun the same torchrun command to resume"
+    ], err[-3000:]
+    assert "[rank0]" not in err and "Connection reset by peer" not in err, err[-3000:]
+
+
 def test_a_local_folder_is_named_by_its_last_part_and_a_hub_id_is_kept(tmp_path):
     folder = tmp_path / "copies" / "all-MiniLM-L6-v2"
     folder.mkdir(parents=True)

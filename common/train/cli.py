@@ -25,7 +25,7 @@ from common.train.config import (
     parse_overrides,
     to_dict,
 )
-from common.train.distributed import launched_rank
+from common.train.distributed import launched_rank, lost_peer, lost_peer_message
 from common.train.measuring import load_run, measured
 from common.train.rundir import SUMMARY, locked, run_dir_for
 from common.train.task import Task
@@ -37,12 +37,19 @@ EXIT_USAGE = 2
 def _guard(run: Callable[[], Any]) -> int:
     """Runs a command; a user error becomes one line on stderr and exit status 2.
 
-    Under torchrun every process meets the same error: only rank 0 prints it."""
+    Under torchrun every process meets the same error: only rank 0 prints it. A process
+    whose collective fails because another process died says so in one line, not gloo's or
+    NCCL's traceback."""
     try:
         return one_line(run, speak=launched_rank() == 0)
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
+    except RuntimeError as error:  # a collective whose other end died: not this process' fault
+        if not lost_peer(error):
+            raise
+        print(f"error: {lost_peer_message()}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _parser(prog: str, description: str, task: Task, sections: Sequence[str] = ()) -> Any:

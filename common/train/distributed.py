@@ -38,6 +38,28 @@ def launched_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+#: what gloo's and NCCL's errors say when the process at the other end has gone
+_PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "gloo/transport", "NCCL")
+
+
+def lost_peer(error: BaseException) -> bool:
+    """Whether ``error`` is a collective failing because another process of the torchrun
+    job died (killed, crashed, out of memory): this process cannot go on, but is not at
+    fault itself."""
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2 or not isinstance(error, RuntimeError):
+        return False
+    return isinstance(error, dist.DistError) or any(s in str(error) for s in _PEER_GONE)
+
+
+def lost_peer_message() -> str:
+    """The one line a surviving process says when another died under it."""
+    return (
+        f"rank {launched_rank()} stopped: another process of this torchrun job died (torchrun's "
+        "report after this line says which and why); the run directory keeps its last "
+        "checkpoint: rerun the same torchrun command to resume"
+    )
+
+
 def setup(device: str = "auto") -> DistInfo:
     """Reads torchrun's environment; joins the process group (NCCL on GPU, gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
