@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint bench faults clean demo tables real-graphs real-graph-protocols \
+.PHONY: install test system-test lint bench faults clean demo tables real-graphs real-graph-protocols \
 	real-heartbeats real-heartbeats-interpatient real-text real-images real-finetune $(addprefix image-,$(OPTIMIZERS)) \
 	$(addprefix graph-,$(OPTIMIZERS)) graph-cv $(addprefix text-,$(OPTIMIZERS)) \
 	$(addprefix ecg-,$(OPTIMIZERS)) ecg-rho-sweep
@@ -39,6 +39,10 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -q
+
+# The system tests make test leaves out: two torchrun "nodes" on localhost (about a minute).
+system-test: $(STAMP)
+	$(PY) -m pytest -q -m system tests/test_multinode.py
 
 # The fault-injection tests with many seeds (make test runs two): kills at random moments
 # and at every write, corrupted files, concurrent commands.
