@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test system-test lint bench faults clean demo tables real-graphs real-graph-protocols \
+.PHONY: install test system-test gpu-check lint bench faults clean demo tables real-graphs real-graph-protocols \
 	real-heartbeats real-heartbeats-interpatient real-text real-images real-finetune $(addprefix image-,$(OPTIMIZERS)) \
 	$(addprefix graph-,$(OPTIMIZERS)) graph-cv $(addprefix text-,$(OPTIMIZERS)) \
 	$(addprefix ecg-,$(OPTIMIZERS)) ecg-rho-sweep
@@ -43,6 +43,11 @@ test: lint
 # The system tests make test leaves out: two torchrun "nodes" on localhost (about a minute).
 system-test: $(STAMP)
 	$(PY) -m pytest -q -m system tests/test_multinode.py
+
+# Every CUDA path once on the GPU at hand (one table; exit 1 on a failure; without CUDA one
+# line, exit 0). ARGS="--device cpu" rehearses it on the CPU.
+gpu-check: $(STAMP)
+	$(PY) -m scripts.gpu_check $(ARGS)
 
 # The fault-injection tests with many seeds (make test runs two): kills at random moments
 # and at every write, corrupted files, concurrent commands.
