@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test system-test gpu-check lint bench faults clean demo tables real-graphs real-graph-protocols \
+.PHONY: install test system-test slurm-test gpu-check lint bench faults clean demo tables real-graphs real-graph-protocols \
 	real-heartbeats real-heartbeats-interpatient real-text real-images real-finetune $(addprefix image-,$(OPTIMIZERS)) \
 	$(addprefix graph-,$(OPTIMIZERS)) graph-cv $(addprefix text-,$(OPTIMIZERS)) \
 	$(addprefix ecg-,$(OPTIMIZERS)) ecg-rho-sweep
@@ -40,9 +40,20 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest -q
 
-# The system tests make test leaves out: two torchrun "nodes" on localhost (about a minute).
+# The system tests make test leaves out (CI runs them after it): two torchrun "nodes" on
+# localhost (about a minute), then SLURM for real (below).
 system-test: $(STAMP)
 	$(PY) -m pytest -q -m system tests/test_multinode.py
+	$(MAKE) slurm-test
+
+# SLURM for real: a one-node cluster on this machine (scripts/slurm/local-cluster.sh: root,
+# Debian/Ubuntu; apt-get installs slurm-wlm and munge the first time), scripts/sweep.sh --slurm
+# submitted to it (tests/test_slurm.py, about 2 minutes on 2 cores), then the cluster stopped
+# whether the tests passed or not.
+slurm-test: $(STAMP)
+	scripts/slurm/local-cluster.sh start || { scripts/slurm/local-cluster.sh stop; exit 1; }
+	FLATMINIMA_SLURM=1 $(PY) -m pytest -q -m system tests/test_slurm.py; rc=$$?; \
+		scripts/slurm/local-cluster.sh stop || rc=1; exit $$rc
 
 # Every CUDA path once on the GPU at hand (one table; exit 1 on a failure; without CUDA one
 # line, exit 0). ARGS="--device cpu" rehearses it on the CPU.

@@ -63,6 +63,7 @@ cell directories:
                                             without --grid ('/' in a value becomes '_')
   <out>/logs/<optimizer>/.../seed<S>.log    a cell's output, with --jobs N > 1 (appended)
   <out>/logs/%A_%a.out                      SLURM's output of array job %A, task %a
+                                            (appended to when SLURM requeues the task)
 
 local runs:
   N cells at once as N plain processes; each gets OMP_NUM_THREADS = MKL_NUM_THREADS =
@@ -75,7 +76,10 @@ local runs:
 SLURM:
   The script submitted is self-contained: #SBATCH options, the cells' commands as a bash
   array, and array task i runs cell i from the repository. The logs folder is created
-  before submitting; sbatch's answer (the job id) is printed.
+  before submitting; sbatch's answer (the job id) is printed. A task preempted or on a
+  failed node is requeued (--requeue) and its cell resumes from its checkpoint. A cell
+  asks for --cpus cores (4 by default): on nodes with fewer, SLURM keeps the array
+  pending (Reason=PartitionConfig).
 
 selection (--select):
   The choice is written to <out>/<optimizer>/selection.md and selection.json (each grid
@@ -270,6 +274,9 @@ check_args() {
     [[ -z $CPUS ]] || positive "$CPUS" || die "--cpus $CPUS: expected a positive integer"
     [[ $PARTITION != *[[:space:]]* && $TIME != *[[:space:]]* ]] ||
         die "--partition and --time take one word"
+    # the SLURM log path is a double-quoted #SBATCH value, where \ turns off sbatch's %A
+    ((!SLURM)) || [[ $OUT != *[\"\\]* ]] ||
+        die "--out $OUT: with --slurm, the folder's path cannot hold \" or \\"
 
     if [[ -z ${PYTHON:-} ]]; then
         if [[ -x $REPO/.venv/bin/python ]]; then PYTHON=$REPO/.venv/bin/python; else PYTHON=python3; fi
@@ -535,7 +542,10 @@ sbatch_script() {  # a self-contained job array: task i runs cell i
     echo "#!/bin/bash"
     echo "#SBATCH --job-name=sweep-$STEM"
     echo "#SBATCH --array=0-$((n - 1))${JOBS:+%$JOBS}"  # %N: at most N tasks at once
-    echo "#SBATCH --output=$OUT/logs/%A_%a.out"
+    # quoted, for a path with a space; a literal % is %% (sbatch expands %A, %a, %x...)
+    echo "#SBATCH --output=\"${OUT//%/%%}/logs/%A_%a.out\""
+    echo "#SBATCH --open-mode=append"  # a requeued task's log keeps its first attempt
+    echo "#SBATCH --requeue"  # preempted, or its node failed: run again (the cell resumes)
     echo "#SBATCH --ntasks=1"
     echo "#SBATCH --cpus-per-task=$cpus"
     [[ -z $PARTITION ]] || echo "#SBATCH --partition=$PARTITION"
@@ -570,7 +580,10 @@ submit() {
     command -v sbatch >/dev/null 2>&1 ||
         die "sbatch not found on PATH: submit from a SLURM login node, or drop --slurm to run locally"
     mkdir -p "$OUT/logs"  # SLURM does not create the --output folder
-    sbatch_script | sbatch
+    sbatch_script | sbatch || {
+        echo "error: sbatch refused the job array (its message is above)" >&2
+        exit 1
+    }
 }
 
 main() {

@@ -183,7 +183,8 @@ def test_slurm_dry_run_is_one_array_whose_tasks_run_one_cell_each(matrix, tmp_pa
     sbatch = {line for line in script.splitlines() if line.startswith("#SBATCH ")}
     assert {f"#SBATCH {o}" for o in ("--array=0-3", "--partition=gpu", "--time=01:00:00")} <= sbatch
     assert {"#SBATCH --gres=gpu:1", "#SBATCH --cpus-per-task=4"} <= sbatch
-    assert f"#SBATCH --output={out}/logs/%A_%a.out" in sbatch
+    assert f'#SBATCH --output="{out}/logs/%A_%a.out"' in sbatch
+    assert {"#SBATCH --requeue", "#SBATCH --open-mode=append"} <= sbatch
     assert "torch.distributed.run" not in script
     path = tmp_path / "job.sbatch"
     path.write_text(script)
