@@ -72,6 +72,8 @@ TU_DATASETS: tuple[str, ...] = (
 #: the TU sets shipped with the package, installed into ``<root>/<NAME>/raw/`` when missing
 EMBEDDED = embedded_sets(Path(__file__).parent)
 DATASETS: tuple[str, ...] = (*TU_DATASETS, SBM_NAME)
+#: the official host (PyG's ``TUDataset.url`` at import); the messages name the URL PyG
+#: uses when they are written (:func:`_tu_url`), which a mirror may have changed since
 TU_URL: str = TUDataset.url
 REQUIRED_FILES: tuple[str, ...] = ("A", "graph_indicator", "graph_labels")
 OPTIONAL_FILES: tuple[str, ...] = (
@@ -175,6 +177,11 @@ def _ensure_sbm(root: Path, spec: SBMSpec) -> bool:
 # --------------------------------------------------------------------------- TU files
 
 
+def _tu_url(name: str) -> str:
+    """The archive PyG's ``TUDataset`` downloads for ``name`` (from its ``url`` now)."""
+    return f"{TUDataset.url}/{name}.zip"
+
+
 def _tu_path(raw: Path, name: str, kind: str) -> Path:
     return raw / f"{name}_{kind}.txt"
 
@@ -210,7 +217,7 @@ def _extract_zip(root: Path, name: str, raw: Path) -> None:
         except (zipfile.BadZipFile, OSError) as e:
             raise DataError(
                 f"Cannot extract {archive} ({type(e).__name__}: {e}). The archive looks "
-                f"corrupt: delete it and download {TU_URL}/{name}.zip again."
+                f"corrupt: delete it and download {_tu_url(name)} again."
             ) from None
         return
 
@@ -308,7 +315,7 @@ def _missing_error(name: str, root: Path, raw: Path, missing: list[str], why: st
     return DataError(
         f"Graph data set {name} not found under {root}{known}.{why} PyG's TUDataset reads the "
         f"raw text files {_files_text(name)} from {raw}/ (missing: "
-        f"{', '.join(f'{name}_{k}.txt' for k in missing)}). Download {TU_URL}/{name}.zip and "
+        f"{', '.join(f'{name}_{k}.txt' for k in missing)}). Download {_tu_url(name)} and "
         f"extract its files into {raw}/ (or leave the zip at {root / (name + '.zip')}), or run "
         f"once with network access and data.download=true."
     )
@@ -330,7 +337,7 @@ def _open_tu(root: Path, name: str, download: bool, force: bool, fix: str) -> TU
                 warnings.simplefilter("ignore")
                 TUDataset(str(root), name)
         except Exception as e:
-            why = f" Downloading {TU_URL}/{name}.zip failed ({type(e).__name__}: {e})."
+            why = f" Downloading {_tu_url(name)} failed ({type(e).__name__}: {e})."
         missing = _missing(raw, name)
     if missing:
         raise _missing_error(name, root, raw, missing, why)
@@ -413,7 +420,7 @@ def _open_dataset(
         else:
             force = False
             fix = (
-                f"Replace it with the file from {TU_URL}/{name}.zip (extracted into "
+                f"Replace it with the file from {_tu_url(name)} (extracted into "
                 f"{root / name / 'raw'}/) and delete {root / name / 'processed'}."
             )
         ds = _open_tu(root, name, download, force, fix)

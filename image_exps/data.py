@@ -27,7 +27,7 @@ import torchvision
 from torch.utils.data import Dataset, Subset
 from torchvision import transforms as T
 from torchvision.datasets.folder import default_loader
-from torchvision.datasets.utils import download_and_extract_archive, extract_archive
+from torchvision.datasets.utils import calculate_md5, download_url, extract_archive
 
 from common.errors import DataError  # re-exported: the shared data error
 from common.splits import SPLITS, Splits, check_split_options
@@ -270,7 +270,7 @@ def _no_md5(files: list[list[str]]) -> list[list[str | None]]:
 class CIFAR10Files(torchvision.datasets.CIFAR10):
     """torchvision's CIFAR10 whose integrity check tests that the files are present.
 
-    torchvision verifies the archive's md5 when it downloads (``tgz_md5`` is unchanged here);
+    The archive's md5 is verified when it is downloaded (``tgz_md5`` is unchanged here);
     re-hashing the extracted batches on every start adds nothing to that, and would reject
     batches written in the same format by other tools (the tests' tiny fixtures). Parsing is
     torchvision's own ``__init__``.
@@ -327,6 +327,32 @@ def _cifar_bad_file(cls: type, root: Path) -> tuple[Path, str] | None:
     return None
 
 
+def _download_cifar(cls: type, root: Path) -> str:
+    """Download ``cls.url`` and extract it into ``root``: '' or why that failed.
+
+    The archive is written under a temporary name and takes its own only once its md5 is
+    ``cls.tgz_md5``, so an interrupted or wrong download leaves nothing that a later run
+    would extract (an archive found in ``root`` is extracted unchecked: the user's own).
+    """
+    partial = root / f".{cls.filename}.part"
+    try:
+        partial.unlink(missing_ok=True)  # a killed run's: download_url would keep it
+        download_url(cls.url, str(root), filename=partial.name)
+        md5 = calculate_md5(partial)
+        if md5 != cls.tgz_md5:
+            return (
+                f" Downloading {cls.url} gave a file whose md5 is {md5}, not {cls.tgz_md5} "
+                f"(an interrupted transfer, or another file); it was deleted."
+            )
+        os.replace(partial, root / cls.filename)
+        extract_archive(str(root / cls.filename), str(root))
+    except Exception as e:
+        return f" Downloading {cls.url} failed ({type(e).__name__}: {e})."
+    finally:
+        partial.unlink(missing_ok=True)
+    return ""
+
+
 def _cifar(
     key: str,
     root: Path,
@@ -354,10 +380,7 @@ def _cifar(
             ) from None
     download_error = ""
     if _cifar_missing(cls, root) and download:
-        try:
-            download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
-        except Exception as e:
-            download_error = f" Downloading {cls.url} failed ({type(e).__name__}: {e})."
+        download_error = _download_cifar(cls, root)
     missing = _cifar_missing(cls, root)
     if missing:
         which = "all" if len(missing) == len(_cifar_files(cls)) else ", ".join(missing)
