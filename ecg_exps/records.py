@@ -338,12 +338,14 @@ def read_record_beats(folder: str | Path, record: int) -> tuple[RecordBeats | No
         return None, f"no {LEAD} lead (its signals: {', '.join(names) or 'none'})"
     _check_header(folder, record, header, names.index(LEAD))
     _check_dat(folder, record, header)
-    dat = folder / (header.file_name[names.index(LEAD)])
+    lead = names.index(LEAD)
+    dat = folder / (header.file_name[lead])
     try:
-        rec = wfdb.rdrecord(str(folder / str(record)), channels=[names.index(LEAD)])
-        signal = np.asarray(rec.p_signal, dtype=np.float64)[:, 0]
-        if len(signal) != int(header.sig_len):
-            raise ValueError(f"{len(signal)} samples, the header says {header.sig_len}")
+        rec = wfdb.rdrecord(str(folder / str(record)), channels=[lead], physical=False)
+        digital = np.asarray(rec.d_signal)[:, 0]
+        if len(digital) != int(header.sig_len):
+            raise ValueError(f"{len(digital)} samples, the header says {header.sig_len}")
+        signal = np.asarray(rec.dac(), dtype=np.float64)[:, 0]  # rdrecord's physical values
     except DataError:
         raise
     except Exception as e:  # a short or damaged .dat: numpy and wfdb errors alike
@@ -351,6 +353,7 @@ def read_record_beats(folder: str | Path, record: int) -> tuple[RecordBeats | No
             f"Cannot read {dat} ({first_line(e)}): the record is damaged. "
             f"{_refetch(folder, record)}"
         ) from None
+    _check_sum(folder, record, header, lead, digital)
     atr = _record_path(folder, record, "atr")
     if not atr.is_file():
         raise DataError(f"{atr} (the beat annotations) is missing. {_refetch(folder, record)}")
@@ -378,6 +381,19 @@ def read_record_beats(folder: str | Path, record: int) -> tuple[RecordBeats | No
         return None, "no beat annotations"
     chosen = np.asarray(symbols, dtype="<U1")[keep] if len(keep) else np.zeros(0, "<U1")
     return RecordBeats(int(record), signals, labels, samples[keep], chosen, cut), ""
+
+
+def _check_sum(folder: Path, record: int, header: Any, lead: int, digital: np.ndarray) -> None:
+    """WFDB's own check of the samples, which wfdb itself does not make: the header's 16-bit
+    checksum of each signal. A damaged ``.dat`` of the right size fails it."""
+    want = (getattr(header, "checksum", None) or [None] * header.n_sig)[lead]
+    got = int(np.sum(digital, dtype=np.int64))
+    if want is not None and (got - int(want)) % 65536:
+        raise DataError(
+            f"{folder / header.file_name[lead]} fails its checksum: the {LEAD} samples sum to "
+            f"{got % 65536} (mod 65536) where {_record_path(folder, record, 'hea')} says "
+            f"{int(want) % 65536}: the record is damaged. {_refetch(folder, record)}"
+        )
 
 
 def _cache_key(folder: Path, record: int) -> str:

@@ -436,12 +436,6 @@ def test_mitdb_short_dat_is_refused(physionet: Mirror, tmp_path: Path) -> None:
     assert "103.dat is truncated" in _message(e)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,  # "DID NOT RAISE", nothing else
-    reason="defect: ecg_exps.records never compares a record's samples with its header's "
-    "checksum (wfdb does not either), so a damaged .dat of the right size is read as good",
-)
 def test_mitdb_dat_failing_its_checksum_is_refused(physionet: Mirror, tmp_path: Path) -> None:
     # (d) the header's 16-bit checksum of each signal is WFDB's check of the samples
     path = f"{PN_FILES}/103.dat"
