@@ -3,6 +3,7 @@ ModelError saying what to do, not a traceback from transformers, safetensors or 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,52 @@ def test_damaged_weights_are_one_message(tmp_path, damage):
     with pytest.raises(ModelError, match="cannot be read") as e:
         build_text_model(str(path), 2)
     assert "copy the folder again" in str(e.value)
+
+
+def test_a_hub_that_does_not_answer_switches_to_offline_mode_at_once(tmp_path, monkeypatch, capsys):
+    """Offline, from_pretrained retried for about a minute (55 s measured) before its message;
+    one short request now decides, and the hub libraries go offline, saying so once."""
+    import http.server
+    import socket
+    import threading
+
+    from huggingface_hub import constants
+
+    from text_exps import hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{closed}")
+    hub._ask_once.cache_clear()
+    hub.offline_unless_reachable("some-org/some-model")
+    hub.offline_unless_reachable("another/model")
+    assert constants.HF_HUB_OFFLINE and os.environ["HF_HUB_OFFLINE"] == "1"
+    err = capsys.readouterr().err
+    assert err.count("does not answer") == 1 and "local Hugging Face cache only" in err
+
+    # a hub that answers, even with an error status, stays online; a folder asks nothing
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        hub._ask_once.cache_clear()
+        hub.offline_unless_reachable(str(tmp_path))  # a local folder: no request
+        assert hub._ask_once.cache_info().currsize == 0
+        hub.offline_unless_reachable("some-org/some-model")
+        assert not constants.HF_HUB_OFFLINE and "HF_HUB_OFFLINE" not in os.environ
+    finally:
+        server.shutdown()
+        hub._ask_once.cache_clear()

@@ -18,6 +18,7 @@ from torch import nn
 
 from common.errors import ModelError, first_line
 from text_exps import synthetic
+from text_exps.hub import offline_unless_reachable
 
 
 def _cache() -> str:
@@ -42,6 +43,7 @@ def load_tokenizer(name: str) -> Any:
 
     if name == synthetic.TINY_BERT:
         return synthetic.tiny_tokenizer()
+    offline_unless_reachable(name)
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=False)
     except (OSError, ValueError) as e:
