@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from common.errors import ModelError, first_line
+from common.io import sha256_file
 from text_exps import synthetic
 from text_exps.hub import offline_unless_reachable
 
@@ -76,9 +77,14 @@ def build_text_model(
     if name == synthetic.TINY_BERT:  # random weights from the caller's seed: not pretrained
         return AutoModelForSequenceClassification.from_config(config)
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
+        model = AutoModelForSequenceClassification.from_pretrained(
             name, config=config, trust_remote_code=False, ignore_mismatched_sizes=replace_head
         )
+        if not Path(name).is_dir():
+            _verify_cached_weights(name)
+        return model
+    except ModelError:
+        raise
     except Exception as e:  # OSError, ValueError; safetensors' and torch's on a damaged file
         if "size mismatch" in str(e) or "mismatched" in str(e):
             raise _other_head(name, num_labels) from None
@@ -88,6 +94,32 @@ def build_text_model(
             f"the weights of model.name={name!r} cannot be read ({first_line(e)}): the file "
             f"is damaged or truncated; copy the folder again from its source"
         ) from None
+
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _verify_cached_weights(name: str) -> None:
+    """The hub cache names a weights file by its SHA-256 (``blobs/<sha256>``), which
+    huggingface_hub does not check (only the size): a same-size damaged download would be
+    loaded for ever. Checked here on every load; a damaged blob is deleted."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in WEIGHT_FILES:
+        cached = try_to_load_from_cache(name, filename)
+        if not isinstance(cached, str):
+            continue
+        blob = Path(cached).resolve()
+        if len(blob.name) != 64 or not all(c in "0123456789abcdef" for c in blob.name):
+            continue  # not a content-addressed blob (a small file's git hash)
+        digest = sha256_file(blob)
+        if digest != blob.name:
+            blob.unlink(missing_ok=True)
+            raise ModelError(
+                f"the cached {filename} of model.name={name!r} is damaged (its SHA-256 is "
+                f"{digest[:16]}..., the hub's is {blob.name[:16]}...): it was deleted; rerun "
+                "to download it again"
+            )
 
 
 def _config(name: str, num_labels: int, regression: bool, dropout: float | None) -> Any:
