@@ -66,7 +66,31 @@ def class_weight(kind: str, splits: Splits, device: torch.device) -> Tensor | No
             f"regression): set train.class_weights=none"
         )
     num_classes = class_count(splits, int(labels.max()))
-    return torch.from_numpy(balanced_class_weights(labels, num_classes)).to(device)
+    weights = balanced_class_weights(labels, num_classes)
+    _warn_if_extreme(weights, labels, splits)
+    return torch.from_numpy(weights).to(device)
+
+
+#: a class weighted this many times the lightest one makes its few examples the loss
+EXTREME_WEIGHT_RATIO = 100.0
+
+
+def _warn_if_extreme(weights: np.ndarray, labels: np.ndarray, splits: Splits) -> None:
+    """Says when balanced weights let a handful of examples rule the loss (MIT-BIH DS1's 8 Q
+    beats weigh about 1,300: every run diverged or predicted Q)."""
+    present = weights[weights > 0]
+    if present.size < 2 or present.max() < EXTREME_WEIGHT_RATIO * present.min():
+        return
+    heavy = int(np.argmax(weights))
+    names = list(splits.meta.get("class_names") or range(len(weights)))
+    print(
+        f"warning: train.class_weights=balanced weighs class {names[heavy]} "
+        f"{present.max() / present.min():.0f} times the lightest: it has "
+        f"{int(np.sum(labels == heavy))} of the {labels.size} training examples, so they "
+        "rule the loss (training may diverge or predict that class only); consider "
+        "train.class_weights=none",
+        file=sys.stderr,
+    )
 
 
 def row_line(row: dict[str, Any]) -> str:
