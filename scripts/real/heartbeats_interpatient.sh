@@ -8,7 +8,7 @@
 # Data:    not shipped beyond records 100 and 208 (the package keeps small). MITDB_ROOT=DIR
 #          holds DIR/mitdb/<record>.{hea,dat,atr}, PhysioNet's mitdb 1.0.0 (ODC-By 1.0):
 #          `wfdb.dl_database("mitdb", "DIR/mitdb")` or PhysioNet's zip; default data/.
-# Runtime: 13 runs; about 15 minutes on 2 CPU cores with --jobs 2.
+# Runtime: 13 runs; 27 minutes on 2 CPU cores with --jobs 2 (measured, shared with other work).
 # Usage:   [MITDB_ROOT=DIR] scripts/real/heartbeats_interpatient.sh [--jobs N | --slurm ...]
 #          [--dry-run] [-- key=value ...]
 # Output:  runs/real/ecg_interpatient/ (runs), results/real/ecg_interpatient/ (tables, figures).
