@@ -55,8 +55,11 @@ def split_classes(splits: Splits, *, warn: bool = True) -> dict[str, Any] | None
     return {"num_classes": count, **present}
 
 
-def class_weight(kind: str, splits: Splits, device: torch.device) -> Tensor | None:
-    """The loss's class weights for ``train.class_weights`` (None: unweighted)."""
+def class_weight(
+    kind: str, splits: Splits, device: torch.device, *, warn: bool = True
+) -> Tensor | None:
+    """The loss's class weights for ``train.class_weights`` (None: unweighted); with
+    ``warn`` (one process of several), weights that let a few examples rule are said."""
     if kind == "none":
         return None
     labels = splits.labels("train")
@@ -67,7 +70,8 @@ def class_weight(kind: str, splits: Splits, device: torch.device) -> Tensor | No
         )
     num_classes = class_count(splits, int(labels.max()))
     weights = balanced_class_weights(labels, num_classes)
-    _warn_if_extreme(weights, labels, splits)
+    if warn:
+        _warn_if_extreme(weights, labels, splits)
     return torch.from_numpy(weights).to(device)
 
 

@@ -172,7 +172,9 @@ class Trainer:
         D.barrier(self.dist.world)
         if not self.dist.main:
             self.splits = task.build_data(cfg)
-        self.class_weight = class_weight(cfg.train.class_weights, self.splits, dev)
+        self.class_weight = class_weight(
+            cfg.train.class_weights, self.splits, dev, warn=self.dist.main
+        )
         self.classes = split_classes(self.splits, warn=self.dist.main)
         seed_everything(cfg.seed)  # the model's initialisation does not depend on the data
         model = task.build_model(cfg, self.splits).to(dev)
