@@ -19,8 +19,9 @@ from common.io import read_json, write_text
 from common.measurements import MEASUREMENTS, measured_columns
 from common.metrics import Metric
 from common.optim import OPTIMIZERS
+from common.train.config_files import read_yaml
 from common.train.rundir import CONFIG, SUMMARY_FIX, name_label, read_summary
-from common.train.typed import flatten, read_yaml
+from common.train.typed import flatten
 
 #: (key, header, format) of the columns before the metric columns, in order
 RUN_COLUMNS: tuple[tuple[str, str, str], ...] = (

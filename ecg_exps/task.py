@@ -9,7 +9,6 @@ per-class sensitivity and positive predictivity and the confusion matrix go to
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from ecg_exps.models import MODELS, build_ecg_model
 CONFIGS = Path(__file__).parent / "configs"
 
 
-@dataclass
 class EcgDataConfig(DataConfig):
     """Heartbeats: the Kaggle CSVs (mitbih), the PhysioNet records (mitdb) or generated."""
 
@@ -36,13 +34,11 @@ class EcgDataConfig(DataConfig):
         choices=("intrapatient", "interpatient"),
     )
     balanced: bool = keyfield(False, "mitbih: the SAM course project's balanced subset")
-    records: list[int] = field(
-        default_factory=list,
-        metadata={"help": "mitdb: the records to use (default: every record of the split)"},
+    records: list[int] = keyfield(
+        help="mitdb: the records to use (default: every record of the split)", factory=list
     )
 
 
-@dataclass
 class EcgModelConfig(ModelConfig):
     """The course project's attention model (its sizes are the defaults) or Kachuee's CNN."""
 
@@ -52,16 +48,16 @@ class EcgModelConfig(ModelConfig):
     heads: int = keyfield(2, "attention model: attention heads", min=1)
     ffn: int = keyfield(128, "attention model: feed-forward width", min=1)
     layers: int = keyfield(1, "attention model: encoder layers", min=1)
-    hidden: list[int] = field(
-        default_factory=lambda: [512, 256, 128],
-        metadata={"help": "attention model: widths of the classifier head", "min": 1},
+    hidden: list[int] = keyfield(
+        help="attention model: widths of the classifier head",
+        factory=lambda: [512, 256, 128],
+        min=1,
     )
 
 
-@dataclass
 class EcgConfig(Config):
-    data: EcgDataConfig = field(default_factory=EcgDataConfig)
-    model: EcgModelConfig = field(default_factory=EcgModelConfig)
+    data: EcgDataConfig = keyfield(factory=EcgDataConfig)
+    model: EcgModelConfig = keyfield(factory=EcgModelConfig)
 
 
 def build_data(cfg: EcgConfig) -> Any:

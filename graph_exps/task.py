@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -10,52 +9,44 @@ from torch import Tensor, nn
 
 from common.train.config import Config, DataConfig, ModelConfig
 from common.train.task import Folds, Task
+from common.train.typed import keyfield
 from graph_exps.data import SBMSpec, build_graph_data, canonical_name, collate
 from graph_exps.models import build_graph_model
 
 CONFIGS = Path(__file__).parent / "configs"
 
 
-@dataclass
 class GraphDataConfig(DataConfig):
     """Graph data: ``data.fold`` of ``data.n_folds`` stratified folds is the test set."""
 
     name: str = "sbm"
-    fold: int = field(default=0, metadata={"min": 0, "help": "the fold that is the test set"})
-    n_folds: int = field(default=10, metadata={"min": 2, "help": "cross-validation folds"})
-    max_degree: int = field(
-        default=100, metadata={"min": 1, "help": "degree one-hot cap (sets without labels)"}
+    fold: int = keyfield(0, "the fold that is the test set", min=0)
+    n_folds: int = keyfield(10, "cross-validation folds", min=2)
+    max_degree: int = keyfield(100, "degree one-hot cap (sets without labels)", min=1)
+    val_is_test: bool = keyfield(
+        False,
+        "validate on the test fold (Xu et al. 2019's protocol: optimistic, only to compare "
+        "with numbers obtained that way)",
     )
-    val_is_test: bool = field(
-        default=False,
-        metadata={
-            "help": "validate on the test fold (Xu et al. 2019's protocol: optimistic, only "
-            "to compare with numbers obtained that way)"
-        },
-    )
-    sbm_graphs: int = field(default=400, metadata={"min": 10, "help": "graphs in the sbm set"})
+    sbm_graphs: int = keyfield(400, "graphs in the sbm set", min=10)
     # below 11 nodes, 4 communities at the default density would need p_in > 1
-    sbm_min_nodes: int = field(default=20, metadata={"min": 11, "help": "sbm graph size, min"})
-    sbm_max_nodes: int = field(default=40, metadata={"min": 4, "help": "sbm graph size, max"})
+    sbm_min_nodes: int = keyfield(20, "sbm graph size, min", min=11)
+    sbm_max_nodes: int = keyfield(40, "sbm graph size, max", min=4)
 
 
-@dataclass
 class GraphModelConfig(ModelConfig):
     """The GCN of the NSO paper's graph experiments, sizes configurable."""
 
     name: str = "gcn"
-    hidden: int = field(default=64, metadata={"min": 1, "help": "hidden width"})
-    layers: int = field(default=2, metadata={"min": 1, "help": "GCN layers"})
-    pooling: str = field(
-        default="mean", metadata={"choices": ("mean", "sum", "max"), "help": "global pooling"}
-    )
-    batch_norm: bool = field(default=True, metadata={"help": "BatchNorm after each layer"})
+    hidden: int = keyfield(64, "hidden width", min=1)
+    layers: int = keyfield(2, "GCN layers", min=1)
+    pooling: str = keyfield("mean", "global pooling", choices=("mean", "sum", "max"))
+    batch_norm: bool = keyfield(True, "BatchNorm after each layer")
 
 
-@dataclass
 class GraphConfig(Config):
-    data: GraphDataConfig = field(default_factory=GraphDataConfig)
-    model: GraphModelConfig = field(default_factory=GraphModelConfig)
+    data: GraphDataConfig = keyfield(factory=GraphDataConfig)
+    model: GraphModelConfig = keyfield(factory=GraphModelConfig)
 
 
 def build_data(cfg: GraphConfig) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
@@ -17,7 +16,6 @@ from image_exps.models import build_image_model
 CONFIGS = Path(__file__).parent / "configs"
 
 
-@dataclass
 class ImageDataConfig(DataConfig):
     """Image data: augmentation and size."""
 
@@ -26,17 +24,15 @@ class ImageDataConfig(DataConfig):
     image_size: int | None = keyfield(None, "resize images to this side (None = native)", min=1)
 
 
-@dataclass
 class ImageModelConfig(ModelConfig):
     """Image models: torchvision's, optionally with pretrained weights."""
 
     pretrained: bool = keyfield(False, "start from torchvision's pretrained weights")
 
 
-@dataclass
 class ImageConfig(Config):
-    data: ImageDataConfig = field(default_factory=ImageDataConfig)
-    model: ImageModelConfig = field(default_factory=ImageModelConfig)
+    data: ImageDataConfig = keyfield(factory=ImageDataConfig)
+    model: ImageModelConfig = keyfield(factory=ImageModelConfig)
 
 
 def build_data(cfg: ImageConfig) -> Splits:

@@ -31,7 +31,7 @@ from common.table_render import (
 )
 from common.tables import main
 from common.train.config import Config, load_config
-from common.train.typed import save_config
+from common.train.config_files import save_config
 
 ACC = {"name": "accuracy", "label": "acc. (%)", "higher_is_better": True}
 MCC = {"name": "mcc", "label": "MCC", "higher_is_better": True}

@@ -1,17 +1,16 @@
-"""The typed config: dataclasses <- YAML <- key=value overrides, and its error messages."""
+"""The typed config: pydantic sections <- YAML <- key=value overrides, and its messages."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from pydantic import ValidationError
 from torch import nn
 
 import common.io
@@ -36,18 +35,17 @@ from common.train.config import (
     to_dict,
     validate,
 )
+from common.train.typed import checks_of, keyfield
 
 
 # A domain's extension, as graph_exps would write it (module level, string annotations).
-@dataclass
 class GraphModelConfig(ModelConfig):
-    hidden: int = field(default=64, metadata={"help": "hidden width", "min": 1})
-    layers: list[int] = field(default_factory=lambda: [2, 2])
+    hidden: int = keyfield(64, "hidden width", min=1)
+    layers: list[int] = keyfield(factory=lambda: [2, 2])
 
 
-@dataclass
 class GraphConfig(Config):
-    model: GraphModelConfig = field(default_factory=GraphModelConfig)
+    model: GraphModelConfig = keyfield(factory=GraphModelConfig)
     task: str = "graph"
 
 
@@ -73,8 +71,7 @@ def is_plain(value) -> bool:
 
 
 def test_every_registry_option_has_an_optional_field():
-    fields = {f.name: f for f in dataclasses.fields(OptimizerConfig)}
-    hints = typing.get_type_hints(OptimizerConfig)
+    fields = OptimizerConfig.model_fields
     for name, info in OPTIMIZERS.items():
         for option in info.options:
             if option == "max_grad_norm":  # passed from train.max_grad_norm, for every optimizer
@@ -82,7 +79,7 @@ def test_every_registry_option_has_an_optional_field():
                 continue
             assert option in fields, f"OptimizerConfig lacks a field for {name}.{option}"
             assert fields[option].default is None, option
-            assert type(None) in typing.get_args(hints[option]), option
+            assert type(None) in typing.get_args(fields[option].annotation), option
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
@@ -327,8 +324,12 @@ def test_from_dict_is_strict_about_yaml_types():
 
 def test_validate_checks_programmatic_configs():
     validate(Config())
-    with pytest.raises(ConfigError, match=r"'train.epochs' expects an integer, got 10.0"):
-        validate(Config(train=TrainConfig(epochs=10.0)))
+    # types are pydantic's at construction and on assignment; bounds are validate's
+    with pytest.raises(ValidationError, match=r"epochs\n  Input should be a valid integer"):
+        TrainConfig(epochs=10.0)
+    cfg = Config()
+    with pytest.raises(ValidationError, match="Input should be a valid integer"):
+        cfg.train.epochs = "3"
     with pytest.raises(ConfigError, match=r"optimizer.sigma must be >= 0"):
         validate(Config(optimizer=OptimizerConfig(name="nso", sigma=-1.0)))
 
@@ -418,7 +419,7 @@ def test_to_dict_round_trip():
     for cfg in (Config(), custom_config()):
         data = to_dict(cfg)
         assert is_plain(data)
-        assert list(data) == [f.name for f in dataclasses.fields(Config)]
+        assert list(data) == list(Config.model_fields)
         assert from_dict(Config, data) == cfg
         buf = io.BytesIO()
         torch.save({"config": data}, buf)
@@ -432,7 +433,7 @@ def test_save_config_writes_yaml_in_field_order(tmp_path):
     path = tmp_path / "run" / "config.yaml"
     save_config(cfg, path)
     text = path.read_text()
-    assert list(yaml.safe_load(text)) == [f.name for f in dataclasses.fields(Config)]
+    assert list(yaml.safe_load(text)) == list(Config.model_fields)
     assert list(yaml.safe_load(text)["train"])[:2] == ["epochs", "max_steps"]
     assert load_config(Config, path) == cfg
     assert os.listdir(path.parent) == ["config.yaml"]  # no temp file left
@@ -598,15 +599,15 @@ def test_a_config_that_is_not_utf8_is_one_clear_error(tmp_path):
 
 def test_optimizer_section_comes_from_the_registry():
     # every wrapper option is a field with the registry's bounds: nothing is declared twice
-    fields = {f.name: f for f in dataclasses.fields(OptimizerConfig)}
+    fields = OptimizerConfig.model_fields
     for info in OPTIMIZERS.values():
         for name, option in info.specs.items():
             if name == "max_grad_norm":
                 continue
-            meta = fields[name].metadata
+            checks = checks_of(OptimizerConfig, name)
             for bound in ("min", "max", "gt", "lt", "choices"):
-                assert meta.get(bound) == getattr(option, bound), (name, bound)
-            assert option.help in meta["help"]
+                assert checks.get(bound) == getattr(option, bound), (name, bound)
+            assert option.help in fields[name].description
 
 
 @pytest.mark.parametrize("kind", ["device", "fifo", "folder", "huge"])

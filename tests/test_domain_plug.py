@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +28,13 @@ MSE = Metric("mse", "MSE", higher_is_better=False)
 CONFIG = Path(__file__).with_name("toy_regression.yaml")
 
 
-@dataclass
 class ToyDataConfig(DataConfig):
     name: str = "toyreg"
     noise: float = keyfield(0.3, "target noise", min=0)
 
 
-@dataclass
 class ToyConfig(Config):
-    data: ToyDataConfig = field(default_factory=ToyDataConfig)
+    data: ToyDataConfig = keyfield(factory=ToyDataConfig)
 
 
 def build_data(cfg: ToyConfig) -> Splits:
@@ -205,8 +202,14 @@ def test_a_variant_serves_the_data_set_it_is_for(tmp_path) -> None:
     from dataclasses import replace
 
     loss_only = replace(TASK, reported=(MSE,), select=MSE)
-    varied = replace(TASK, variant=lambda cfg: loss_only if cfg.data.noise > 1 else TASK)
-    assert varied.resolve(cfg_for(tmp_path, "data.noise=2")) is loss_only
+    varied = replace(
+        TASK,
+        canonical_name=str.lower,
+        variant=lambda cfg: loss_only if cfg.data.noise > 1 else TASK,
+    )
+    task, cfg = varied.bind(cfg_for(tmp_path, "data.noise=2", "data.name=TOYREG"))
+    assert task is loss_only and cfg.data.name == "toyreg"  # and the name as the domain spells it
+    assert task.bind(cfg) == (task, cfg)  # binding again changes nothing
     summary = train(varied, cfg_for(tmp_path, "data.noise=2", "train.max_steps=2"))
     assert [m["name"] for m in summary["metrics"]] == ["mse"]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from common.train.typed import keyfield
 from image_exps.task import TASK, ImageConfig
 
 
-@dataclass
 class WeightNormConfig(MeasurementSection):
     """Options of the toy measurement."""
 
@@ -33,9 +31,8 @@ class WeightNormConfig(MeasurementSection):
     checkpoint: str = keyfield("best", "checkpoint measured", choices=("best", "last"))
 
 
-@dataclass
 class PluggedConfig(ImageConfig):
-    weight_norm: WeightNormConfig = field(default_factory=WeightNormConfig)
+    weight_norm: WeightNormConfig = keyfield(factory=WeightNormConfig)
 
 
 def run(task: Any, cfg: Any, path: Path) -> dict[str, Any]:

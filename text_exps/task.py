@@ -8,7 +8,7 @@ Pearson and Spearman; MNLI: matched and mismatched accuracy; the rest: accuracy)
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,6 @@ GLUE_METRICS: dict[str, tuple[M.Metric, ...]] = {
 }
 
 
-@dataclass
 class TextDataConfig(DataConfig):
     """A GLUE task and how it is tokenized."""
 
@@ -48,7 +47,6 @@ class TextDataConfig(DataConfig):
     max_seq_length: int = keyfield(128, "tokens per example (pairs as pairs)", min=8)
 
 
-@dataclass
 class TextModelConfig(ModelConfig):
     """A pretrained encoder from the hub or a save_pretrained directory."""
 
@@ -60,10 +58,9 @@ class TextModelConfig(ModelConfig):
     )
 
 
-@dataclass
 class TextConfig(Config):
-    data: TextDataConfig = field(default_factory=TextDataConfig)
-    model: TextModelConfig = field(default_factory=TextModelConfig)
+    data: TextDataConfig = keyfield(factory=TextDataConfig)
+    model: TextModelConfig = keyfield(factory=TextModelConfig)
 
 
 @functools.lru_cache(maxsize=4)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +124,7 @@ def cross_validate(task: Task, config: str | Path | None, overrides: Sequence[st
     metric's mean and standard deviation over folds (``cv.json`` and ``cv.md``, written
     beside the fold run directories)."""
     items = parse_overrides(overrides)
-    first = load_config(task.config_cls, task.config_path(config), items)
-    task = task.resolve(first)
+    task, first = task.bind(load_config(task.config_cls, task.config_path(config), items))
     if task.folds is None:
         raise UserError(f"the {task.domain} domain has no cross-validation folds")
     base = Path(first.run_dir) if first.run_dir else run_dir_for(task, first).parent
@@ -178,7 +176,7 @@ def cv_main(task: Task, argv: Sequence[str] | None = None) -> int:
 
 def measurements_of(task: Task) -> list[str]:
     """The registered measurements this domain's config has a section for, in order."""
-    sections = {f.name for f in fields(task.config_cls)}
+    sections = set(task.config_cls.model_fields)
     return [kind for kind in MEASUREMENTS if kind in sections]
 
 
@@ -191,7 +189,7 @@ def measure(task: Task, kind: str, overrides: Sequence[str]) -> dict[str, Any]:
             f"a field {kind}: <its MeasurementSection> to {task.config_cls.__name__}"
         )
     cfg, path = load_run(task, overrides, kind)
-    task = task.resolve(cfg)
+    task, cfg = task.bind(cfg)
     with locked(path, f"python -m {task.domain}_exps.{kind}", create=False):
         return MEASUREMENTS[kind].run(task, cfg, path)
 

@@ -13,22 +13,23 @@ the optimizer registry, so a new optimizer's options need no edit here.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import difflib
 import inspect
 import sys
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import create_model
+
 from common.optim.registry import BASE_OPTIONS, BASES, OPTIMIZERS
+from common.train.config_files import read_yaml, save_config
 from common.train.distributed import launched_rank
 from common.train.typed import (
+    COMMAND_LINE,
     ConfigError,
+    Section,
     apply_overrides,
-    build,
     config_help,
     flat_keys,
     flatten,
@@ -36,12 +37,11 @@ from common.train.typed import (
     join_key,
     keyfield,
     mapping_of,
+    merge,
     parse_overrides,
-    read_yaml,
-    save_config,
-    set_key,
     to_dict,
     validate,
+    validated,
 )
 from common.train.typed import (
     diff_configs as _diff_configs,
@@ -60,6 +60,7 @@ __all__ = [
     "NoiseStabilityConfig",
     "OptimizerConfig",
     "ScheduleConfig",
+    "Section",
     "TrainConfig",
     "apply_overrides",
     "config_changes",
@@ -77,7 +78,7 @@ __all__ = [
     "validate",
 ]
 
-C = TypeVar("C")
+C = TypeVar("C", bound=Section)
 
 #: Keys that may change when a run is resumed or measured (they do not change the
 #: result), besides the measurement sections (see RUNTIME_KEYS below the Config).
@@ -99,8 +100,7 @@ _RUN_KEYS: frozenset[str] = frozenset(
 SEED_MAX = 2**63 - 1
 
 
-@dataclass
-class DataConfig:
+class DataConfig(Section):
     """Which data set and how it is loaded."""
 
     name: str = keyfield("digits", "data set name")
@@ -114,8 +114,7 @@ class DataConfig:
     )
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(Section):
     """Which model."""
 
     name: str = keyfield("cnn", "model name")
@@ -138,8 +137,7 @@ def diff_configs(
     return _diff_configs(a, b, ignore=RUNTIME_KEYS if ignore is None else ignore)
 
 
-@dataclass
-class MeasurementSection:
+class MeasurementSection(Section):
     """The options of a measurement (:mod:`common.measurements`): a config section named
     as the measurement, which may change when the run is measured (a runtime section)."""
 
@@ -160,7 +158,7 @@ def _owners() -> dict[str, list[str]]:
     return out
 
 
-def _option_field(name: str, option: Any, owners: Sequence[str]) -> tuple[str, Any, Any]:
+def _option_field(name: str, option: Any, owners: Sequence[str]) -> tuple[str, tuple[Any, Any]]:
     """A section field from a registry :class:`~common.optim.Option`."""
     tp: Any = option.type
     if tp is tuple:
@@ -169,8 +167,8 @@ def _option_field(name: str, option: Any, owners: Sequence[str]) -> tuple[str, A
     checks = {k: v for k, v in checks.items() if v is not None}
     where = f" ({', '.join(owners)})" if owners else ""
     if name in _ALWAYS:
-        return name, tp, keyfield(_ALWAYS[name], option.help, **checks)
-    return name, tp | None, keyfield(None, option.help + where, **checks)
+        return name, (tp, keyfield(_ALWAYS[name], option.help, **checks))
+    return name, (tp | None, keyfield(None, option.help + where, **checks))
 
 
 def _check_optimizer(opt: Any, prefix: str) -> None:
@@ -208,13 +206,21 @@ def _check_optimizer(opt: Any, prefix: str) -> None:
 _NAMES = tuple(sorted(OPTIMIZERS))
 
 
-def _optimizer_section() -> type:
+class _OptimizerSection(Section):
+    def check_section(self, prefix: str) -> None:
+        _check_optimizer(self, prefix)
+
+
+def _optimizer_section() -> type[Section]:
     """``OptimizerConfig``: name, base, the base options and every registered optimizer's
     own options (None = that optimizer's default), read from the registry."""
     owners = _owners()
-    fields: list[tuple[str, Any, Any]] = [
-        ("name", str, keyfield("sgd", "optimizer (registry name)", choices=_NAMES)),
-        ("base", str, keyfield("sgd", "base of a sharpness-aware optimizer", choices=tuple(BASES))),
+    fields: list[tuple[str, tuple[Any, Any]]] = [
+        ("name", (str, keyfield("sgd", "optimizer (registry name)", choices=_NAMES))),
+        (
+            "base",
+            (str, keyfield("sgd", "base of a sharpness-aware optimizer", choices=tuple(BASES))),
+        ),
     ]
     fields += [_option_field(n, o, ()) for n, o in BASE_OPTIONS.items()]
     wrapper: dict[str, Any] = {}
@@ -223,14 +229,12 @@ def _optimizer_section() -> type:
             if name not in _NOT_IN_SECTION:
                 wrapper.setdefault(name, option)
     fields += [_option_field(n, o, owners[n]) for n, o in wrapper.items()]
-    return dataclasses.make_dataclass(
+    return create_model(
         "OptimizerConfig",
-        fields,
-        namespace={
-            "__doc__": "The optimizer: name, base optimizer and every option (from the registry).",
-            "__module__": __name__,
-            "check_section": lambda self, prefix: _check_optimizer(self, prefix),
-        },
+        __base__=_OptimizerSection,
+        __module__=__name__,
+        __doc__="The optimizer: name, base optimizer and every option (from the registry).",
+        **dict(fields),
     )
 
 
@@ -259,8 +263,7 @@ def optimizer_kwargs(opt: Any) -> dict[str, Any]:
     return kw
 
 
-@dataclass
-class ScheduleConfig:
+class ScheduleConfig(Section):
     """Learning-rate schedule."""
 
     name: str = keyfield(
@@ -268,14 +271,12 @@ class ScheduleConfig:
     )
     step_size: int = keyfield(30, "step schedule period (epochs)", min=1)
     gamma: float = keyfield(0.1, "step and multistep schedule factor", gt=0)
-    milestones: list[float] = field(
-        default_factory=lambda: [0.5, 0.75],
-        metadata={
-            "help": "multistep: fractions of training (0-1) after which the LR is x gamma",
-            "gt": 0,
-            "lt": 1,
-            "nonempty": True,
-        },
+    milestones: list[float] = keyfield(
+        help="multistep: fractions of training (0-1) after which the LR is x gamma",
+        factory=lambda: [0.5, 0.75],
+        gt=0,
+        lt=1,
+        nonempty=True,
     )
     warmup_steps: int = keyfield(0, "linear warm-up (optimizer steps)", min=0)
     min_lr: float = keyfield(0.0, "cosine schedule floor", min=0)
@@ -287,8 +288,7 @@ class ScheduleConfig:
             )
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Section):
     """The training loop."""
 
     epochs: int = keyfield(10, "training epochs", min=1)
@@ -321,7 +321,6 @@ _PARAMS = ("all", "reference")
 _CHECKPOINTS = ("best", "last")
 
 
-@dataclass
 class HessianConfig(MeasurementSection):
     """Hessian trace, top eigenvalues and spectral density of a checkpoint."""
 
@@ -355,7 +354,6 @@ class HessianConfig(MeasurementSection):
     checkpoint: str = keyfield("best", "checkpoint measured", choices=_CHECKPOINTS)
 
 
-@dataclass
 class NoiseStabilityConfig(MeasurementSection):
     """Loss change under random weight noise."""
 
@@ -365,15 +363,11 @@ class NoiseStabilityConfig(MeasurementSection):
     params: str = keyfield("all", "parameters perturbed", choices=_PARAMS)
     seed: int = keyfield(0, "seed of the measurement", min=0, max=SEED_MAX)
     checkpoint: str = keyfield("best", "checkpoint measured", choices=_CHECKPOINTS)
-    sigma: list[float] = field(
-        default_factory=lambda: [0.01],
-        metadata={"help": "noise scales", "min": 0, "nonempty": True},
-    )
+    sigma: list[float] = keyfield(help="noise scales", factory=lambda: [0.01], min=0, nonempty=True)
     n_samples: int = keyfield(20, "noise draws per scale", min=1)
     two_sided: bool = keyfield(False, "antithetic pairs W ± U")
 
 
-@dataclass
 class LandscapeConfig(MeasurementSection):
     """Loss along random filter-normalised directions."""
 
@@ -386,24 +380,24 @@ class LandscapeConfig(MeasurementSection):
     steps: int = keyfield(21, "grid points per direction", min=2)
     span: float = keyfield(1.0, "grid half-width", gt=0)
     ignore_bias_bn: bool = keyfield(True, "do not perturb biases and BatchNorm parameters")
-    plots: list[str] = field(
-        default_factory=lambda: ["contour", "contourf", "surface"],
-        metadata={"help": "plots drawn", "choices": ("contour", "contourf", "surface")},
+    plots: list[str] = keyfield(
+        help="plots drawn",
+        factory=lambda: ["contour", "contourf", "surface"],
+        choices=("contour", "contourf", "surface"),
     )
 
 
-@dataclass
-class Config:
+class Config(Section):
     """A whole run: one section per part, plus the global seed."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    hessian: HessianConfig = field(default_factory=HessianConfig)
-    noise_stability: NoiseStabilityConfig = field(default_factory=NoiseStabilityConfig)
-    landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
+    data: DataConfig = keyfield(factory=DataConfig)
+    model: ModelConfig = keyfield(factory=ModelConfig)
+    optimizer: OptimizerConfig = keyfield(factory=OptimizerConfig)
+    schedule: ScheduleConfig = keyfield(factory=ScheduleConfig)
+    train: TrainConfig = keyfield(factory=TrainConfig)
+    hessian: HessianConfig = keyfield(factory=HessianConfig)
+    noise_stability: NoiseStabilityConfig = keyfield(factory=NoiseStabilityConfig)
+    landscape: LandscapeConfig = keyfield(factory=LandscapeConfig)
     seed: int = keyfield(0, "global seed", min=0, max=SEED_MAX)
     run_dir: str | None = keyfield(None, "run directory (None = derived from the config)")
     smoke: bool = keyfield(False, "smoke run: apply the YAML file's smoke_overrides")
@@ -413,9 +407,9 @@ def runtime_keys(config_cls: type) -> frozenset[str]:
     """Keys (or whole sections) of ``config_cls`` that may change when a run is resumed or
     measured: they do not change the result. Every measurement section is one."""
     return _RUN_KEYS | {
-        f.name
-        for f in fields(config_cls)
-        if isinstance(f.default_factory, type) and issubclass(f.default_factory, MeasurementSection)
+        name
+        for name, info in config_cls.model_fields.items()
+        if isinstance(info.annotation, type) and issubclass(info.annotation, MeasurementSection)
     }
 
 
@@ -456,32 +450,33 @@ def load_config(
         per_optimizer = mapping_of(
             data.pop("optimizer_overrides", None), "optimizer_overrides", source
         )
-    cfg = build(cls, data, source, "", cls)
-    layers: list[tuple[Mapping[str, Any], str]] = []
+    from_dict(cls, data, source=source)  # the file's own keys and types, named as its
+    layers: list[tuple[str, Mapping[str, Any]]] = []
     for name, keys in per_optimizer.items():  # every layer is checked, used or not
         if name not in OPTIMIZERS:
             near = difflib.get_close_matches(str(name), sorted(OPTIMIZERS), n=1)
             hint = f"; did you mean {near[0]}?" if near else f"; valid: {', '.join(OPTIMIZERS)}"
             raise ConfigError(f"optimizer_overrides in {source!r} names {name!r}{hint}")
-        layers.append((mapping_of(keys, f"optimizer_overrides.{name}", source), name))
-    layers.append((smoke, "smoke"))
-    chosen = apply_overrides(cfg, cli)
-    for keys, name in layers:
-        trial = copy.deepcopy(cfg)
-        label = (
-            f"{source} ({'smoke_overrides' if name == 'smoke' else f'optimizer_overrides.{name}'})"
-        )
-        for key, value in flatten(keys).items():
-            set_key(trial, key, value, label, text=False)
-        applies = (
-            getattr(chosen, "smoke", False) if name == "smoke" else (chosen.optimizer.name == name)
-        )
-        if applies:
-            cfg = trial
-    cfg = apply_overrides(cfg, cli)
+        layers.append((name, mapping_of(keys, f"optimizer_overrides.{name}", source)))
+    layers.append(("smoke", smoke))
+    command_line = (cli, COMMAND_LINE, True)
+    chosen = _merged(cls, data, [command_line], source)
+    applied = []
+    for name, keys in layers:
+        what = "smoke_overrides" if name == "smoke" else f"optimizer_overrides.{name}"
+        layer = (flatten(keys), f"{source} ({what})", False)
+        _merged(cls, data, [layer], source)  # checked even where it does not apply
+        if chosen.smoke if name == "smoke" else chosen.optimizer.name == name:
+            applied.append(layer)
+    cfg = _merged(cls, data, [*applied, command_line], source)
     _drop_foreign_base_options(cfg, cli, source)
     validate(cfg)
     return cfg
+
+
+def _merged(cls: type[C], data: Mapping[str, Any], layers: list, source: str | None) -> C:
+    sources: dict[str, Any] = {"": source}
+    return validated(cls, merge(cls, data, layers, sources), sources)
 
 
 def _drop_foreign_base_options(cfg: Any, cli: Mapping[str, Any], source: str | None) -> None:

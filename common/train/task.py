@@ -129,7 +129,7 @@ class Task:
             names not given fall back to common.sharpness's (``reference``: Conv and Linear
             weights).
         variant: ``cfg -> Task`` for a domain whose loss or metrics depend on the data set
-            (GLUE: CoLA reports MCC, STS-B is a regression); see :meth:`resolve`.
+            (GLUE: CoLA reports MCC, STS-B is a regression); see :meth:`bind`.
         details: ``(outputs, targets) -> JSON-able dict`` over the test split, written to
             ``summary.json`` as ``test_details`` (not tabulated); one with a
             ``confusion_matrix`` and ``class_names`` (:func:`common.metrics.class_report`)
@@ -182,9 +182,13 @@ class Task:
             f"that name; give a YAML file's path or one of: {names}"
         )
 
-    def resolve(self, cfg: Any) -> Task:
-        """The task that serves ``cfg``: this one, or the variant its data set needs."""
-        return self if self.variant is None else self.variant(cfg)
+    def bind(self, cfg: Any) -> tuple[Task, Any]:
+        """The task and config of one run, the one place both are settled: a copy of ``cfg``
+        with ``data.name`` as the domain spells it, and this task or the variant its data
+        set needs (GLUE's metrics per task). Binding a bound pair again changes nothing."""
+        cfg = cfg.model_copy(deep=True)
+        cfg.data.name = self.canonical_name(cfg.data.name)  # one run_dir per data set
+        return (self if self.variant is None else self.variant(cfg)), cfg
 
     def loss(
         self,

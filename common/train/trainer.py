@@ -16,7 +16,6 @@ synchronise in their single pass as usual.
 from __future__ import annotations
 
 import contextlib
-import copy
 import csv
 import io
 import itertools
@@ -107,9 +106,8 @@ class Trainer:
     """Trains ``task`` with ``cfg`` into its run directory; :meth:`run` does everything."""
 
     def __init__(self, task: Task, cfg: Any) -> None:
-        cfg = copy.deepcopy(cfg)
-        cfg.data.name = task.canonical_name(cfg.data.name)  # one run_dir per data set
-        self.task, self.cfg = task.resolve(cfg), cfg
+        self.task, self.cfg = task.bind(cfg)
+        cfg = self.cfg
         self.dist = D.setup(cfg.train.device)
         self.run_dir = run_dir_for(task, cfg)
         self.say = print if self.dist.main else (lambda *a, **k: None)
