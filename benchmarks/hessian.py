@@ -248,21 +248,13 @@ def primitives(model: nn.Module, one, rounds: int) -> dict[str, Any]:
     """ms per Hessian-vector product of the primitives a trace could be built on: the eager
     double backward through a kept graph (ours), and forward-over-reverse
     (``torch.func.jvp`` of ``grad``) eager and compiled by ``torch.compile`` (inductor)."""
-    from torch.func import functional_call, grad, jvp
+    from common.sharpness.hvp import functional_hvp
 
     ((x, y),) = one
     named = dict(model.named_parameters())
-    params = {n: p.detach() for n, p in named.items()}
-    buffers = dict(model.named_buffers())
-
-    def loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
-        return nn.functional.cross_entropy(functional_call(model, (p, buffers), (x,)), y)
-
-    def forward_over_reverse(p, v):
-        return jvp(grad(loss), (p,), (v,))[1]
-
-    v = {n: torch.randint_like(t, 2) * 2 - 1 for n, t in params.items()}
-    grads = torch.autograd.grad(loss(dict(named)), list(named.values()), create_graph=True)
+    params, v, forward_over_reverse = functional_hvp(model, x, y)
+    loss = nn.functional.cross_entropy(model(x), y)
+    grads = torch.autograd.grad(loss, list(named.values()), create_graph=True)
     tangents = list(v.values())
 
     def per_call(fn: Callable[[], Any], n: int = 10) -> float:

@@ -203,26 +203,13 @@ def hvp_paths(device: torch.device) -> Iterator[Row]:
     yield Row("HVP batched vs looped", "16 probes, 2 batches", status,
               f"rel. diff {rel:.1e}; {1e3 * t_batched / 16:.2f} vs {1e3 * t_looped / 16:.2f} ms",
               t_batched + t_looped)  # fmt: skip
-    yield from _compiled_hvp(device, model, loss_fn, batches[0][0])
+    yield from _compiled_hvp(device, model, batches[0][0])
 
 
-def _compiled_hvp(
-    device: torch.device, model: nn.Module, loss_fn: Callable, batch: Any
-) -> Iterator[Row]:
-    from torch.func import functional_call, grad, jvp
+def _compiled_hvp(device: torch.device, model: nn.Module, batch: Any) -> Iterator[Row]:
+    from common.sharpness.hvp import functional_hvp
 
-    params = {n: p.detach() for n, p in model.named_parameters()}
-    buffers = dict(model.named_buffers())
-
-    def loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
-        return nn.functional.cross_entropy(
-            functional_call(model, (p, buffers), (batch[0],)), batch[1]
-        )
-
-    def product(p: dict[str, torch.Tensor], v: dict[str, torch.Tensor]) -> Any:
-        return jvp(grad(loss), (p,), (v,))[1]
-
-    v = {n: torch.randint_like(t, 2) * 2 - 1 for n, t in params.items()}
+    params, v, product = functional_hvp(model, batch[0], batch[1])
     eager, _ = timed(lambda: product(params, v))
     try:
         compiled = torch.compile(product)

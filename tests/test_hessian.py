@@ -660,3 +660,15 @@ def test_an_option_error_is_said_in_the_config_sections_words(message, words):
     from common.measurements.hessian import KEYS
 
     assert config_words(message, "hessian", KEYS) == words
+
+
+def test_functional_hvp_is_the_exact_hessian_times_its_vector(problem):
+    # the forward-over-reverse product the benchmark and the GPU check time against ours
+    from common.sharpness.hvp import functional_hvp
+
+    model, (x, y), hessian = problem
+    params, vector, product = functional_hvp(model, x, y)
+    assert all(set(v.unique().tolist()) <= {-1.0, 1.0} for v in vector.values())
+    flat = torch.cat([v.reshape(-1) for v in vector.values()])
+    got = torch.cat([t.reshape(-1) for t in product(params, vector).values()])
+    torch.testing.assert_close(got, hessian @ flat, rtol=1e-10, atol=1e-12)
