@@ -30,6 +30,10 @@ For every source ``val`` is a stratified ``val_fraction`` of the training part, 
 with ``split_seed`` (``sklearn.model_selection.train_test_split``), and ``n_examples`` keeps
 a ``split_seed`` random subset of the rest; the run's seed never moves a beat.
 ``meta["class_counts"]`` counts the classes of each split from the labels returned.
+
+This module holds the names, the loaders and the splits' assembly; the records are read by
+:mod:`ecg_exps.records`, the CSVs by :mod:`ecg_exps.kaggle_csv`, and the beats' dataset and
+stratified split are :mod:`ecg_exps.beats`'.
 """
 
 from __future__ import annotations
@@ -42,15 +46,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import torch
-from torch import Tensor
-from torch.utils.data import Dataset
 
-from common.errors import DataError, first_line  # DataError re-exported
-from common.io import FileRefused, check_regular_file
+from common.errors import DataError  # DataError re-exported
 from common.splits import SPLITS, Splits, check_split_options, seeded_subset
 from ecg_exps import synthetic
+from ecg_exps.beats import BeatDataset, class_counts, stratified_split  # re-exported
+from ecg_exps.kaggle_csv import (  # re-exported: the Kaggle files and their reader
+    KAGGLE_SET,
+    MITBIH_FILES,
+    balanced_rows,
+    mitbih_missing,
+    read_beats_csv,
+    read_csv_pair,
+)
 from ecg_exps.records import (  # the record-level names are re-exported
     AAMI,
     BEAT_LENGTH,
@@ -74,8 +82,6 @@ from ecg_exps.records import (  # the record-level names are re-exported
 
 TEST_FRACTION = 0.2  # of the pooled beats: the intra-patient test set
 PATIENT_SPLITS: tuple[str, ...] = ("intrapatient", "interpatient")
-MITBIH_FILES: dict[str, str] = {"train": "mitbih_train.csv", "test": "mitbih_test.csv"}
-KAGGLE_SET = "shayanfazeli/heartbeat"
 #: ``balanced=True`` keeps the Kaggle rows from these (0-based, header-less) row numbers on:
 #: the SAM course project's ``[71829:]`` / ``[17956:]`` of frames read with a header row.
 #: It read the header-less CSVs with pandas' default ``header=0``, which takes the first
@@ -84,10 +90,9 @@ KAGGLE_SET = "shayanfazeli/heartbeat"
 #: these are the last 641 (train) and 161 (test) N beats and every S, V, F and Q beat.
 BALANCED_TRAIN_START = 71830
 BALANCED_TEST_START = 17957
-N_COLUMNS = BEAT_LENGTH + 1
 
 
-# --------------------------------------------------------------------------- names, datasets
+# --------------------------------------------------------------------------- names
 
 
 def canonical_name(name: str) -> str:
@@ -119,136 +124,6 @@ def _patient_split(split: str) -> str:
     return key
 
 
-class BeatDataset(Dataset):
-    """Single beats; item ``i`` is ``(signal, label)``: a float32 ``(1, 187)`` tensor (one
-    channel, for ``Conv1d``) and a 0-dim int64 class id.
-
-    Attributes:
-        signals: ``(N, 187)`` float32, each row in [0, 1].
-        records: ``(N,)`` int64 MIT-BIH record of each beat (``mitdb``), else None.
-    """
-
-    def __init__(
-        self, signals: np.ndarray, labels: np.ndarray, records: np.ndarray | None = None
-    ) -> None:
-        signals = np.ascontiguousarray(signals, dtype=np.float32).reshape(-1, BEAT_LENGTH)
-        labels = np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
-        if len(signals) != len(labels) or (records is not None and len(records) != len(labels)):
-            raise ValueError(f"{len(signals)} signals but {len(labels)} labels")
-        self.signals = signals
-        self._labels = labels
-        self.records = None if records is None else np.asarray(records, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self._labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        i = int(index)
-        return torch.tensor(self.signals[i]).unsqueeze(0), torch.tensor(self._labels[i])
-
-    @property
-    def labels(self) -> np.ndarray:
-        """Class id of every beat in order, ``(N,)`` int64."""
-        return self._labels
-
-    def subset(self, rows: np.ndarray) -> BeatDataset:
-        """The beats ``rows`` (in that order), as a new dataset."""
-        rows = np.asarray(rows, dtype=np.int64)
-        records = None if self.records is None else self.records[rows]
-        return BeatDataset(self.signals[rows], self._labels[rows], records)
-
-
-# --------------------------------------------------------------------------- Kaggle CSVs
-
-
-def read_beats_csv(path: str | Path, *, fix: str) -> tuple[np.ndarray, np.ndarray]:
-    """The beats of a Kaggle-layout CSV: ``(N, 187)`` float32 signals, ``(N,)`` int64 labels.
-
-    The file has no header row (every line is a beat, the first included) and 188 numeric
-    columns: 187 samples, then the class id 0..4 written as a float (``0.0``). Anything else
-    (another number of columns, a cell that is not a number, an empty or NaN cell, a class
-    that is not an integer in 0..4) is a :class:`DataError` naming the file, the first bad
-    line (1-based) and ``fix``.
-    """
-    path = Path(path)
-
-    def bad(why: str) -> DataError:
-        return DataError(
-            f"{path} is not a beat CSV of {N_COLUMNS} columns ({BEAT_LENGTH} samples, then the "
-            f"class id 0..4): {why}. {fix}"
-        )
-
-    try:
-        check_regular_file(path)
-        frame = pd.read_csv(path, header=None)
-    except FileNotFoundError:
-        raise
-    except FileRefused as e:
-        raise bad(str(e)) from None
-    except pd.errors.EmptyDataError:
-        raise bad("it is empty") from None
-    except pd.errors.ParserError as e:  # "Expected 188 fields in line 7, saw 189"
-        raise bad(first_line(e).removeprefix("ParserError: ")) from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DataError(f"Cannot read {path} ({first_line(e)}). {fix}") from None
-    if frame.shape[1] != N_COLUMNS:
-        raise bad(f"it has {frame.shape[1]} columns")
-    text_columns = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
-    for c in text_columns:  # the first cell that does not parse as a number
-        numbers = pd.to_numeric(frame[c], errors="coerce")
-        wrong = numbers.isna().to_numpy() & frame[c].notna().to_numpy()
-        if wrong.any():
-            row = int(np.flatnonzero(wrong)[0])
-            raise bad(f"line {row + 1}, column {c + 1} holds {frame[c].iloc[row]!r}, not a number")
-    values = frame.to_numpy(dtype=np.float64)
-    missing = ~np.isfinite(values)
-    if missing.any():
-        row, col = (int(v[0]) for v in np.nonzero(missing))
-        raise bad(f"line {row + 1}, column {col + 1} is empty, NaN or infinite")
-    y = values[:, -1]
-    wrong = (y != np.round(y)) | (y < 0) | (y >= len(CLASSES))
-    if wrong.any():
-        row = int(np.flatnonzero(wrong)[0])
-        raise bad(
-            f"line {row + 1} has the class {y[row]:g}, not an integer in 0..{len(CLASSES) - 1} "
-            f"({', '.join(CLASSES)}); {int(wrong.sum())} such lines"
-        )
-    return values[:, :BEAT_LENGTH].astype(np.float32), y.astype(np.int64)
-
-
-def _read_csv_pair(
-    folder: Path, files: Mapping[str, str], fix: str
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    return {split: read_beats_csv(folder / name, fix=fix) for split, name in files.items()}
-
-
-def _mitbih_missing(folder: Path, missing: Sequence[str]) -> DataError:
-    expected = " and ".join(MITBIH_FILES.values())
-    return DataError(
-        f"The Kaggle MIT-BIH beats are not in {folder}: expected {expected} (missing: "
-        f"{', '.join(missing)}). Kaggle needs an account, so download=True does not "
-        f"fetch them: run `kaggle datasets download -d {KAGGLE_SET}` (with an API token in "
-        f"~/.kaggle/kaggle.json) and unzip heartbeat.zip into {folder}/ (the PTB files in it "
-        f"are not read)."
-    )
-
-
-def _balanced(
-    arrays: tuple[np.ndarray, np.ndarray], start: int, path: Path
-) -> tuple[np.ndarray, np.ndarray]:
-    signals, labels = arrays
-    if len(labels) <= start:
-        raise DataError(
-            f"balanced=True keeps the rows of {path} from row {start} on (the SAM course "
-            f"project's subset of the full Kaggle file), but it has only {len(labels)} rows: use "
-            f"the original file from {KAGGLE_SET}, or balanced=False."
-        )
-    return signals[start:], labels[start:]
-
-
-# --------------------------------------------------------------------------- beats of a record
-
-
 # --------------------------------------------------------------------------- mitdb records
 
 
@@ -261,43 +136,6 @@ def _pool(beats: Mapping[int, RecordBeats], records: Sequence[int]) -> BeatDatas
         np.concatenate([beats[r].labels for r in used]),
         np.concatenate([np.full(len(beats[r]), r, dtype=np.int64) for r in used]),
     )
-
-
-# --------------------------------------------------------------------------- splits
-
-
-def stratified_split(
-    labels: np.ndarray, fraction: float, seed: int, *, what: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted ``(kept, held_out)`` rows: a stratified, seeded ``fraction`` held out.
-
-    ``sklearn``'s ``train_test_split(stratify=labels, random_state=seed)``; a class with a
-    single beat (which it cannot stratify) stays in the kept part. ``what`` names the beats
-    in the error a split that cannot be made raises.
-    """
-    rows = np.arange(len(labels))
-    if fraction == 0:
-        return rows, rows[:0]
-    from sklearn.model_selection import train_test_split
-
-    counts = np.bincount(labels, minlength=len(CLASSES))
-    common = counts[labels] >= 2
-    try:
-        kept, held = train_test_split(
-            rows[common], test_size=fraction, stratify=labels[common], random_state=seed % 2**32
-        )
-    except ValueError as e:  # fewer held-out beats than classes, or too few beats
-        raise DataError(
-            f"Cannot hold out a stratified {fraction:g} of {what} ({len(labels)} beats; "
-            f"{first_line(e)}): use more data or another fraction."
-        ) from None
-    return np.sort(np.concatenate([kept, rows[~common]])), np.sort(held)
-
-
-def class_counts(labels: np.ndarray) -> dict[str, int]:
-    """Beats of each class: ``{"N": n, "S": ..., "V": ..., "F": ..., "Q": ...}``."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(CLASSES))
-    return {c: int(n) for c, n in zip(CLASSES, counts, strict=True)}
 
 
 # --------------------------------------------------------------------------- entry point
@@ -391,16 +229,16 @@ def _load_mitbih(r: _Request) -> _Pool:
     folder = r.root / "mitbih"
     lacking = [f for f in MITBIH_FILES.values() if not (folder / f).is_file()]
     if lacking:
-        raise _mitbih_missing(folder, lacking)
+        raise mitbih_missing(folder, lacking)
     fix = (
         f"Replace it with the original from the Kaggle data set {KAGGLE_SET} "
         f"(heartbeat.zip, unzipped into {folder}/)."
     )
-    arrays = _read_csv_pair(folder, MITBIH_FILES, fix)
+    arrays = read_csv_pair(folder, MITBIH_FILES, fix)
     if r.balanced:
         train_file, test_file = folder / MITBIH_FILES["train"], folder / MITBIH_FILES["test"]
-        arrays["train"] = _balanced(arrays["train"], BALANCED_TRAIN_START, train_file)
-        arrays["test"] = _balanced(arrays["test"], BALANCED_TEST_START, test_file)
+        arrays["train"] = balanced_rows(arrays["train"], BALANCED_TRAIN_START, train_file)
+        arrays["test"] = balanced_rows(arrays["test"], BALANCED_TEST_START, test_file)
     return _csv_pool(arrays, folder, MITBIH_FILES, {})
 
 
@@ -408,7 +246,7 @@ def _load_beats(r: _Request) -> _Pool:
     """The generated beats (ecg_exps.synthetic), in the Kaggle layout."""
     spec = r.beats_spec if r.beats_spec is not None else synthetic.BeatsSpec()
     folder = synthetic.ensure_beats(r.root, spec)
-    arrays = _read_csv_pair(
+    arrays = read_csv_pair(
         folder, synthetic.SPLIT_FILES, f"Delete {folder}; it is generated again."
     )
     return _csv_pool(arrays, folder, synthetic.SPLIT_FILES, {"beats": spec.record()})
@@ -450,18 +288,14 @@ def build_ecg_data(
     Args:
         name: ``"mitbih"``, ``"mitdb"`` or ``"beats"`` (case, ``-``, ``_`` ignored).
         root: data root holding ``mitbih/``, ``mitdb/`` (``beats/`` is written there).
-        split: ``mitdb`` only: ``"intrapatient"`` (every usable record's beats pooled,
-            a stratified :data:`TEST_FRACTION` of them ``test``) or ``"interpatient"``
-            (:data:`DS1` records train, :data:`DS2` test). The CSV sets take only
-            ``"intrapatient"`` (their own train / test files).
+        split: ``mitdb``: ``"intrapatient"`` or ``"interpatient"`` (see the module's
+            docstring); the CSV sets take only ``"intrapatient"`` (their own files).
         val_fraction: stratified part of the training beats held out as ``val``; 0: none.
         split_seed: seeds ``val``, the intra-patient ``test`` and the ``n_examples`` subset.
         n_examples: keep a random n of the training part (the first n of a ``split_seed``
             permutation, nested as n grows); ``val`` and ``test`` are unchanged.
-        download: ``mitdb``: fetch missing records with ``wfdb.dl_database`` (else the
-            records present are used, and the missing ones named in
-            ``meta["missing_records"]``). The Kaggle CSVs need an account and are never
-            downloaded; ``beats`` is generated.
+        download: ``mitdb``: fetch missing records with ``wfdb.dl_database`` (else those
+            present are used, the missing named in ``meta["missing_records"]``).
         balanced: ``mitbih`` only: the SAM course project's "balanced" subset (see
             :data:`BALANCED_TRAIN_START`).
         cache_dir: ``mitdb``: where each record's beats are cached (default
@@ -488,8 +322,24 @@ def build_ecg_data(
     )
     train_rows = seeded_subset(train_rows, n_examples, split_seed)
     splits = Splits(pool.subset(train_rows), pool.subset(val_rows), test, num_classes=len(CLASSES))
+    options = {"val_fraction": val_fraction, "split_seed": split_seed, "n_examples": n_examples}
+    splits.meta = _splits_meta(splits, key, source, split, options, balanced, meta)
+    return splits
+
+
+def _splits_meta(
+    splits: Splits,
+    key: str,
+    source: Path,
+    split: str,
+    options: dict[str, Any],
+    balanced: bool,
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """:func:`build_ecg_data`'s ``meta``: the splits' sizes and class counts, the options
+    (``options``: ``val_fraction``, ``split_seed``, ``n_examples``) and the loader's ``meta``."""
     parts = {"train": splits.train, "val": splits.val, "test": splits.test}
-    splits.meta = {
+    out = {
         "dataset": key,
         "synthetic": key == synthetic.NAME,
         "source": str(source),
@@ -499,9 +349,7 @@ def build_ecg_data(
         "n_train": len(splits.train),
         "n_val": len(splits.val),
         "n_test": len(splits.test),
-        "val_fraction": val_fraction,
-        "split_seed": split_seed,
-        "n_examples": n_examples,
+        **options,
         "balanced": bool(balanced),
         "sampling_rate": SAMPLING_RATE,
         "beat_length": BEAT_LENGTH,
@@ -509,8 +357,8 @@ def build_ecg_data(
         **meta,
     }
     if key == "mitdb":
-        splits.meta["records"] = {s: _records_of(d) for s, d in parts.items()}
-    return splits
+        out["records"] = {s: _records_of(d) for s, d in parts.items()}
+    return out
 
 
 def _check_set_options(key: str, split: str, records: Sequence[int] | None, balanced: bool) -> None:

@@ -1,47 +1,49 @@
 """The MIT-BIH Arrhythmia Database's WFDB records, read into beats: the records and de
-Chazal et al.'s divisions of them, each record's header and signal checked, the beats cut
-by Kachuee et al.'s recipe (:func:`segment_beats`), cached per record (keyed on the files'
-content), and the missing records fetched where PhysioNet is reachable. The data sets and
-their splits are :mod:`ecg_exps.data`'s."""
+Chazal et al.'s divisions of them, each record's header and signal checked
+(:mod:`ecg_exps.record_files`), the beats cut by Kachuee et al.'s recipe
+(:func:`~ecg_exps.segment.segment_beats`), cached per record (keyed on the files' content),
+and the missing records fetched where PhysioNet is reachable. The data sets and their
+splits are :mod:`ecg_exps.data`'s."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
-import math
 import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import numpy as np
 
 from common.embedded import embedded_sets
 from common.errors import DataError, first_line
-from common.io import FileRefused, check_regular_file, load_arrays, save_arrays, sha256_file
-from ecg_exps import synthetic
-
-CLASSES: tuple[str, ...] = ("N", "S", "V", "F", "Q")
-
-
-#: annotation symbol -> AAMI class (EC57); other symbols (rhythm, noise, artefact, '!' flutter
-#: waves, 'x' non-conducted P waves, ...) are not beats and are skipped
-AAMI: dict[str, str] = {
-    symbol: cls
-    for cls, symbols in (
-        ("N", "NLRej"),
-        ("S", "AaJS"),
-        ("V", "VE"),
-        ("F", "F"),
-        ("Q", "/fQ"),
-    )
-    for symbol in symbols
-}
-
+from common.io import load_arrays, save_arrays, sha256_file
+from ecg_exps.record_files import (  # re-exported: the lead, host and frequency bound
+    LEAD,
+    MAX_FS,
+    PHYSIONET_FILES,
+    check_dat,
+    check_header,
+    check_regular_files,
+    check_sum,
+    read_annotations,
+    read_header,
+    record_path,
+    refetch,
+)
+from ecg_exps.segment import (  # re-exported: the classes and the recipe
+    AAMI,
+    BEAT_LENGTH,
+    CLASSES,
+    RR_FACTOR,
+    SAMPLING_RATE,
+    WINDOW_SECONDS,
+    Segmented,
+    segment_beats,
+)
 
 #: the 48 records of the MIT-BIH Arrhythmia Database
 MITDB_RECORDS: tuple[int, ...] = (
@@ -71,104 +73,12 @@ DS2: tuple[int, ...] = (
 PACED: tuple[int, ...] = (102, 104, 107, 217)
 
 
-BEAT_LENGTH = synthetic.BEAT_LENGTH  # 187 samples per beat
-
-
-SAMPLING_RATE = synthetic.FS  # 125 Hz, the rate of every beat
-
-
-WINDOW_SECONDS = 10  # Kachuee's windows
-
-
-RR_FACTOR = 1.2  # a beat spans 1.2 T from its R peak
-
-
-LEAD = "MLII"
-
-
-PHYSIONET_FILES = "https://physionet.org/files/mitdb/1.0.0"
-
-
 #: records shipped with the package (``ecg_exps/embedded/mitdb/``, source and licence in its
 #: SOURCE.md), installed into ``<root>/mitdb/`` when missing
 EMBEDDED = embedded_sets(Path(__file__).parent).get("mitdb")
 
 
 CACHE_VERSION = 3  # bump when the cached beats or their key change meaning
-
-
-class Segmented(NamedTuple):
-    """:func:`segment_beats`' beats: rows, AAMI class ids, their annotations' indices, and
-    which of them the record's end cuts short (zero-padded where the signal ends)."""
-
-    signals: np.ndarray
-    labels: np.ndarray
-    keep: np.ndarray
-    cut: np.ndarray
-
-
-def segment_beats(
-    signal: np.ndarray, fs: float, samples: np.ndarray, symbols: Sequence[str]
-) -> Segmented:
-    """Kachuee et al.'s (2018) beats of one lead: ``(signals, labels, keep, cut)``.
-
-    ``signal`` is the lead at ``fs`` Hz, ``samples`` and ``symbols`` the reference
-    annotations (sample number at ``fs``, symbol). Only beat annotations (:data:`AAMI`)
-    within the signal are kept; ``keep`` is their index among the annotations, ``labels``
-    their AAMI class ids, ``signals`` ``(n, 187)`` float32 rows in [0, 1]. The recipe, with
-    the annotated R peaks in place of Kachuee's detected ones:
-
-    1. resample the lead to 125 Hz (``scipy.signal.resample_poly``; missing samples, NaN,
-       are first interpolated linearly) and place each R peak at ``round(sample * 125 / fs)``;
-    2. cut the signal into consecutive 10 s windows from its start (the last, shorter, one
-       kept) and min-max normalise each window to [0, 1] (a flat window: zeros);
-    3. T = the median R-R interval of the window's annotated beats (a window with fewer than
-       two beats: the record's median R-R; a record with fewer than two: 1 s);
-    4. each beat is the ``round(1.2 T)`` samples from its R peak, zero-padded (or truncated)
-       to 187. Edge beats: a beat near its window's end continues into the next samples of
-       the signal, scaled by its own window's minimum and maximum and clipped to [0, 1], so
-       it is not cut short; a beat near the record's end is zero-padded where the signal
-       ends, kept (PhysioNet's beat counts hold) and marked in ``cut``.
-    """
-    from scipy.signal import resample_poly
-
-    samples = np.asarray(samples, dtype=np.int64)
-    is_beat = np.array([s in AAMI for s in symbols], dtype=bool).reshape(-1)
-    keep = np.flatnonzero(is_beat & (samples >= 0) & (samples < len(signal)))
-    keep = keep[np.argsort(samples[keep], kind="stable")]
-    labels = np.array([CLASSES.index(AAMI[symbols[i]]) for i in keep], dtype=np.int64)
-    if len(keep) == 0:
-        return Segmented(np.zeros((0, BEAT_LENGTH), np.float32), labels, keep, np.zeros(0, bool))
-    x = np.asarray(signal, dtype=np.float64).reshape(-1)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        good = np.flatnonzero(~bad)
-        x = np.interp(np.arange(len(x)), good, x[good]) if len(good) else np.zeros_like(x)
-    ratio = Fraction(SAMPLING_RATE) / Fraction(fs).limit_denominator(10_000)
-    x = resample_poly(x, ratio.numerator, ratio.denominator)
-    n = len(x)
-    at = samples[keep]
-    peaks = np.minimum(np.rint(at * SAMPLING_RATE / fs).astype(np.int64), n - 1)
-    width = WINDOW_SECONDS * SAMPLING_RATE
-    starts = np.arange(0, n, width)
-    lo, hi = np.minimum.reduceat(x, starts), np.maximum.reduceat(x, starts)
-    window = peaks // width
-    rr = np.diff(at) * SAMPLING_RATE / fs  # in 125 Hz samples
-    period = np.full(len(starts), float(np.median(rr)) if len(rr) else float(SAMPLING_RATE))
-    same = window[1:] == window[:-1]  # R-R intervals inside one window
-    for w in np.unique(window[1:][same]):
-        period[w] = float(np.median(rr[same & (window[1:] == w)]))
-    length = np.minimum(BEAT_LENGTH, np.rint(RR_FACTOR * period[window]).astype(np.int64))
-    offsets = np.arange(BEAT_LENGTH)
-    index = peaks[:, None] + offsets[None, :]
-    valid = (offsets[None, :] < length[:, None]) & (index < n)
-    scale = (hi - lo)[window]
-    flat = scale <= 0
-    scale = np.where(flat, 1.0, scale)
-    rows = (x[np.minimum(index, n - 1)] - lo[window][:, None]) / scale[:, None]
-    rows = np.where(valid & ~flat[:, None], np.clip(rows, 0.0, 1.0), 0.0)
-    cut = peaks + length > n  # the record ends inside the beat's 1.2 T
-    return Segmented(rows.astype(np.float32), labels, keep, cut)
 
 
 @dataclass(frozen=True)
@@ -198,119 +108,6 @@ class RecordBeats:
         return {k: getattr(self, k) for k in ("signals", "labels", "samples", "symbols", "cut")}
 
 
-def _record_path(folder: Path, record: int, ext: str) -> Path:
-    return folder / f"{record}.{ext}"
-
-
-def _refetch(folder: Path, record: int) -> str:
-    return (
-        f"Re-download record {record}: delete its files and run with download=True, or "
-        f"`wfdb.dl_database('mitdb', '{folder}', records=['{record}'])`, or fetch "
-        f"{PHYSIONET_FILES}/{record}.hea, .dat and .atr into {folder}/."
-    )
-
-
-# bits per sample of the WFDB storage formats, for the size check of a .dat file
-_FORMAT_BITS = {
-    "8": 8,
-    "16": 16,
-    "24": 24,
-    "32": 32,
-    "61": 16,
-    "80": 8,
-    "160": 16,
-    "212": 12,
-    "310": 32 / 3,
-    "311": 32 / 3,
-}
-
-
-def _read_header(folder: Path, record: int) -> Any:
-    import wfdb
-
-    hea = _record_path(folder, record, "hea")
-    try:
-        return wfdb.rdheader(str(folder / str(record)))
-    except Exception as e:  # wfdb raises many kinds for a damaged header
-        raise DataError(
-            f"Cannot read the header {hea} ({first_line(e)}): it is damaged. "
-            f"{_refetch(folder, record)}"
-        ) from None
-
-
-#: The sampling frequencies the recipe takes: it resamples to SAMPLING_RATE, so a record
-#: must have at least that many samples a second; above MAX_FS nothing real is recorded.
-MAX_FS = 100_000
-
-
-def _check_header(folder: Path, record: int, header: Any, lead: int) -> None:
-    """The header's sampling frequency, length and the lead's gain are what the recipe
-    needs (wfdb takes a frequency it cannot parse, such as -360, as its default 250 Hz)."""
-    hea = _record_path(folder, record, "hea")
-
-    def bad(field: str, why: str) -> DataError:
-        return DataError(f"{hea}: {field} {why}. The header is damaged. {_refetch(folder, record)}")
-
-    written = _written_fs(hea)
-    fs = float(header.fs) if written is None else written
-    if not (math.isfinite(fs) and SAMPLING_RATE <= fs <= MAX_FS):
-        raise bad(
-            "the sampling frequency",
-            f"is {fs:g} Hz; the recipe needs {SAMPLING_RATE} to {MAX_FS} Hz (MIT-BIH: 360)",
-        )
-    length = int(header.sig_len or 0)
-    if length < WINDOW_SECONDS * fs:
-        raise bad("the number of samples", f"is {length}, less than one {WINDOW_SECONDS}-s window")
-    gain = float((header.adc_gain or [200.0] * header.n_sig)[lead])  # wfdb reads 0 as 200
-    if not (math.isfinite(gain) and gain > 0):
-        raise bad(f"the {LEAD} lead's gain", f"is {gain:g}; it must be a positive number")
-
-
-def _written_fs(hea: Path) -> float | None:
-    """The sampling frequency as the header's record line writes it (``name n_sig fs[/cf]
-    [(base)] length``); None where it is left out (WFDB's default, 250 Hz, then holds);
-    NaN where it is not a number."""
-    line = next(
-        (ln for ln in hea.read_text(errors="replace").splitlines() if ln and ln[0] != "#"), ""
-    )
-    fields = line.split()
-    if len(fields) < 3:
-        return None
-    text = fields[2].split("/")[0].split("(")[0]
-    try:
-        return float(text)
-    except ValueError:
-        return math.nan
-
-
-def _check_dat(folder: Path, record: int, header: Any) -> None:
-    """Every signal file the header names is there and holds all its samples."""
-    files: dict[str, list[int]] = {}
-    for i, name in enumerate(header.file_name or []):
-        files.setdefault(name, []).append(i)
-    for name, channels in files.items():
-        path = folder / name
-        if not path.is_file():
-            raise DataError(
-                f"{path} is missing (its header {_record_path(folder, record, 'hea')} is "
-                f"there). {_refetch(folder, record)}"
-            )
-        fmt = str(header.fmt[channels[0]])
-        if fmt not in _FORMAT_BITS:
-            continue
-        spf = header.samps_per_frame or [1] * header.n_sig
-        offset = (header.byte_offset or [None])[channels[0]] or 0
-        n_values = int(header.sig_len) * sum(int(spf[c] or 1) for c in channels)
-        need = offset + math.ceil(n_values * _FORMAT_BITS[fmt] / 8 - 1e-9)
-        size = path.stat().st_size
-        if size < need:
-            raise DataError(
-                f"{path} is truncated ({size} bytes; its header needs {need} for "
-                f"{header.sig_len} samples of {len(channels)} signal(s) in format {fmt}). "
-                f"{_refetch(folder, record)}"
-            )
-
-
 def read_record_beats(folder: str | Path, record: int) -> tuple[RecordBeats | None, str]:
     """The beats of MIT-BIH record ``record`` in ``folder``, read from its files, or
     ``(None, reason)`` for a record that has none to give (no MLII lead, no beats).
@@ -324,20 +121,13 @@ def read_record_beats(folder: str | Path, record: int) -> tuple[RecordBeats | No
     import wfdb
 
     folder = Path(folder)
-    for ext in ("hea", "dat", "atr"):  # a device or FIFO would be read forever or block
-        path = _record_path(folder, record, ext)
-        try:
-            check_regular_file(path)
-        except FileNotFoundError:
-            pass  # said below, by the file's reader
-        except FileRefused as e:
-            raise DataError(f"{e}. {_refetch(folder, record)}") from None
-    header = _read_header(folder, record)
+    check_regular_files(folder, record)
+    header = read_header(folder, record)
     names = list(getattr(header, "sig_name", None) or [])
     if LEAD not in names:
         return None, f"no {LEAD} lead (its signals: {', '.join(names) or 'none'})"
-    _check_header(folder, record, header, names.index(LEAD))
-    _check_dat(folder, record, header)
+    check_header(folder, record, header, names.index(LEAD))
+    check_dat(folder, record, header)
     lead = names.index(LEAD)
     dat = folder / (header.file_name[lead])
     try:
@@ -350,32 +140,10 @@ def read_record_beats(folder: str | Path, record: int) -> tuple[RecordBeats | No
         raise
     except Exception as e:  # a short or damaged .dat: numpy and wfdb errors alike
         raise DataError(
-            f"Cannot read {dat} ({first_line(e)}): the record is damaged. "
-            f"{_refetch(folder, record)}"
+            f"Cannot read {dat} ({first_line(e)}): the record is damaged. {refetch(folder, record)}"
         ) from None
-    _check_sum(folder, record, header, lead, digital)
-    atr = _record_path(folder, record, "atr")
-    if not atr.is_file():
-        raise DataError(f"{atr} (the beat annotations) is missing. {_refetch(folder, record)}")
-    try:
-        with open(atr, "rb") as f:  # WFDB annotation files end with a zero 16-bit word
-            f.seek(max(0, atr.stat().st_size - 2))
-            if atr.stat().st_size % 2 or f.read(2) != b"\0\0":
-                raise ValueError("no end-of-file marker: truncated or not an annotation file")
-        ann = wfdb.rdann(str(folder / str(record)), "atr")
-        samples = np.asarray(ann.sample, dtype=np.int64)
-        if len(samples) == 0 or len(ann.symbol) != len(samples):
-            raise ValueError("no annotations")
-        if any(not isinstance(s, str) for s in ann.symbol):
-            raise ValueError("annotation codes that WFDB does not define")
-        if np.any(np.diff(samples) < 0):
-            raise ValueError("annotations out of time order")
-        symbols = list(ann.symbol)
-    except Exception as e:  # a damaged .atr: index, reshape and value errors alike
-        raise DataError(
-            f"Cannot read the annotations {atr} ({first_line(e)}): the file is damaged. "
-            f"{_refetch(folder, record)}"
-        ) from None
+    check_sum(folder, record, header, lead, digital)
+    samples, symbols = read_annotations(folder, record)
     signals, labels, keep, cut = segment_beats(signal, float(header.fs), samples, symbols)
     if len(labels) == 0:
         return None, "no beat annotations"
@@ -383,24 +151,11 @@ def read_record_beats(folder: str | Path, record: int) -> tuple[RecordBeats | No
     return RecordBeats(int(record), signals, labels, samples[keep], chosen, cut), ""
 
 
-def _check_sum(folder: Path, record: int, header: Any, lead: int, digital: np.ndarray) -> None:
-    """WFDB's own check of the samples, which wfdb itself does not make: the header's 16-bit
-    checksum of each signal. A damaged ``.dat`` of the right size fails it."""
-    want = (getattr(header, "checksum", None) or [None] * header.n_sig)[lead]
-    got = int(np.sum(digital, dtype=np.int64))
-    if want is not None and (got - int(want)) % 65536:
-        raise DataError(
-            f"{folder / header.file_name[lead]} fails its checksum: the {LEAD} samples sum to "
-            f"{got % 65536} (mod 65536) where {_record_path(folder, record, 'hea')} says "
-            f"{int(want) % 65536}: the record is damaged. {_refetch(folder, record)}"
-        )
-
-
 def _cache_key(folder: Path, record: int) -> str:
     # the files' contents, not their size and time: an edit that keeps both (a copy with
     # its times preserved, a same-size change) must not be served the old beats
     files = [
-        [f"{record}.{ext}", sha256_file(_record_path(folder, record, ext))]
+        [f"{record}.{ext}", sha256_file(record_path(folder, record, ext))]
         for ext in ("hea", "dat", "atr")
     ]
     recipe = {
@@ -471,7 +226,7 @@ def load_record_beats(
 
 
 def _complete(folder: Path, record: int) -> bool:
-    return all(_record_path(folder, record, e).is_file() for e in ("hea", "dat", "atr"))
+    return all(record_path(folder, record, e).is_file() for e in ("hea", "dat", "atr"))
 
 
 def _download_mitdb(folder: Path, records: Sequence[int]) -> str:
@@ -531,7 +286,7 @@ def mitdb_records(
     if missing and download:
         why = _download_mitdb(folder, missing)
         if why:
-            present = [r for r in needed if _record_path(folder, r, "hea").is_file()]
+            present = [r for r in needed if record_path(folder, r, "hea").is_file()]
             use = f"pass download=False to use the {len(present)} present, or " if present else ""
             raise DataError(
                 f"Cannot download {len(missing)} MIT-BIH Arrhythmia Database record(s) "
@@ -540,7 +295,7 @@ def mitdb_records(
                 f"records there. {how_to_get(folder)}"
             )
         downloaded = True
-    present = [r for r in needed if _record_path(folder, r, "hea").is_file()]
+    present = [r for r in needed if record_path(folder, r, "hea").is_file()]
     missing = [r for r in needed if r not in present]
     return present, missing, downloaded
 

@@ -22,17 +22,16 @@ and absent, :class:`DataError` says which files go where.
 * Embedded: MUTAG and PTC_MR ship with the package (``graph_exps/embedded/``, source and
   terms in each ``SOURCE.md``): when their raw files are missing under ``root`` they are
   installed there from the embedded copy, checksums verified, without a network.
+
+This module holds the features, the ``sbm`` set's markers and the splits' assembly; the TU
+files are read and checked by :mod:`graph_exps.tu`, the folds are :mod:`graph_exps.folds`'.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
-import shutil
-import warnings
-import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +44,10 @@ from torch_geometric.loader.dataloader import Collater
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import degree, one_hot
 
-from common.embedded import embedded_sets
 from common.errors import DataError, UserError  # DataError re-exported: the shared one
 from common.io import exclusive, read_json, write_json
-from common.splits import SPLITS, Splits, check_split_options, seeded_subset
+from common.splits import SPLITS, Splits, check_split_options
+from graph_exps.folds import fold_indices, split_rows  # fold_indices re-exported
 from graph_exps.sbm import (  # re-exported: the generated set
     SBM_NAME,
     SBMSpec,
@@ -57,30 +56,16 @@ from graph_exps.sbm import (  # re-exported: the generated set
     sbm_edge_probabilities,
     write_sbm_dataset,
 )
-
-TU_DATASETS: tuple[str, ...] = (
-    "MUTAG",
-    "PTC_MR",
-    "PROTEINS",
-    "NCI1",
-    "IMDB-BINARY",
-    "IMDB-MULTI",
-    "COLLAB",
-    "REDDIT-BINARY",
-    "REDDIT-MULTI-5K",
-)
-#: the TU sets shipped with the package, installed into ``<root>/<NAME>/raw/`` when missing
-EMBEDDED = embedded_sets(Path(__file__).parent)
-DATASETS: tuple[str, ...] = (*TU_DATASETS, SBM_NAME)
-#: the official host (PyG's ``TUDataset.url`` at import); the messages name the URL PyG
-#: uses when they are written (:func:`_tu_url`), which a mirror may have changed since
-TU_URL: str = TUDataset.url
-REQUIRED_FILES: tuple[str, ...] = ("A", "graph_indicator", "graph_labels")
-OPTIONAL_FILES: tuple[str, ...] = (
-    "node_labels",
-    "node_attributes",
-    "edge_labels",
-    "edge_attributes",
+from graph_exps.tu import (  # re-exported: the known sets and their files
+    DATASETS,
+    EMBEDDED,
+    OPTIONAL_FILES,
+    REQUIRED_FILES,
+    TU_DATASETS,
+    TU_URL,
+    missing_files,
+    open_tu,
+    tu_url,
 )
 
 
@@ -168,125 +153,13 @@ def _ensure_sbm(root: Path, spec: SBMSpec) -> bool:
     """
     want = spec.record()
     raw_ok = _read_json(_sbm_marker(root, "raw")) == want
-    if not raw_ok or _missing(root / SBM_NAME / "raw", SBM_NAME):
+    if not raw_ok or missing_files(root / SBM_NAME / "raw", SBM_NAME):
         write_sbm_dataset(root, **dataclasses.asdict(spec))
         return True
     return _read_json(_sbm_marker(root, "processed")) != want
 
 
-# --------------------------------------------------------------------------- TU files
-
-
-def _tu_url(name: str) -> str:
-    """The archive PyG's ``TUDataset`` downloads for ``name`` (from its ``url`` now)."""
-    return f"{TUDataset.url}/{name}.zip"
-
-
-def _tu_path(raw: Path, name: str, kind: str) -> Path:
-    return raw / f"{name}_{kind}.txt"
-
-
-def _missing(raw: Path, name: str) -> list[str]:
-    return [k for k in REQUIRED_FILES if not _tu_path(raw, name, k).is_file()]
-
-
-def _files_text(name: str) -> str:
-    req = ", ".join(f"{name}_{k}.txt" for k in REQUIRED_FILES)
-    opt = ", ".join(f"{name}_{k}.txt" for k in OPTIONAL_FILES)
-    return f"{req} (and, where the set has them, {opt})"
-
-
-def _extract_zip(root: Path, name: str, raw: Path) -> None:
-    """Unpack an official ``<NAME>.zip`` left in ``root`` or the raw directory, if there is one."""
-    for archive in (root / f"{name}.zip", raw / f"{name}.zip"):
-        if not archive.is_file():
-            continue
-        try:
-            with zipfile.ZipFile(archive) as z:
-                members = [
-                    m
-                    for m in z.infolist()
-                    if not m.is_dir()
-                    and Path(m.filename).name.startswith(f"{name}_")
-                    and m.filename.endswith(".txt")
-                ]
-                raw.mkdir(parents=True, exist_ok=True)
-                for m in members:
-                    with z.open(m) as src, open(raw / Path(m.filename).name, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-        except (zipfile.BadZipFile, OSError) as e:
-            raise DataError(
-                f"Cannot extract {archive} ({type(e).__name__}: {e}). The archive looks "
-                f"corrupt: delete it and download {_tu_url(name)} again."
-            ) from None
-        return
-
-
-def _load_array(path: Path, dtype: type, fix: str) -> np.ndarray:
-    """A TU text file as a 2-d array; a DataError naming the file if it does not parse."""
-
-    def corrupt(why: str) -> DataError:
-        return DataError(f"TU raw file {path} is corrupt: {why.rstrip('.')}. {fix}")
-
-    if path.stat().st_size == 0:
-        raise corrupt("it is empty")
-    with open(path, "rb") as f:
-        f.seek(-1, 2)
-        if f.read(1) != b"\n":  # PyG drops the last line of a file without a final newline
-            raise corrupt("it does not end with a newline (truncated?)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            arr = np.loadtxt(path, delimiter=",", dtype=dtype, ndmin=2)
-    except (ValueError, OSError) as e:
-        raise corrupt(f"{type(e).__name__}: {e}") from None
-    if arr.size == 0:
-        raise corrupt("it holds no numbers")
-    return arr
-
-
-def _check_raw(raw: Path, name: str, fix: str) -> None:
-    """Checks the TU raw files parse and agree with each other, before PyG processes them.
-
-    PyG would fail with an opaque error or, for some inconsistencies (fewer labels than
-    graphs, an edge across graphs), build a wrong data set without complaint.
-    """
-
-    def path(kind: str) -> Path:
-        return _tu_path(raw, name, kind)
-
-    def bad(kind: str, why: str) -> DataError:
-        return DataError(f"TU raw file {path(kind)} is corrupt: {why}. {fix}")
-
-    gi = _load_array(path("graph_indicator"), np.int64, fix)
-    if gi.shape[1] != 1:
-        raise bad("graph_indicator", f"expected one graph id per line, got {gi.shape[1]} columns")
-    gi = gi[:, 0]
-    n_nodes, n_graphs = gi.size, int(gi.max())
-    if gi.min() != 1 or np.any(np.diff(gi) < 0) or np.unique(gi).size != n_graphs:
-        raise bad("graph_indicator", "graph ids must run 1, 1, ..., 2, ... up to the last graph")
-    a = _load_array(path("A"), np.int64, fix)
-    if a.shape[1] != 2:
-        raise bad("A", f"expected 'i, j' per line, got {a.shape[1]} columns")
-    if a.min() < 1 or a.max() > n_nodes:
-        raise bad("A", f"node ids must be in 1..{n_nodes} (the graph_indicator's nodes)")
-    if np.any(gi[a[:, 0] - 1] != gi[a[:, 1] - 1]):
-        raise bad("A", "an edge joins nodes of two different graphs")
-    if int(gi[a[:, 0] - 1].max()) != n_graphs:
-        raise bad("A", f"the last graph ({n_graphs}) has no edges, which PyG cannot read")
-    y = _load_array(path("graph_labels"), np.int64, fix)
-    if y.shape != (n_graphs, 1):
-        raise bad("graph_labels", f"expected {n_graphs} lines of one label, got shape {y.shape}")
-    for kind, rows, dtype in (
-        ("node_labels", n_nodes, np.int64),
-        ("node_attributes", n_nodes, np.float64),
-        ("edge_labels", len(a), np.int64),
-        ("edge_attributes", len(a), np.float64),
-    ):
-        if path(kind).is_file():
-            arr = _load_array(path(kind), dtype, fix)
-            if len(arr) != rows:
-                raise bad(kind, f"expected {rows} lines, got {len(arr)}")
+# --------------------------------------------------------------------------- names
 
 
 def canonical_name(name: str) -> str:
@@ -301,104 +174,6 @@ def canonical_name(name: str) -> str:
         )
     fold = {n.lower().replace("_", "-"): n for n in DATASETS}
     return fold.get(key.lower().replace("_", "-"), key)
-
-
-def _missing_error(name: str, root: Path, raw: Path, missing: list[str], why: str) -> DataError:
-    known = ""
-    if name not in DATASETS:
-        close = difflib.get_close_matches(name.upper(), DATASETS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        known = (
-            f" ({name!r} is not one of {', '.join(DATASETS)}; any other TU data set works "
-            f"once its files are there{'.' + hint if hint else ''})"
-        )
-    return DataError(
-        f"Graph data set {name} not found under {root}{known}.{why} PyG's TUDataset reads the "
-        f"raw text files {_files_text(name)} from {raw}/ (missing: "
-        f"{', '.join(f'{name}_{k}.txt' for k in missing)}). Download {_tu_url(name)} and "
-        f"extract its files into {raw}/ (or leave the zip at {root / (name + '.zip')}), or run "
-        f"once with network access and data.download=true."
-    )
-
-
-def _open_tu(root: Path, name: str, download: bool, force: bool, fix: str) -> TUDataset:
-    """``TUDataset(root, name)`` after the checks above; every failure is a DataError."""
-    raw = root / name / "raw"
-    missing = _missing(raw, name)
-    if missing:
-        _extract_zip(root, name, raw)
-    if name in EMBEDDED:  # verified on every load; installs only what is missing
-        force = bool(EMBEDDED[name].install(raw)) or force
-    missing = _missing(raw, name)
-    why = ""
-    if missing and download and name != SBM_NAME:
-        try:  # PyG downloads the archive (and processes it) when A / graph_indicator lack
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                TUDataset(str(root), name)
-        except Exception as e:
-            why = f" Downloading {_tu_url(name)} failed ({type(e).__name__}: {e})."
-        missing = _missing(raw, name)
-    if missing:
-        raise _missing_error(name, root, raw, missing, why)
-    processed = root / name / "processed"
-    if force or not (processed / "data.pt").is_file():
-        _check_raw(raw, name, fix)
-    try:
-        return TUDataset(str(root), name, force_reload=force)
-    except Exception as e:
-        raise DataError(
-            f"PyG's TUDataset could not read {raw} ({type(e).__name__}: {e}). Delete "
-            f"{processed} (a cache PyG rebuilds from the raw files) and try again; if that "
-            f"fails, the raw files are damaged. {fix}"
-        ) from None
-
-
-# --------------------------------------------------------------------------- splits
-
-
-def fold_indices(
-    y: Sequence[int] | np.ndarray | torch.Tensor,
-    *,
-    fold: int = 0,
-    n_folds: int = 10,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sorted ``(train, val, test)`` graph indices of cross-validation fold ``fold``.
-
-    Test: fold ``fold`` of ``StratifiedKFold(n_folds, shuffle=True, random_state=seed)``;
-    validation: a stratified ``val_fraction`` of the other graphs (``train_test_split`` with
-    the same seed); train: the rest. The same ``y`` and seed always give the same folds.
-    """
-    from sklearn.model_selection import StratifiedKFold, train_test_split
-
-    y = np.asarray(y).reshape(-1)
-    if not 2 <= n_folds <= len(y):
-        raise DataError(f"n_folds must be in 2..{len(y)} (the number of graphs), got {n_folds}.")
-    if not 0 <= fold < n_folds:
-        raise DataError(f"fold must be in 0..{n_folds - 1} for {n_folds}-fold CV, got {fold}.")
-    if not 0.0 <= val_fraction < 1.0:
-        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}.")
-    skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # a class with < n_folds members
-            rest, test = list(skf.split(np.zeros(len(y)), y))[fold]
-    except ValueError as e:
-        raise DataError(f"Cannot split {len(y)} graphs into {n_folds} folds: {e}") from None
-    val = rest[:0]
-    if val_fraction > 0:
-        try:
-            rest, val = train_test_split(
-                rest, test_size=val_fraction, stratify=y[rest], random_state=seed
-            )
-        except ValueError as e:
-            raise DataError(
-                f"Cannot carve a stratified validation set (val_fraction={val_fraction}) from "
-                f"{len(rest)} training graphs: {e} Use a larger val_fraction, or 0 for none."
-            ) from None
-    return np.sort(rest), np.sort(val), np.sort(test)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -420,10 +195,10 @@ def _open_dataset(
         else:
             force = False
             fix = (
-                f"Replace it with the file from {_tu_url(name)} (extracted into "
+                f"Replace it with the file from {tu_url(name)} (extracted into "
                 f"{root / name / 'raw'}/) and delete {root / name / 'processed'}."
             )
-        ds = _open_tu(root, name, download, force, fix)
+        ds = open_tu(root, name, download, force, fix)
         if spec is not None and force:
             write_json(_sbm_marker(root, "processed"), spec.record())
     if getattr(ds, "y", None) is None or len(ds) < 2:
@@ -488,37 +263,62 @@ def build_graph_data(
         DataError: bad option, or a data set that is missing or corrupt.
     """
     name = canonical_name(name)
+    split_seed = _checked_options(fold, n_folds, val_fraction, n_examples, split_seed, max_degree)
+    root = Path(root).expanduser()
+    ds, spec = _open_dataset(name, root, download, sbm)
+    ds, features, num_features = _node_features(ds, root, name, max_degree)
+    rows = split_rows(
+        ds.y.numpy(), fold, n_folds, val_fraction, split_seed, n_examples, val_is_test
+    )
+    protocol = {
+        "fold": fold,
+        "n_folds": n_folds,
+        "split_seed": split_seed,
+        "val_is_test": bool(val_is_test),
+    }
+    return _graph_splits(ds, rows, name, root, protocol, spec, (features, num_features), max_degree)
+
+
+def _checked_options(
+    fold: int,
+    n_folds: int,
+    val_fraction: float,
+    n_examples: int | None,
+    split_seed: int,
+    max_degree: int,
+) -> int:
+    """Refuses a bad fold or ``max_degree`` (and the split options): the checked seed."""
     if not n_folds >= 2 or not 0 <= fold < n_folds:
         raise DataError(f"fold must be in 0..{n_folds - 1} with n_folds >= 2, got fold={fold}.")
     split_seed = check_split_options(val_fraction, n_examples, split_seed)
     if int(max_degree) < 1:
         raise DataError(f"max_degree must be >= 1, got {max_degree}.")
-    root = Path(root).expanduser()
-    ds, spec = _open_dataset(name, root, download, sbm)
-    ds, features, num_features = _node_features(ds, root, name, max_degree)
-    y = ds.y.numpy()
-    num_classes = int(y.max()) + 1
-    train_idx, val_idx, test_idx = fold_indices(
-        y,
-        fold=fold,
-        n_folds=n_folds,
-        val_fraction=0.0 if val_is_test else val_fraction,
-        seed=split_seed,
-    )
-    if val_is_test:
-        val_idx = test_idx
-    train_idx = seeded_subset(train_idx, n_examples, split_seed)
-    train, val, test = (ds.index_select(i.tolist()) for i in (train_idx, val_idx, test_idx))
+    return split_seed
+
+
+def _graph_splits(
+    ds: TUDataset,
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+    name: str,
+    root: Path,
+    protocol: dict[str, Any],
+    spec: SBMSpec | None,
+    node_features: tuple[str, int],
+    max_degree: int,
+) -> Splits:
+    """The splits of ``ds`` at ``rows`` (train, val, test) and their ``meta``; ``protocol``
+    holds the fold, ``n_folds``, ``split_seed`` and ``val_is_test``, ``node_features`` the
+    features' kind and width."""
+    features, num_features = node_features
+    num_classes = int(ds.y.numpy().max()) + 1
+    train, val, test = (ds.index_select(i.tolist()) for i in rows)
     meta: dict[str, Any] = {
         "dataset": name,
         "n_graphs": len(ds),
         "n_train": len(train),
         "n_val": len(val),
         "n_test": len(test),
-        "fold": fold,
-        "n_folds": n_folds,
-        "split_seed": split_seed,
-        "val_is_test": bool(val_is_test),
+        **protocol,
         "synthetic": spec is not None,
         "features": features,
         "num_features": num_features,
