@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
 import statistics
 import subprocess
 import sys
@@ -160,6 +161,57 @@ def optimizer_steps(device: torch.device) -> Iterator[Row]:
         status = "ok" if worst <= STEP_TOLERANCE else "FAIL"
         setting = f"{name} (σ = 0)" if "sigma" in _options(name) else name
         yield Row("optimizer step vs CPU", setting, status, f"max rel. diff {worst:.1e}", seconds)
+
+
+def _scaled_steps(name: str, device: torch.device, x: torch.Tensor, y: torch.Tensor) -> str:
+    """An overflowing step then a good one under GradScaler and autocast; '' when right."""
+    from common.optim import OPTIMIZERS, create_optimizer
+    from common.optim.closures import accumulating_closure, scaled_step
+
+    model = _small_model(0).to(device)
+    target = model if OPTIMIZERS[name].sharpness_aware else model.parameters()
+    optimizer = create_optimizer(name, target, **_options(name))
+    data = [(x.to(device), y.to(device))]
+    if hasattr(optimizer, "prepare_epoch"):
+        fp32 = lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1])  # noqa: E731
+        optimizer.prepare_epoch(0, model=model, loss_fn=fp32, data=data)
+    scaler = torch.amp.GradScaler(device.type, init_scale=2.0**16)
+    before = [p.detach().clone() for p in model.parameters()]
+    for factor in (1e36, 1.0):  # x 1e36: the scaled loss overflows
+        optimizer.zero_grad()
+        closure = accumulating_closure(
+            lambda b, f=factor: _loss(model, b, f), data, scale=scaler.scale
+        )
+        loss = scaled_step(optimizer, closure, scaler)
+        if factor > 1 and (loss is not None or scaler.get_scale() != 2.0**15):
+            return "the overflow was not skipped"
+        after = model.parameters()
+        if factor > 1 and any(not torch.equal(a, b) for a, b in zip(after, before, strict=True)):
+            return "the overflow moved the weights"
+    if loss is None or not math.isfinite(float(loss)):
+        return f"the good step gave loss {loss}"
+    return ""
+
+
+def _loss(model: nn.Module, batch: Any, factor: float) -> torch.Tensor:
+    dtype = torch.float16 if batch[0].is_cuda else torch.bfloat16
+    with torch.autocast(batch[0].device.type, dtype=dtype):
+        return factor * nn.functional.cross_entropy(model(batch[0]).float(), batch[1])
+
+
+def scaled_steps(device: torch.device) -> Iterator[Row]:
+    """Every optimizer under torch.amp.GradScaler (fp16 on CUDA, bf16 on the CPU)."""
+    from common.optim import OPTIMIZERS
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 3, 16, 16, generator=g), torch.randint(0, 10, (32,), generator=g)
+    for name in OPTIMIZERS:
+        try:
+            problem, seconds = timed(lambda n=name: _scaled_steps(n, device, x, y))
+        except Exception as error:
+            problem, seconds = f"{type(error).__name__}: {error}", 0.0
+        status = "FAIL" if problem else "ok"
+        yield Row("GradScaler overflow, then a step", name, status, problem[:80], seconds)
 
 
 # -- measurements -----------------------------------------------------------------------------
@@ -332,8 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out or tmp)
         rows: list[Row] = []
         for check in (lambda: smoke_training(device, out), lambda: optimizer_steps(device),
-                      lambda: hvp_paths(device), lambda: measurements(device, out),
-                      lambda: nccl(device, out), lambda: peak_memory(device)):  # fmt: skip
+                      lambda: scaled_steps(device), lambda: hvp_paths(device),
+                      lambda: measurements(device, out), lambda: nccl(device, out),
+                      lambda: peak_memory(device)):  # fmt: skip
             for row in check():
                 rows.append(row)
                 print(f"{row.status:4} {row.check}: {row.setting} {row.value}", file=sys.stderr)

@@ -51,3 +51,11 @@ def test_the_table_has_a_row_per_check() -> None:
         "| a | b | ok | v | 1.2 |",
         "| c | d | FAIL |  | 0.0 |",
     ]
+
+
+def test_every_optimizer_takes_a_scaled_overflow_then_a_step() -> None:
+    from common.optim import OPTIMIZERS
+
+    rows = list(gpu_check.scaled_steps(torch.device("cpu")))
+    assert [r.setting for r in rows] == list(OPTIMIZERS)
+    assert {r.status for r in rows} == {"ok"}, [r for r in rows if r.status != "ok"]
