@@ -20,8 +20,12 @@ from torch import nn
 from torch.optim import Optimizer
 
 from common.optim.base import Params
+from common.optim.fsam import FSAM
+from common.optim.gsam import GSAM
+from common.optim.looksam import LookSAM
 from common.optim.nso import NSO
 from common.optim.options import BASE_OPTIONS, Option, base_accepts
+from common.optim.rwp import RWP
 from common.optim.sam import SAM
 from common.optim.ssam import SSAMD, SSAMF
 from common.optim.wsam import WSAM
@@ -70,7 +74,8 @@ class OptimInfo:
         name: registry key.
         cls: the class ``create_optimizer`` builds.
         description: one line for tables and ``--help``.
-        grad_evals: gradient evaluations (closure calls) one step costs, given the options.
+        grad_evals: gradient evaluations (closure calls) one step costs, given the options;
+            averaged over its period where steps differ (LookSAM: 1 + 1/interval).
         specs: the optimizer's own options (``max_grad_norm`` included; base-optimizer
             options such as lr are in ``BASE_OPTIONS``), in declaration order, with the
             constructor's defaults; empty for a plain torch optimizer.
@@ -82,7 +87,7 @@ class OptimInfo:
     name: str
     cls: type[Optimizer]
     description: str
-    grad_evals: Callable[[Mapping[str, Any]], int]
+    grad_evals: Callable[[Mapping[str, Any]], float]
     specs: Mapping[str, Option] = field(default_factory=lambda: MappingProxyType({}))
     preset: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     sharpness_aware: bool = True
@@ -97,7 +102,7 @@ class OptimInfo:
         own = {k: v for k, v in cfg.items() if k in self.options}
         return {**self.options, **self.preset, **own}
 
-    def evals_per_step(self, **cfg: Any) -> int:
+    def evals_per_step(self, **cfg: Any) -> float:
         """Closure calls per ``step(closure)`` with these options."""
         return self.grad_evals(self.resolved(**cfg))
 
@@ -105,6 +110,15 @@ class OptimInfo:
 def _nso_evals(o: Mapping[str, Any]) -> int:
     per = 2 if o["use_neg"] else 1
     return (1 if o["lam"] > 0 else 0) + (per * o["num_perturbs"] if o["lam"] < 1 else 0)
+
+
+def _looksam_evals(o: Mapping[str, Any]) -> float:
+    # the mean over a period of k steps: one full step (g(W), g(W + e)), k − 1 with g(W)
+    return 1 + 1 / o["interval"]
+
+
+def _rwp_evals(o: Mapping[str, Any]) -> int:
+    return (1 if o["mix"] < 1 else 0) + (1 if o["mix"] > 0 else 0)  # g(W), g(W + eps)
 
 
 def _base_info(name: str, cls: type[Optimizer]) -> OptimInfo:
@@ -136,6 +150,12 @@ OPTIMIZERS: Mapping[str, OptimInfo] = MappingProxyType(
         "ssamd": _info("ssamd", SSAMD, "dynamic sparse SAM, Mi et al. 2022"),
         "wsam": _info("wsam", WSAM, "weighted SAM, Yue et al. 2023"),
         "nso": _info("nso", NSO, "noise stability optimization, Zhang et al. 2024", _nso_evals),
+        "fsam": _info("fsam", FSAM, "friendly SAM, Li et al. 2024"),
+        "rwp": _info("rwp", RWP, "(mixed) random weight perturbation, Li et al. 2024", _rwp_evals),
+        "gsam": _info("gsam", GSAM, "surrogate gap guided SAM, Zhuang et al. 2022"),
+        "looksam": _info(
+            "looksam", LookSAM, "LookSAM, SAM every k steps, Liu et al. 2022", _looksam_evals
+        ),
     }
 )
 
