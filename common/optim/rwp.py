@@ -1,0 +1,234 @@
+"""RWP and m-RWP: random weight perturbation (Li et al., 2022; TMLR 2024)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from common.optim.base import Closure, Params, SharpnessAwareOptimizer
+from common.optim.nso import _caller_level
+from common.optim.options import MAX_GRAD_NORM, SEED, Option, frozen
+from common.optim.perturb import norm_dtype, sample_noise_, steal_grads
+from common.rng import generator
+
+
+def filter_norms(weight: Tensor) -> Tensor:
+    """‖W_i‖ of every output filter i (W[i, ...]), shaped to broadcast against ``weight``;
+    a parameter of at most one dimension (bias, norm scale) is one filter: its whole norm.
+
+    Accumulated in at least float32 (:func:`~common.optim.perturb.norm_dtype`).
+    """
+    dtype = norm_dtype([weight])
+    if weight.dim() <= 1:
+        return torch.linalg.vector_norm(weight, dtype=dtype)
+    rows = torch.linalg.vector_norm(weight.reshape(weight.shape[0], -1), dim=1, dtype=dtype)
+    return rows.reshape(-1, *([1] * (weight.dim() - 1)))
+
+
+def filter_noise_(buf: Tensor, weight: Tensor, scale: float, generator: torch.Generator) -> Tensor:
+    """Fills ``buf`` in place with ε, ε_i ~ N(0, scale²·‖W_i‖²) on every filter i of
+    ``weight`` (see :func:`filter_norms`): one standard-normal draw, scaled per filter."""
+    sample_noise_(buf, "normal", 1.0, generator)
+    return buf.mul_((scale * filter_norms(weight)).to(buf.dtype))
+
+
+class RWP(SharpnessAwareOptimizer):
+    """Descends the mixed loss (1−λ)·L(W) + λ·E_ε L(W + ε) with filter-wise Gaussian ε.
+
+    One step on one batch, σ = ``noise_scale``, λ = ``mix``: one draw ε, on every output
+    filter i of every weight ε_i ~ N(0, σ²·‖W_i‖²·I) (W_i = W[i, ...]; a bias or other
+    parameter of at most one dimension is scaled by its whole norm, as in the authors'
+    code); G = (1−λ)·g(W) + λ·g(W + ε), both on the same batch; W restored bit for bit;
+    base step with G. λ = 1 is RWP ("Efficient Generalization Improvement Guided by Random
+    Weight Perturbation", 2022), one gradient pass; 0 < λ < 1 is m-RWP
+    ("Revisiting Random Weight Perturbation for Efficiently Improving Generalization",
+    TMLR 2024), two passes; λ = 0 and σ = 0 are the base optimizer exactly.
+
+    How it differs from :class:`~common.optim.NSO`: ε is relative and filter-wise (std
+    σ‖W_i‖, following each filter's scale as it changes), where NSO's U has one absolute
+    std σ; ε is one-sided (W + ε only) and drawn once per step, where NSO by default
+    averages antithetic pairs W ± U; and G keeps the clean gradient with weight 1 − λ
+    (λ = ``mix`` weights the perturbed one, NSO's ``lam`` the clean one). Where every
+    filter has norm 1 the draws coincide: RWP(mix=λ) is NSO(use_neg=False,
+    num_perturbs=1, lam=1−λ) from the same generator state, bit for bit in float64.
+
+    The authors' m-RWP script (github.com/nblt/mARWP) takes g(W) and g(W + ε) on two
+    consecutive batches (and trains twice the epochs); ``step(closure)`` takes both on
+    the closure's batch, as every optimizer here does. Their adaptive
+    variant (ARWP, noise shrunk by a running Fisher estimate) is not implemented.
+
+    Gradients present when ``step(closure)`` starts (a caller's own backward) are taken as
+    g(W) when λ < 1, saving the clean pass; when λ = 1 g(W) is not part of G, so they are
+    discarded with a warning. The gradient at W + ε is always fresh: clip G with
+    ``max_grad_norm``.
+
+    Args:
+        params: parameters, param groups (``noise_scale`` may differ per group; 0 = no
+            noise), or a model.
+        base_optimizer: class (built with ``**base_kwargs``) or built instance.
+        noise_scale: σ >= 0, the noise std relative to each filter's norm (the authors'
+            ``sigma``; 0.01 by default there, 0.015 in their CIFAR-100 m-RWP runs).
+        mix: λ in [0, 1], weight of g(W + ε) in G (0.5 in the authors' m-RWP runs).
+        seed: seed of the optimizer's own noise generator (its state is in state_dict, so
+            resumed runs draw the same noise). None: drawn from torch's global RNG.
+        max_grad_norm: clip the global norm of G before the base step; None: off.
+    """
+
+    OPTIONS = frozen(
+        noise_scale=Option(
+            float, "RWP noise std sigma relative to each filter's norm (per group)", min=0
+        ),
+        mix=Option(float, "RWP weight lambda of g(W + eps) in the update (1: RWP)", min=0, max=1),
+        seed=SEED,
+        max_grad_norm=MAX_GRAD_NORM,
+    )
+
+    def __init__(
+        self,
+        params: Params | None,
+        base_optimizer: type[Optimizer] | Optimizer = torch.optim.SGD,
+        *,
+        noise_scale: float = 0.01,
+        mix: float = 0.5,
+        seed: int | None = None,
+        max_grad_norm: float | None = None,
+        **base_kwargs: Any,
+    ) -> None:
+        self.check_options(mix=mix, seed=seed)
+        super().__init__(
+            params,
+            base_optimizer,
+            {"noise_scale": noise_scale},
+            max_grad_norm=max_grad_norm,
+            **base_kwargs,
+        )
+        self.mix = mix
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()).item())
+        self.seed = seed
+        self._generators: dict[str, torch.Generator] = {}
+        self._clean: list[Tensor | None] | None = None  # g(W) between the two steps
+        self._warned_discard = False  # the mix == 1 warning, once per optimizer
+
+    # -- the two halves of a step ------------------------------------------------------
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = False) -> None:
+        """Keeps the gradients in ``p.grad`` as g(W) (drops them when λ = 1) and moves to
+        W + ε with a fresh draw."""
+        if self._clean is not None:
+            raise RuntimeError(
+                "the weights are already perturbed: call second_step() before first_step() again"
+            )
+        params = self._params()
+        clean = steal_grads(params)  # p.grad is emptied either way
+        perturbed, points = [], []
+        for group in self.param_groups:  # every parameter, in order: the same draws each run
+            if not group["noise_scale"]:
+                continue
+            for p in group["params"]:
+                buf = torch.empty_like(p)
+                filter_noise_(buf, p, group["noise_scale"], self._generator(p.device))
+                perturbed.append(p)
+                points.append(buf.add_(p))  # W + ε in a new buffer: W is never touched
+        self._swap_in(perturbed, points)
+        self._clean = clean if self.mix < 1 else [None] * len(params)
+        del zero_grad  # gradients were taken over, which leaves them empty
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False) -> None:
+        """Restores W exactly, puts G = (1−λ)·g(W) + λ·g(W + ε) in p.grad, steps the base
+        optimizer. A gradient missing from one pass counts as zero."""
+        clean = self._clean
+        if clean is None:
+            raise RuntimeError("RWP.second_step() called without first_step()")
+        self._restore()  # (forgets self._clean)
+        params = self._params()
+        mix_to, mix_from, only_clean, only_noisy = [], [], [], []
+        for p, g in zip(params, clean, strict=True):
+            if g is not None and p.grad is not None:
+                mix_to.append(g)
+                mix_from.append(p.grad)
+                p.grad = g
+            elif g is not None:
+                only_clean.append(g)
+                p.grad = g
+            elif p.grad is not None:
+                only_noisy.append(p.grad)
+        if mix_to:
+            torch._foreach_lerp_(mix_to, mix_from, self.mix)  # g + λ(g̃ − g), in g's buffer
+        if only_clean:
+            torch._foreach_mul_(only_clean, 1.0 - self.mix)
+        if only_noisy and self.mix != 1:
+            torch._foreach_mul_(only_noisy, self.mix)
+        self._before_base_step()
+        self.base_optimizer.step()
+        if zero_grad:
+            self.zero_grad()
+
+    def _restore(self) -> None:
+        super()._restore()
+        self._clean = None
+
+    # -- the closure path ----------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> Any:
+        """Full step. With λ < 1, gradients already in ``p.grad`` are taken as g(W).
+
+        Returns the loss of the first closure call (at W when λ < 1, else at W + ε).
+        """
+        self._require_closure(closure, "RWP")
+
+        def run() -> Any:
+            losses = []
+            present = self._has_grads()
+            if self.mix < 1 and not present:
+                losses.append(self._run_closure(closure, 0))
+            elif self.mix == 1 and present:
+                self._warn_discard()
+            if self.mix == 0:  # G = g(W): no perturbed pass
+                self._before_base_step()
+                self.base_optimizer.step()
+                return losses[0] if losses else None
+            self.first_step()
+            # the first pass of the step moves BatchNorm statistics: W's when λ < 1
+            losses.append(self._run_closure(closure, 0 if self.mix == 1 else 1))
+            self.second_step()
+            return losses[0]
+
+        return self._guarded(run)
+
+    def _warn_discard(self) -> None:
+        if not self._warned_discard:
+            self._warned_discard = True
+            warnings.warn(
+                "RWP.step(closure) found gradients in p.grad with mix=1: g(W) is not part of "
+                "RWP's update, so they are discarded. If a backward pass of yours made them, "
+                "that forward and backward pass was wasted, and clipping them had no effect "
+                "(use max_grad_norm). Call zero_grad() before step(closure), or set mix < 1 "
+                "to use them as g(W). (Warned once per optimizer.)",
+                stacklevel=_caller_level(),
+            )
+
+    # -- noise and state -----------------------------------------------------------------
+    def _generator(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        if key not in self._generators:
+            # one stream per device, identical on every rank for the same seed
+            self._generators[key] = generator(self.seed, f"rwp:{key}", device)
+        return self._generators[key]
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "generators": {k: g.get_state() for k, g in self._generators.items()},
+        }
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.seed = int(state["seed"])
+        self._generators = {}
+        for key, rng_state in state["generators"].items():
+            self._generator(torch.device(key)).set_state(rng_state)
