@@ -238,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--optimizers",
         nargs="+",
         default=list(OPTIMIZERS),
-        help="optimizer names; 'base' is each domain's base optimizer (sgd, or adamw for text)",
+        help="registry names (python -m scripts.demo --optimizers base sam gsam looksam fsam "
+        "rwp nso ...); 'base' is each domain's base optimizer (sgd, or adamw for text)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(

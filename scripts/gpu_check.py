@@ -110,7 +110,8 @@ def _options(name: str) -> dict[str, float]:
 
     info = OPTIMIZERS[name]
     options = {"lr": 0.1, "momentum": 0.9} if name not in ("adam", "adamw") else {"lr": 1e-3}
-    return {**options, **({"sigma": 0.0} if "sigma" in info.specs else {})}
+    noise = {k: 0.0 for k in ("sigma", "noise_scale") if k in info.specs}  # NSO's, RWP's
+    return {**options, **noise}
 
 
 def _one_step(name: str, device: torch.device, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
@@ -159,7 +160,8 @@ def optimizer_steps(device: torch.device) -> Iterator[Row]:
             for a, b in zip(ours.parameters(), theirs.parameters(), strict=True)
         )
         status = "ok" if worst <= STEP_TOLERANCE else "FAIL"
-        setting = f"{name} (σ = 0)" if "sigma" in _options(name) else name
+        noiseless = {"sigma", "noise_scale"} & set(_options(name))
+        setting = f"{name} (noise 0)" if noiseless else name
         yield Row("optimizer step vs CPU", setting, status, f"max rel. diff {worst:.1e}", seconds)
 
 

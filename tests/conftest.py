@@ -43,7 +43,7 @@ def build(name: str, model: nn.Module, batch=None, **cfg):
     cfg.setdefault("lr", 0.1)
     if name in ("sgd", "adam", "adamw"):
         cfg.pop("seed", None)
-    elif name in ("nso", "ssamd"):
+    elif "seed" in OPTIMIZERS[name].options:  # a noise generator: both copies draw alike
         cfg.setdefault("seed", 0)
     if name == "ssamf":
         cfg.setdefault("num_samples", 4)
