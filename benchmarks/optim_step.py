@@ -7,7 +7,10 @@ Run from the repository root::
 
 Everything runs in one process, side by side with reference implementations written
 below in the per-parameter Python-loop style of the original code (davda54/sam for
-SAM/ASAM, Mi-Peng's SSAM, atorch's WSAM, the original NSO/"NSM").
+SAM/ASAM, Mi-Peng's SSAM, atorch's WSAM, the original NSO/"NSM"), and with
+pytorch_optimizer's LookSAM (k = 5) and FriendlySAM, which take g(W) before their step.
+Its GSAM is not timed: it computes the loss itself from ``set_closure(loss_fn, inputs,
+targets)`` and a model, which the synthetic closure below does not have.
 
 1. Optimizer step overhead, on the parameter lists of ResNet-18 (62 tensors, 11.7M values)
    and of a 16-layer transformer encoder (192 tensors, 12.6M values); no forward pass.
@@ -66,7 +69,7 @@ from torch import Tensor, nn
 from torch.optim import SGD, Optimizer
 
 from benchmarks import cli
-from common.optim import NSO, SAM, SSAMF, WSAM
+from common.optim import FSAM, NSO, SAM, SSAMF, WSAM, LookSAM
 from common.optim.ssam import num_live
 
 LR, MOMENTUM = 1e-3, 0.9  # small lr: fixed gradients make the weights drift only slowly
@@ -78,7 +81,8 @@ NSO_K = 1
 GRAD_SCALE = 1e-2  # size of the synthetic gradients
 SEED = 0
 
-OPTIMIZER_NAMES = ("sam", "asam", "ssamf", "wsam", "nso")
+OPTIMIZER_NAMES = ("sam", "asam", "ssamf", "wsam", "nso", "looksam", "fsam")
+LOOKSAM_K = 5  # LookSAM's interval, the paper's
 GOAL_OVERHEAD = 0.6  # ours / reference
 GOAL_NSO_E2E = 0.70  # ours / reference
 GOAL_MEMORY = {"sam": 1.0, "nso": 2.0}  # ours, multiples of the parameter bytes
@@ -362,7 +366,26 @@ def build_ours(name: str, params: list[Tensor], live: Tensor) -> Optimizer:
         return NSO(
             params, SGD, sigma=SIGMA, num_perturbs=NSO_K, use_neg=True, lam=0.0, seed=SEED, **base
         )
+    if name == "looksam":
+        return LookSAM(params, SGD, rho=RHO, interval=LOOKSAM_K, **base)
+    if name == "fsam":
+        return FSAM(params, SGD, rho=RHO, **base)
     raise ValueError(name)
+
+
+class GradientsFirst:
+    """pytorch_optimizer's SAM family takes g(W) computed before ``step(closure)``
+    (davda54/sam's protocol): one closure call first, then its step."""
+
+    def __init__(self, optimizer: Any) -> None:
+        self.optimizer, self.base_optimizer = optimizer, optimizer.base_optimizer
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none)
+
+    def step(self, closure: Callable[[], Any]) -> None:
+        closure()
+        self.optimizer.step(closure)
 
 
 def build_ref(name: str, params: list[Tensor], live: Tensor) -> Optimizer:
@@ -380,6 +403,13 @@ def build_ref(name: str, params: list[Tensor], live: Tensor) -> Optimizer:
         return RefWSAM(params, SGD, rho=RHO, gamma=GAMMA, decouple=True, **base)
     if name == "nso":
         return RefNSO(params, SGD, sigma=SIGMA, num_perturbs=NSO_K, lam=0.0, **base)
+    import pytorch_optimizer  # the bench extra: GSAM, LookSAM and FriendlySAM's public code
+
+    if name == "looksam":
+        ref = pytorch_optimizer.LookSAM(params, SGD, rho=RHO, k=LOOKSAM_K, **base)
+        return GradientsFirst(ref)  # type: ignore[return-value]
+    if name == "fsam":
+        return GradientsFirst(pytorch_optimizer.FriendlySAM(params, SGD, rho=RHO, **base))  # type: ignore[return-value]
     raise ValueError(name)
 
 
