@@ -470,30 +470,42 @@ class SyntheticGrads:
         return _LOSS
 
 
-def optimizer_run(opt: Optimizer, closure: Callable[[], Any]) -> Callable[[], None]:
+def steps_per_run(name: str) -> int:
+    """Steps one timed run takes: LookSAM's whole period (a full step and k − 1 cheap
+    ones), so every run, and its baseline, has the same closure calls."""
+    return LOOKSAM_K if name == "looksam" else 1
+
+
+def optimizer_run(opt: Optimizer, closure: Callable[[], Any], steps: int = 1) -> Callable[[], None]:
     def run() -> None:
-        opt.zero_grad()
-        opt.step(closure)
-
-    return run
-
-
-def baseline_run(opt: Optimizer, closure: Callable[[], Any], calls: int) -> Callable[[], None]:
-    """``calls`` closure calls, each into empty gradients, then one base step."""
-
-    def run() -> None:
-        for _ in range(calls):
+        for _ in range(steps):
             opt.zero_grad()
-            closure()
-        opt.step()
+            opt.step(closure)
 
     return run
 
 
-def closure_calls(opt: Optimizer, closure: SyntheticGrads) -> int:
-    """Closure calls of one step, counted by running one (it doubles as a warm-up)."""
+def baseline_run(
+    opt: Optimizer, closure: Callable[[], Any], calls: int, steps: int = 1
+) -> Callable[[], None]:
+    """``calls`` closure calls, each into empty gradients, and ``steps`` base steps, the
+    calls spread over the steps as evenly as they go."""
+    per_step = [calls // steps + (i < calls % steps) for i in range(steps)]
+
+    def run() -> None:
+        for n in per_step:
+            for _ in range(n):
+                opt.zero_grad()
+                closure()
+            opt.step()
+
+    return run
+
+
+def closure_calls(opt: Optimizer, closure: SyntheticGrads, steps: int = 1) -> int:
+    """Closure calls of one run, counted by running one (it doubles as a warm-up)."""
     before = closure.calls
-    optimizer_run(opt, closure)()
+    optimizer_run(opt, closure, steps)()
     return closure.calls - before
 
 
@@ -549,19 +561,22 @@ def measure_overhead(
         ours, ref = build_ours(name, ours_p, live), build_ref(name, ref_p, live)
         c_ours, c_ref = SyntheticGrads(ours_p, grads), SyntheticGrads(ref_p, grads)
         c_base = SyntheticGrads(base_p, grads)
-        n_ours, n_ref = closure_calls(ours, c_ours), closure_calls(ref, c_ref)
+        k = steps_per_run(name)
+        n_ours, n_ref = closure_calls(ours, c_ours, k), closure_calls(ref, c_ref, k)
         base = SGD(base_p, lr=LR, momentum=MOMENTUM)
-        runners = {"ours": optimizer_run(ours, c_ours), "ref": optimizer_run(ref, c_ref)}
+        runners = {"ours": optimizer_run(ours, c_ours, k), "ref": optimizer_run(ref, c_ref, k)}
         for n in sorted({n_ours, n_ref}):
-            runners[f"base{n}"] = baseline_run(base, c_base, n)
+            runners[f"base{n}"] = baseline_run(base, c_base, n, k)
         t, faults = interleaved(runners, warmup, repeats)
+        t = {key: [x / k for x in times] for key, times in t.items()}  # per step
+        faults = {key: value / k for key, value in faults.items()}
         over_ours = paired_median(t["ours"], t[f"base{n_ours}"])
         over_ref = paired_median(t["ref"], t[f"base{n_ref}"])
         out[name] = {
             "ours_s": over_ours,
             "ref_s": over_ref,
             "ratio": over_ours / over_ref if over_ref > 0 else float("nan"),
-            "closure_calls": {"ours": n_ours, "ref": n_ref},
+            "closure_calls": {"ours": n_ours / k, "ref": n_ref / k},  # per step
             "step_median_s": {k: statistics.median(v) for k, v in t.items()},
             "page_faults_per_step": faults,
         }
