@@ -7,10 +7,11 @@ Run from the repository root::
 
 Everything runs in one process, side by side with reference implementations written
 below in the per-parameter Python-loop style of the original code (davda54/sam for
-SAM/ASAM, Mi-Peng's SSAM, atorch's WSAM, the original NSO/"NSM"), and with
+SAM/ASAM, Mi-Peng's SSAM, atorch's WSAM, the original NSO/"NSM"; GSAM and m-RWP written
+the same way: GSAM's authors' code is JAX, pytorch_optimizer's GSAM computes the loss
+itself from ``set_closure(loss_fn, inputs, targets)`` and a model, which the synthetic
+closure below does not have, and RWP has no public PyTorch library), and with
 pytorch_optimizer's LookSAM (k = 5) and FriendlySAM, which take g(W) before their step.
-Its GSAM is not timed: it computes the loss itself from ``set_closure(loss_fn, inputs,
-targets)`` and a model, which the synthetic closure below does not have.
 
 1. Optimizer step overhead, on the parameter lists of ResNet-18 (62 tensors, 11.7M values)
    and of a 16-layer transformer encoder (192 tensors, 12.6M values); no forward pass.
@@ -69,7 +70,7 @@ from torch import Tensor, nn
 from torch.optim import SGD, Optimizer
 
 from benchmarks import cli
-from common.optim import FSAM, NSO, SAM, SSAMF, WSAM, LookSAM
+from common.optim import FSAM, GSAM, NSO, RWP, SAM, SSAMF, WSAM, LookSAM
 from common.optim.ssam import num_live
 
 LR, MOMENTUM = 1e-3, 0.9  # small lr: fixed gradients make the weights drift only slowly
@@ -81,7 +82,8 @@ NSO_K = 1
 GRAD_SCALE = 1e-2  # size of the synthetic gradients
 SEED = 0
 
-OPTIMIZER_NAMES = ("sam", "asam", "ssamf", "wsam", "nso", "looksam", "fsam")
+OPTIMIZER_NAMES = ("sam", "asam", "ssamf", "wsam", "nso", "gsam", "looksam", "fsam", "rwp")
+GSAM_ALPHA, RWP_MIX = 0.4, 0.5
 LOOKSAM_K = 5  # LookSAM's interval, the paper's
 GOAL_OVERHEAD = 0.6  # ours / reference
 GOAL_NSO_E2E = 0.70  # ours / reference
@@ -346,6 +348,71 @@ class RefNSO(Optimizer):
         self.second_step()
 
 
+class RefGSAM(RefSAM):
+    """GSAM in davda54's per-parameter style (the authors' code is JAX): g(W) kept per
+    parameter, then d = g_h − α·(g_f − ⟨g_f, g_h⟩/‖g_h‖²·g_h) with global inner products."""
+
+    def __init__(self, *args: Any, alpha: float = 0.4, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.alpha = alpha
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = False) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self.state[p]["g_f"] = p.grad.clone()
+        super().first_step(zero_grad)
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False) -> None:
+        pairs = [
+            (p.grad, self.state[p]["g_f"])
+            for group in self.param_groups
+            for p in group["params"]
+            if p.grad is not None
+        ]
+        inner = sum(torch.sum(g_h * g_f) for g_h, g_f in pairs)
+        norm_sq = sum(torch.sum(g_h * g_h) for g_h, _ in pairs) + 1e-12
+        for g_h, g_f in pairs:
+            g_h.sub_(self.alpha * (g_f - inner / norm_sq * g_h))
+        super().second_step(zero_grad)
+
+
+class RefRWP(Optimizer):
+    """m-RWP in a per-parameter loop: filter-wise noise added and subtracted in place,
+    the clean gradient kept as a clone and mixed in."""
+
+    def __init__(
+        self, params: Iterable[Tensor], base_optimizer: type[Optimizer], sigma: float,
+        mix: float, **kwargs: Any,
+    ) -> None:  # fmt: skip
+        super().__init__(params, dict(sigma=sigma, mix=mix, **kwargs))
+        self.base_optimizer = base_optimizer(self.param_groups, **kwargs)
+        self.param_groups = self.base_optimizer.param_groups
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any]) -> None:  # type: ignore[override]
+        closure = torch.enable_grad()(closure)
+        closure()  # g(W)
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state[p]
+                state["g"] = p.grad.clone()
+                norms = p.reshape(len(p), -1).norm(dim=1) if p.dim() > 1 else p.norm()
+                shape = (-1,) + (1,) * (p.dim() - 1) if p.dim() > 1 else ()
+                state["e"] = torch.randn_like(p) * group["sigma"] * norms.reshape(shape)
+                p.add_(state["e"])
+                p.grad = None
+        closure()  # g(W + e)
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state[p]
+                p.sub_(state["e"])
+                p.grad.mul_(group["mix"]).add_(state["g"], alpha=1 - group["mix"])
+        self.base_optimizer.step()
+
+
 # ---------------------------------------------------------------------------------------
 # Builders
 # ---------------------------------------------------------------------------------------
@@ -366,6 +433,10 @@ def build_ours(name: str, params: list[Tensor], live: Tensor) -> Optimizer:
         return NSO(
             params, SGD, sigma=SIGMA, num_perturbs=NSO_K, use_neg=True, lam=0.0, seed=SEED, **base
         )
+    if name == "gsam":
+        return GSAM(params, SGD, rho=RHO, gsam_alpha=GSAM_ALPHA, **base)
+    if name == "rwp":
+        return RWP(params, SGD, noise_scale=SIGMA, mix=RWP_MIX, seed=SEED, **base)
     if name == "looksam":
         return LookSAM(params, SGD, rho=RHO, interval=LOOKSAM_K, **base)
     if name == "fsam":
@@ -403,7 +474,11 @@ def build_ref(name: str, params: list[Tensor], live: Tensor) -> Optimizer:
         return RefWSAM(params, SGD, rho=RHO, gamma=GAMMA, decouple=True, **base)
     if name == "nso":
         return RefNSO(params, SGD, sigma=SIGMA, num_perturbs=NSO_K, lam=0.0, **base)
-    import pytorch_optimizer  # the bench extra: GSAM, LookSAM and FriendlySAM's public code
+    if name == "gsam":
+        return RefGSAM(params, SGD, rho=RHO, alpha=GSAM_ALPHA, **base)
+    if name == "rwp":
+        return RefRWP(params, SGD, sigma=SIGMA, mix=RWP_MIX, **base)
+    import pytorch_optimizer  # the bench extra: LookSAM and FriendlySAM's public code
 
     if name == "looksam":
         ref = pytorch_optimizer.LookSAM(params, SGD, rho=RHO, k=LOOKSAM_K, **base)
