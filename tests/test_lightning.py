@@ -134,6 +134,13 @@ def test_fp16_loss_scaling_is_refused_for_a_sharpness_aware_optimizer():
 class Spawned(Module):
     """Picklable for ddp_spawn; the 16 examples in order, split between the processes."""
 
+    def teardown(self, stage: str) -> None:
+        # gloo's threads outliving the interpreter aborted a worker at exit now and then
+        # ("terminate called without an active exception"): close the group in order
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+
     def train_dataloader(self) -> DataLoader:
         world, rank = self.trainer.world_size, self.global_rank
         dataset = TensorDataset(*data(n=16))
