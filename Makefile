@@ -48,6 +48,7 @@ test: lint
 # localhost (about a minute), then SLURM for real (below).
 system-test: $(STAMP)
 	$(PY) -m pytest -q -m system tests/test_multinode.py
+	$(PY) -m pytest -q -m heavy tests
 	$(MAKE) slurm-test
 
 # SLURM for real: a one-node cluster on this machine (scripts/slurm/local-cluster.sh: root,

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.heavy  # whole benchmarks, smoke-sized: make system-test runs them
 
 
 def run_quick(module: str, tmp_path: Path) -> tuple[str, dict]:

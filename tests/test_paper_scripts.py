@@ -67,6 +67,7 @@ def test_every_script_says_what_it_runs_on_what_data_and_how_long() -> None:
         assert os.access(script, os.X_OK), script.name
 
 
+@pytest.mark.heavy  # 40 s: make system-test
 def test_mitbih_runs_its_matrix_and_the_rho_sweep_then_tabulates(tmp_path) -> None:
     env = {"SEEDS": "0", "RHOS": "0.1 0.5", "RUNS": str(tmp_path / "runs"),
            "RESULTS": str(tmp_path / "results")}  # fmt: skip
