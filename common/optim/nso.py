@@ -14,7 +14,7 @@ from torch.optim import Optimizer
 from common.optim.base import Closure, Params, SharpnessAwareOptimizer
 from common.optim.options import MAX_GRAD_NORM, SEED, Option, frozen
 from common.optim.perturb import DISTRIBUTIONS, sample_noise_, steal_grads
-from common.rng import generator
+from common.rng import DeviceGenerators
 
 SIGMA_SCHEDULES = ("constant", "linear", "exponential")
 _EXP_START = 1e-5  # σ of the exponential schedule at step 0
@@ -103,8 +103,8 @@ class NSO(SharpnessAwareOptimizer):
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
         self.seed = seed
+        self._generator = DeviceGenerators(seed, "nso")
         self.steps_done = 0  # position in the σ schedule
-        self._generators: dict[str, torch.Generator] = {}
         self._grad_sum: list[Tensor | None] = []  # running weighted mean of the gradients
         self._weight = 0.0  # Σ update_weight so far in this step
         self._bufs: list[Tensor] | None = None  # the perturbed weights, reused within a step
@@ -264,26 +264,17 @@ class NSO(SharpnessAwareOptimizer):
         """σ of the first param group at the current schedule position."""
         return next(iter(self._current_sigmas().values()))
 
-    def _generator(self, device: torch.device) -> torch.Generator:
-        key = str(device)
-        if key not in self._generators:
-            # one stream per device, identical on every rank for the same seed
-            self._generators[key] = generator(self.seed, f"nso:{key}", device)
-        return self._generators[key]
-
     def _extra_state(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
             "steps_done": self.steps_done,
-            "generators": {k: g.get_state() for k, g in self._generators.items()},
+            "generators": self._generator.states(),
         }
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self.seed = int(state["seed"])
+        self._generator.load(self.seed, state["generators"])
         self.steps_done = int(state["steps_done"])
-        self._generators = {}
-        for key, rng_state in state["generators"].items():
-            self._generator(torch.device(key)).set_state(rng_state)
 
 
 def _caller_level() -> int:

@@ -13,7 +13,7 @@ from common.optim.base import Closure, Params, SharpnessAwareOptimizer
 from common.optim.nso import _caller_level
 from common.optim.options import MAX_GRAD_NORM, SEED, Option, frozen
 from common.optim.perturb import norm_dtype, sample_noise_, steal_grads
-from common.rng import generator
+from common.rng import DeviceGenerators
 
 
 def filter_norms(weight: Tensor) -> Tensor:
@@ -110,7 +110,7 @@ class RWP(SharpnessAwareOptimizer):
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
         self.seed = seed
-        self._generators: dict[str, torch.Generator] = {}
+        self._generator = DeviceGenerators(seed, "rwp")
         self._clean: list[Tensor | None] | None = None  # g(W) between the two steps
         self._warned_discard = False  # the mix == 1 warning, once per optimizer
 
@@ -214,21 +214,12 @@ class RWP(SharpnessAwareOptimizer):
             )
 
     # -- noise and state -----------------------------------------------------------------
-    def _generator(self, device: torch.device) -> torch.Generator:
-        key = str(device)
-        if key not in self._generators:
-            # one stream per device, identical on every rank for the same seed
-            self._generators[key] = generator(self.seed, f"rwp:{key}", device)
-        return self._generators[key]
-
     def _extra_state(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
-            "generators": {k: g.get_state() for k, g in self._generators.items()},
+            "generators": self._generator.states(),
         }
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self.seed = int(state["seed"])
-        self._generators = {}
-        for key, rng_state in state["generators"].items():
-            self._generator(torch.device(key)).set_state(rng_state)
+        self._generator.load(self.seed, state["generators"])
