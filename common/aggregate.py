@@ -120,7 +120,7 @@ def _frozen(value: Any) -> Any:
     return tuple(map(_frozen, value)) if isinstance(value, list) else value
 
 
-def _ignored(key: str, fold_key: str | None) -> bool:
+def ignored_key(key: str, fold_key: str | None) -> bool:
     """Keys that never make a setting: seed, fold, the optimizer's name, runtime keys."""
     if key in ("seed", "optimizer.name", fold_key):
         return True
@@ -216,7 +216,7 @@ def group_runs(rows: Sequence[dict[str, Any]]) -> list[Group]:
     groups: dict[tuple, Group] = {}
     for (domain, dataset, model, optimizer), members in families.items():
         configs = [
-            {k: v for k, v in r.get("config", {}).items() if not _ignored(k, r.get("fold_key"))}
+            {k: v for k, v in r.get("config", {}).items() if not ignored_key(k, r.get("fold_key"))}
             for r in members
         ]
         known = [c for c in configs if c]  # a run without config.yaml: settings unknown

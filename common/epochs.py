@@ -36,7 +36,7 @@ class EpochChoice:
     stat: Stat
 
 
-def _curve(run_dir: Path, column: str) -> dict[int, float]:
+def metric_curve(run_dir: Path, column: str) -> dict[int, float]:
     """``{epoch: value}`` of one column of a run's ``metrics.csv`` (epochs evaluated)."""
     path = run_dir / METRICS
     try:
@@ -63,7 +63,7 @@ def _curve(run_dir: Path, column: str) -> dict[int, float]:
 def fold_mean_epoch(group: Group, column: str, higher_is_better: bool) -> EpochChoice | None:
     """The best epoch of ``column`` averaged over the group's runs (its folds), among the
     epochs every run evaluated; None when they share none."""
-    curves = [_curve(Path(r["run_dir"]), column) for r in group.runs]
+    curves = [metric_curve(Path(r["run_dir"]), column) for r in group.runs]
     shared = set.intersection(*(set(c) for c in curves)) if curves else set()
     if not shared:
         return None

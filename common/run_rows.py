@@ -115,17 +115,22 @@ def _measured(
     return out
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if is_number(value) else None
+
+
 def _validation(summary: dict[str, Any]) -> dict[str, Any]:
     """The metric that selects ``best.pt`` and its best validation value: what
     hyper-parameters are chosen on (:mod:`common.select`); {} for runs without them."""
     select, best = summary.get("select"), summary.get("best_val")
     if not isinstance(select, dict) or not isinstance(best, dict):
         return {}
-    value, loss = best.get(select.get("name")), best.get("loss")
+    value, loss, epoch = best.get(select.get("name")), best.get("loss"), best.get("epoch")
     return {
         "select": _metric(select),
         "val_select": value if is_number(value) else None,
         "val_loss": loss if is_number(loss) else None,
+        "best_epoch": epoch if isinstance(epoch, int) else None,  # the epoch of best.pt
     }
 
 
@@ -173,6 +178,7 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
         "seed": summary["seed"],
         "metrics": summary["metrics"],
         **{f"test_{m.name}": summary["test"].get(m.name) for m in summary["metrics"]},
+        "test_loss": _number(summary["test"].get("loss")),
         "wall_time_s": summary.get("wall_time_s"),
         "fold": summary.get("fold"),
         "fold_key": summary.get("fold_key"),

@@ -104,18 +104,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="compare each optimizer at the grid point chosen on validation data "
         "(python -m common.select), in one row per data set; the grids go to selection.md",
     )
+    parser.add_argument(
+        "--correlation",
+        action="store_true",
+        help="also how well each flatness measure ranks the runs' generalization gap and test "
+        "metric (python -m common.correlation), into correlation.md",
+    )
     args = parser.parse_args(argv)
 
     def command() -> None:
         rows = finished_rows(args.paths)
         if args.select:
             _, text = selected_results(rows, args.out)
-            print(markdown(rows) if args.runs else text, end="")
-            return
-        groups = group_runs(rows)
-        print(markdown(rows) if args.runs else tables_markdown(groups), end="")
-        if args.out:
-            write_results(rows, groups, args.out)
+        else:
+            groups = group_runs(rows)
+            text = tables_markdown(groups)
+            if args.out:
+                write_results(rows, groups, args.out)
+        if args.correlation:
+            from common.correlation import report  # it builds on this module's run rows
+
+            heading = "\n### Does flatness predict generalization?\n\n"
+            text += heading + report(rows, args.out)
+        print(markdown(rows) if args.runs else text, end="")
 
     return one_line_errors(command)
 

@@ -470,13 +470,13 @@ def test_an_infinite_value_is_a_statistic_not_a_crash():
 
 def test_a_registered_measurements_options_are_no_setting(tmp_path):
     from common import measurements
-    from common.aggregate import _ignored
+    from common.aggregate import ignored_key
     from common.measurements import Measurement
 
-    assert _ignored("hessian.n_probes", None) and not _ignored("optimizer.rho", None)
+    assert ignored_key("hessian.n_probes", None) and not ignored_key("optimizer.rho", None)
     measurements.register(Measurement("weight_norm", run=lambda *a: {}))
     try:
-        assert _ignored("weight_norm.power", None)
+        assert ignored_key("weight_norm.power", None)
     finally:
         del measurements.MEASUREMENTS["weight_norm"]
 
