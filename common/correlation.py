@@ -155,11 +155,13 @@ def run_frame(rows: Sequence[dict[str, Any]], metric: str | None = None) -> pd.D
 
 
 def _axes(family: pd.DataFrame) -> list[str]:
-    """The family's hyper-parameters: the optimizer (if several) and the keys that vary."""
+    """The family's hyper-parameters: the optimizer (if several) and the keys that vary (a
+    key a run's config lacks, written before the key existed, counts as null)."""
     settings = pd.DataFrame.from_records(family["settings"].tolist(), index=family.index)
-    varying = [k for k in settings.columns if settings[k].nunique(dropna=False) > 1]
+    settings = settings.fillna(repr(None))
+    varying = [k for k in settings.columns if settings[k].nunique() > 1]
     for key in varying:
-        family[key] = settings[key].fillna("<absent>")
+        family[key] = settings[key]
     return ([OPTIMIZER] if family[OPTIMIZER].nunique() > 1 else []) + varying
 
 
@@ -194,7 +196,8 @@ def correlate(frame: pd.DataFrame, *, resamples: int = 2000, seed: int = 0) -> l
                 "test": kendall(x, family["test"], resamples=resamples, seed=seed),
                 "granulated": granulated(family.dropna(subset=[s.key]), s.key, axes),
             })  # fmt: skip
-        if lines:
+        if lines:  # the axes no group of runs varies alone are left out
+            axes = [a for a in axes if any(not math.isnan(x["granulated"][a]) for x in lines)]
             reports.append(FamilyReport(tuple(name), family["metric"].iloc[0], family, axes, lines))
     if not reports:
         raise UserError(

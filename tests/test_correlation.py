@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from common.correlation import granulated, kendall, main
+from common.correlation import _axes, granulated, kendall, main
 from common.io import write_json
 from common.tables import main as tables_main
 from tests.test_aggregate import write_run
@@ -154,3 +154,14 @@ def test_the_tables_command_adds_the_section_on_request(tmp_path, capsys):
     both = capsys.readouterr().out
     section = "\n### Does flatness predict generalization?\n\n"
     assert both == plain + section + (tmp_path / "out/correlation.md").read_text()
+
+
+def test_a_key_missing_from_an_older_runs_config_counts_as_null_not_as_an_axis():
+    settings = [
+        {"optimizer.rho": "0.05", "optimizer.ema_decay": "None"},
+        {"optimizer.rho": "0.1"},  # written before optimizer.ema_decay existed
+        {"optimizer.rho": "0.2", "optimizer.ema_decay": "None"},
+    ]
+    family = pd.DataFrame({"optimizer": ["sam"] * 3, "settings": settings})
+    assert _axes(family) == ["optimizer.rho"]
+    assert family["optimizer.rho"].tolist() == ["0.05", "0.1", "0.2"]
