@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test system-test slurm-test gpu-check lint bench faults clean demo tables real-graphs real-graph-protocols \
+.PHONY: install test system-test slurm-test gpu-check lint bench faults clean demo tables real-graphs real-graph-protocols real-correlation \
 	real-heartbeats real-heartbeats-attention real-heartbeats-interpatient real-text real-images real-finetune $(addprefix image-,$(OPTIMIZERS)) \
 	$(addprefix graph-,$(OPTIMIZERS)) graph-cv $(addprefix text-,$(OPTIMIZERS)) \
 	$(addprefix ecg-,$(OPTIMIZERS)) ecg-rho-sweep
@@ -150,6 +150,14 @@ real-images: $(STAMP)
 # IMAGES=DIR WEIGHTS=FILE: the target set and the pretrained checkpoint
 real-finetune: $(STAMP)
 	PYTHON=$(PY) scripts/real/finetune.sh --jobs $(JOBS) $(ARGS)
+# How well each flatness measure ranks the real runs' generalization (after the above):
+# one table and figure per family, in results/real/correlation/<set>/
+REAL_SETS ?= graph ecg ecg_interpatient image finetune text
+real-correlation: $(STAMP)
+	for set in $(REAL_SETS); do \
+		[ ! -d runs/real/$$set ] || $(PY) -m common.correlation runs/real/$$set \
+			--out results/real/correlation/$$set $(ARGS) || exit 1; \
+	done
 
 # Tables from every finished run under runs/.
 tables: $(STAMP)

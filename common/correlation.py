@@ -147,11 +147,12 @@ def run_frame(rows: Sequence[dict[str, Any]], metric: str | None = None) -> pd.D
             **{k: row[k] for k in FAMILY}, "run_dir": row["run_dir"],
             OPTIMIZER: row["optimizer"], "seed": row["seed"], "fold": row.get("fold"),
             "metric": chosen, "test": row.get(f"test_{chosen.name}"),
+            "train_loss": train_loss,
             "gap": (test_loss - train_loss) if test_loss is not None else math.nan,
             **{k: row.get(k) for k in keys}, "settings": settings,
         })  # fmt: skip
     frame = pd.DataFrame.from_records(records)
-    return frame.astype({k: float for k in ["test", "gap", *keys]})
+    return frame.astype({k: float for k in ["test", "train_loss", "gap", *keys]})
 
 
 def _axes(family: pd.DataFrame) -> list[str]:
@@ -177,12 +178,28 @@ class FamilyReport:
     frame: pd.DataFrame
     axes: list[str]
     lines: list[dict[str, Any]]
+    runs: str  # how many runs, and which
 
 
-def correlate(frame: pd.DataFrame, *, resamples: int = 2000, seed: int = 0) -> list[FamilyReport]:
-    """Every family's correlations, for each measure that at least three of its runs hold."""
+def correlate(
+    frame: pd.DataFrame,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+    max_train_loss: float | None = None,
+) -> list[FamilyReport]:
+    """Every family's correlations, for each measure that at least three of its runs hold;
+    with ``max_train_loss``, of the runs whose logged training loss is at most that (Jiang
+    et al. compare models trained to the same loss: one that never fit its training data
+    is "flat" and bad at once)."""
     reports = []
+    totals = frame.groupby(FAMILY, sort=False).size()
+    if max_train_loss is not None:
+        frame = frame[frame["train_loss"] <= max_train_loss]
     for name, family in frame.groupby(FAMILY, sort=False):
+        runs = f"{len(family)} runs"
+        if max_train_loss is not None:
+            runs = f"{len(family)} of {totals[name]} runs: training loss <= {max_train_loss:g}"
         family = family.sort_values("run_dir")  # the resamples do not depend on the order found
         axes = _axes(family)
         lines = []
@@ -198,7 +215,8 @@ def correlate(frame: pd.DataFrame, *, resamples: int = 2000, seed: int = 0) -> l
             })  # fmt: skip
         if lines:  # the axes no group of runs varies alone are left out
             axes = [a for a in axes if any(not math.isnan(x["granulated"][a]) for x in lines)]
-            reports.append(FamilyReport(tuple(name), family["metric"].iloc[0], family, axes, lines))
+            metric = family["metric"].iloc[0]
+            reports.append(FamilyReport(tuple(name), metric, family, axes, lines, runs))
     if not reports:
         raise UserError(
             "no family of runs holds a flatness measure on three runs or more: measure them "
@@ -214,7 +232,7 @@ def markdown(report: FamilyReport) -> str:
     header = ["measure", "runs", "τ with gap", f"τ with test {report.metric.label}",
               *(f"τ̃ {a}" for a in axes), "Ψ"]  # fmt: skip
     lines = [
-        f"#### {domain}: {dataset}, {model} ({len(report.frame)} runs)\n",
+        f"#### {domain}: {dataset}, {model} ({report.runs})\n",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
@@ -282,12 +300,14 @@ def report(
     metric: str | None = None,
     resamples: int = 2000,
     seed: int = 0,
+    max_train_loss: float | None = None,
 ) -> str:
     """The Markdown of every family's correlations; with ``out``, also ``correlation.md``,
     ``correlation.csv`` and a figure per family there."""
     if resamples < 0:
         raise UserError(f"--resamples must be >= 0, got {resamples}")
-    reports = correlate(run_frame(rows, metric), resamples=resamples, seed=seed)
+    frame = run_frame(rows, metric)
+    reports = correlate(frame, resamples=resamples, seed=seed, max_train_loss=max_train_loss)
     text = "\n".join(map(markdown, reports))
     if out is not None:
         out = Path(out)
@@ -304,11 +324,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--metric", help="the test metric (default: the one selecting best.pt)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    parser.add_argument(
+        "--max-train-loss",
+        type=float,
+        help="only the runs whose training loss logged at best.pt's epoch is at most this",
+    )
     args = parser.parse_args(argv)
 
     def command() -> None:
         rows = finished_rows(args.paths)
-        options = {"metric": args.metric, "resamples": args.resamples, "seed": args.seed}
+        options = {"metric": args.metric, "resamples": args.resamples, "seed": args.seed,
+                   "max_train_loss": args.max_train_loss}  # fmt: skip
         print(report(rows, args.out, **options), end="")
 
     return one_line_errors(command)

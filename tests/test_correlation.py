@@ -165,3 +165,14 @@ def test_a_key_missing_from_an_older_runs_config_counts_as_null_not_as_an_axis()
     family = pd.DataFrame({"optimizer": ["sam"] * 3, "settings": settings})
     assert _axes(family) == ["optimizer.rho"]
     assert family["optimizer.rho"].tolist() == ["0.05", "0.1", "0.2"]
+
+
+def test_only_runs_fit_to_a_training_loss_are_compared_on_request(tmp_path, capsys):
+    write_family(tmp_path / "runs")
+    assert main([str(tmp_path / "runs"), "--max-train-loss", "0.15", "--resamples", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "(4 of 6 runs: training loss <= 0.15)" in printed  # the two at 0.20 are left out
+    kept = [v for v in RUNS.values() if v[5] <= 0.15]
+    tau = kendall([v[1] for v in kept], [v[4] - v[5] for v in kept], resamples=0)
+    line = next(row for row in printed.splitlines() if row.startswith("| Hessian trace"))
+    assert [c.strip() for c in line.strip("|").split("|")][1:3] == ["4", tau.text()]
