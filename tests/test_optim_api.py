@@ -41,7 +41,8 @@ def test_weights_restored_bit_for_bit(name):
         for p in model.parameters():
             p.mul_(1e-3)
     before = params_of(model)
-    big = {"nso": {"sigma": 7.0}, "rwp": {"noise_scale": 5e4}}.get(name, {"rho": 50.0})
+    big = {"nso": {"sigma": 7.0}, "rwp": {"noise_scale": 5e4}, "arwp": {"noise_scale": 5e4}}
+    big = big.get(name, {"rho": 50.0})
     opt = build(name, model, data(), lr=0.0, **big)
     opt.step(closure_for(model, data()))
     assert_same(params_of(model), before)
@@ -326,6 +327,7 @@ def test_registry_describes_every_optimizer():
         "looksam",
         "fsam",
         "rwp",
+        "arwp",
     }
     assert OPTIMIZERS["nso"].options["sigma"] == 0.01
     assert OPTIMIZERS["nso"].evals_per_step(num_perturbs=2) == 4
@@ -399,7 +401,7 @@ def test_an_option_shared_by_optimizers_is_declared_once():
             seen.setdefault(option, []).append(spec)
     for option, specs in seen.items():
         assert all(s == specs[0] for s in specs), option
-    assert len(seen["rho"]) == 8 and len(seen["seed"]) == 3 and len(seen["max_grad_norm"]) == 10
+    assert len(seen["rho"]) == 8 and len(seen["seed"]) == 4 and len(seen["max_grad_norm"]) == 11
     assert SAM.OPTIONS["rho"] is SSAMF.OPTIONS["rho"] is SSAMD.OPTIONS["rho"]
     assert (
         WSAM.OPTIONS["rho"] is SAM.OPTIONS["rho"] and NSO.OPTIONS["seed"] is SSAMD.OPTIONS["seed"]

@@ -1,4 +1,4 @@
-"""F-SAM and (m-)RWP: equivalences, direct computations, the reference, noise, state."""
+"""F-SAM, (m-)RWP and (m-)ARWP: equivalences, direct computations, references, noise, state."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from conftest import assert_same, ce, closure_for, data, linear_problem, mlp, sn
 from torch import nn
 
 from common.optim import FSAM, NSO, OPTIMIZERS, RWP, SAM, create_optimizer
-from common.optim.rwp import filter_norms
+from common.optim.rwp import filter_norms, filter_sums
 
 
 def steps(opt, model, n: int = 4, start: int = 0) -> None:
@@ -477,17 +477,239 @@ def test_rwp_per_group_noise_scale_zero_leaves_that_group_unperturbed():
     assert not torch.equal(seen[0][2], before[2])
 
 
+# ------------------------------------------------------------------------------- ARWP
+
+
+def conv_net(seed: int = 0) -> nn.Module:
+    """A 3-D conv weight, 2-D linear weight and 1-D biases: every kind of filter."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv1d(2, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(12, 3)).double()
+
+
+def conv_batches(n: int = 4) -> list:
+    g = torch.Generator().manual_seed(2)
+    return [
+        (
+            torch.randn(8, 2, 6, generator=g, dtype=torch.float64),
+            torch.randint(0, 3, (8,), generator=g),
+        )
+        for _ in range(n)
+    ]
+
+
+def arwp_reference(model, batches, *, sigma, mix, eta, beta, lr, generator):
+    """The authors' m-ARWP step (train_marwp.py, lambda = mix) written per parameter in
+    float64, with plain SGD, drawing its standard normals from ``generator`` in parameter
+    order. Returns the weights and the squared-gradient sums after every step."""
+    params = [p.detach().clone() for p in model.parameters()]
+    fisher: list = []  # empty until the first perturbed pass, as there
+    history = []
+
+    def grads_at(weights, batch):
+        with torch.no_grad():
+            for p, w in zip(model.parameters(), weights, strict=True):
+                p.copy_(w)
+        model.zero_grad()
+        ce(model, batch).backward()
+        return [p.grad.detach().clone() for p in model.parameters()]
+
+    for batch in batches:
+        g0 = grads_at(params, batch) if mix < 1 else None
+        noisy = []
+        for i, w in enumerate(params):
+            sh = w.shape
+            z = torch.empty_like(w).normal_(0.0, 1.0, generator=generator)
+            if w.dim() > 1:
+                std = w.reshape(sh[0], -1).norm(dim=1).reshape(-1, *[1] * (w.dim() - 1))
+            else:
+                std = w.norm()
+            eps = z * (sigma * std)
+            if fisher:  # the sum over each row of the (sh[0], -1) view, broadcast back
+                f = fisher[i].reshape(sh[0], -1).sum(dim=1, keepdim=True)
+                eps = eps / torch.sqrt(1 + eta * f.expand(sh[0], w[0].numel()).reshape(sh))
+            noisy.append(w + eps)
+        g1 = grads_at(noisy, batch)
+        if not fisher:
+            fisher = [g**2 for g in g1]  # the first perturbed pass: s = g̃²
+        else:
+            fisher = [s * beta + g**2 for s, g in zip(fisher, g1, strict=True)]
+        update = g1 if mix == 1 else [mix * a + (1 - mix) * b for a, b in zip(g1, g0, strict=True)]
+        params = [w - lr * u for w, u in zip(params, update, strict=True)]
+        history.append(([w.clone() for w in params], [s.clone() for s in fisher]))
+    return history
+
+
+@pytest.mark.parametrize("mix", [0.5, 1.0], ids=["m-arwp", "arwp"])
+def test_arwp_matches_the_authors_algorithm_over_one_and_two_steps(mix):
+    sigma, eta, beta, lr = 0.3, 2.0, 0.7, 0.2
+    batches = conv_batches(2)
+    model = conv_net()
+    opt = RWP(model, noise_scale=sigma, mix=mix, adapt=eta, adapt_decay=beta, seed=5, lr=lr)
+    cpu = torch.device("cpu")
+    generator = torch.Generator().manual_seed(0)
+    generator.set_state(opt._generator(cpu).get_state())
+    expected = arwp_reference(
+        conv_net(), batches, sigma=sigma, mix=mix, eta=eta, beta=beta, lr=lr,
+        generator=generator,
+    )  # fmt: skip
+    for batch, (weights, sums) in zip(batches, expected, strict=True):
+        opt.zero_grad()
+        opt.step(closure_for(model, batch))
+        for p, w, s in zip(model.parameters(), weights, sums, strict=True):
+            torch.testing.assert_close(p.detach(), w, rtol=0, atol=1e-13)
+            torch.testing.assert_close(opt.state[p]["grad_sq"], s, rtol=1e-13, atol=1e-15)
+    # the second step's noise was shrunk: plain RWP from the same draws ends elsewhere
+    plain = conv_net()
+    rwp = RWP(plain, noise_scale=sigma, mix=mix, seed=5, lr=lr)
+    steps_on(rwp, plain, batches)
+    worst = max(
+        float((a.detach() - b).abs().max())
+        for a, b in zip(plain.parameters(), expected[1][0], strict=True)
+    )
+    assert worst > 1e-6
+
+
+def steps_on(opt, model, batches) -> None:
+    for batch in batches:
+        opt.zero_grad()
+        opt.step(closure_for(model, batch))
+
+
+@pytest.mark.parametrize("mix", [0.5, 1.0])
+def test_arwp_with_adapt_zero_is_rwp_bit_for_bit(mix):
+    a, b = conv_net(), conv_net()
+    kw = {"noise_scale": 0.2, "mix": mix, "seed": 3, "lr": 0.1, "momentum": 0.9}
+    arwp = RWP(a, adapt=0.0, adapt_decay=0.5, **kw)
+    steps_on(arwp, a, conv_batches())
+    steps_on(RWP(b, **kw), b, conv_batches())
+    assert_same(snapshot(a), snapshot(b))
+    assert all("grad_sq" not in arwp.state[p] for p in a.parameters())  # no history kept
+
+
+def test_arwp_first_step_is_rwp_and_the_second_is_not():
+    """No history on the first step: nothing to shrink. The equivalence above has teeth."""
+    a, b = conv_net(), conv_net()
+    kw = {"noise_scale": 0.2, "seed": 3, "lr": 0.1}
+    arwp, rwp = RWP(a, adapt=1e-3, **kw), RWP(b, **kw)
+    batches = conv_batches(2)
+    steps_on(arwp, a, batches[:1])
+    steps_on(rwp, b, batches[:1])
+    assert_same(snapshot(a), snapshot(b))
+    steps_on(arwp, a, batches[1:])
+    steps_on(rwp, b, batches[1:])
+    assert any(not torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_arwp_shrinks_each_filter_by_its_summed_history():
+    """ε_i of the second step is the first's draw law divided by √(1 + η·Σ_filter s)."""
+    w0 = torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]], dtype=torch.float64)
+    b0 = torch.tensor([0.2, -0.4, 0.1], dtype=torch.float64)
+    w, b = nn.Parameter(w0.clone()), nn.Parameter(b0.clone())
+    opt = RWP([w, b], noise_scale=0.1, mix=1.0, adapt=3.0, adapt_decay=0.5, seed=0, lr=0.0)
+    c = torch.tensor([[1.0, -2.0], [0.5, 0.0], [3.0, 1.0]], dtype=torch.float64)
+    seen = []
+
+    def closure():  # linear loss: g̃ = c for w and 1 for b, wherever W + ε is
+        seen.append((w.detach() - w0, b.detach() - b0))
+        ((c * w).sum() + b.sum()).backward()
+
+    generator = torch.Generator().manual_seed(0)
+    generator.set_state(opt._generator(torch.device("cpu")).get_state())
+    for _ in range(2):
+        opt.zero_grad()
+        opt.step(closure)
+    torch.testing.assert_close(opt.state[w]["grad_sq"], 1.5 * c**2, rtol=0, atol=0)
+    torch.testing.assert_close(opt.state[b]["grad_sq"], torch.full((3,), 1.5).double())
+    for step in range(2):
+        zw = torch.empty_like(w0).normal_(0.0, 1.0, generator=generator)
+        zb = torch.empty_like(b0).normal_(0.0, 1.0, generator=generator)
+        ew, eb = zw * 0.1 * w0.norm(dim=1, keepdim=True), zb * 0.1 * b0.norm()
+        if step == 1:  # history c² (rows summed) and 1 (per bias element)
+            ew = ew / torch.sqrt(1 + 3.0 * (c**2).sum(dim=1, keepdim=True))
+            eb = eb / 2.0  # √(1 + 3·1)
+        torch.testing.assert_close(seen[step][0], ew, rtol=1e-14, atol=1e-16)
+        torch.testing.assert_close(seen[step][1], eb, rtol=1e-14, atol=1e-16)
+    assert torch.equal(w.detach(), w0) and torch.equal(b.detach(), b0)
+
+
+def test_filter_sums_per_output_row_and_elementwise_for_one_dimension():
+    x = torch.arange(24.0).reshape(3, 2, 4)
+    got = filter_sums(x)
+    assert got.shape == (3, 1, 1)
+    torch.testing.assert_close(got.flatten(), x.flatten(1).sum(dim=1))
+    v = torch.tensor([3.0, 4.0])
+    assert torch.equal(filter_sums(v), v)
+
+
+def test_arwp_state_dict_round_trip_continues_bit_for_bit():
+    batches = conv_batches(7)
+    kw = {"noise_scale": 0.2, "adapt": 1.0, "adapt_decay": 0.8, "lr": 0.1, "momentum": 0.9}
+    model = conv_net()
+    opt = RWP(model, seed=3, **kw)
+    steps_on(opt, model, batches[:3])
+    saved = save_load({"model": model.state_dict(), "opt": opt.state_dict()})
+    assert all("grad_sq" in s for s in saved["opt"]["state"].values())
+    steps_on(opt, model, batches[3:])
+
+    model2 = conv_net(seed=4)
+    opt2 = RWP(model2, seed=99, **{**kw, "adapt": 0.5})  # the groups' η and β come back too
+    model2.load_state_dict(saved["model"])
+    opt2.load_state_dict(saved["opt"])
+    assert opt2.param_groups[0]["adapt"] == 1.0
+    steps_on(opt2, model2, batches[3:])
+    assert_same(snapshot(model2), snapshot(model))
+    for p, q in zip(model.parameters(), model2.parameters(), strict=True):
+        assert torch.equal(opt.state[p]["grad_sq"], opt2.state[q]["grad_sq"])
+
+
+def test_arwp_shares_its_history_through_grad_hook():
+    """Distributed: s goes to the all-reduce with G, so every rank shrinks alike."""
+    a, b = conv_net(), conv_net()
+    opt_a, opt_b = (RWP(m, noise_scale=0.1, adapt=1.0, seed=0, lr=0.1) for m in (a, b))
+    extras = []
+
+    def hook(grads, extra):
+        torch._foreach_mul_(extra, 2.0)  # e.g. a sum over two ranks
+        extras.append(list(extra))
+
+    opt_a.grad_hook = hook
+    steps_on(opt_a, a, conv_batches(1))
+    steps_on(opt_b, b, conv_batches(1))
+    assert_same(snapshot(a), snapshot(b))  # G itself was left alone
+    for p, q, s in zip(a.parameters(), b.parameters(), extras[0], strict=True):
+        assert s is opt_a.state[p]["grad_sq"]
+        assert torch.equal(s, 2.0 * opt_b.state[q]["grad_sq"])
+
+
+def test_arwp_per_group_adapt():
+    model = conv_net()
+    groups = [{"params": model[0].parameters(), "adapt": 0.0}, {"params": model[3].parameters()}]
+    opt = RWP(groups, noise_scale=0.1, adapt=1.0, seed=0, lr=0.1)
+    steps_on(opt, model, conv_batches(2))
+    assert [g["adapt"] for g in opt.param_groups] == [0.0, 1.0]
+    assert [g["adapt_decay"] for g in opt.param_groups] == [0.9, 0.9]
+    assert all("grad_sq" not in opt.state[p] for p in model[0].parameters())
+    assert all("grad_sq" in opt.state[p] for p in model[3].parameters())
+    with pytest.raises(ValueError, match=r"^adapt_decay \(param group 0\) must be"):
+        RWP([{"params": model.parameters(), "adapt_decay": 1.0}], lr=0.1)
+    with pytest.raises(ValueError, match=r"^adapt \(param group 0\) must be a number >= 0"):
+        RWP([{"params": model.parameters(), "adapt": -1.0}], lr=0.1)
+
+
 # ---------------------------------------------------------------------------- registry
 
 
+@pytest.mark.parametrize("name", ["rwp", "arwp"])
 @pytest.mark.parametrize("mix,evals", [(1.0, 1), (0.5, 2), (0.0, 1)])
-def test_rwp_closure_calls_match_the_registry(mix, evals):
-    assert OPTIMIZERS["rwp"].evals_per_step(mix=mix) == evals
+def test_rwp_closure_calls_match_the_registry(name, mix, evals):
+    assert OPTIMIZERS[name].evals_per_step(mix=mix) == evals
     model = mlp()
-    opt = create_optimizer("rwp", model, lr=0.1, mix=mix, seed=0)
-    calls: list = []
-    opt.step(closure_for(model, data(), calls))
-    assert len(calls) == evals
+    opt = create_optimizer(name, model, lr=0.1, mix=mix, seed=0)
+    for _ in range(2):  # ARWP's second step has a history: still the same passes
+        calls: list = []
+        opt.zero_grad()
+        opt.step(closure_for(model, data(), calls))
+        assert len(calls) == evals
 
 
 def test_registry_entries():
@@ -506,9 +728,22 @@ def test_registry_entries():
     assert dict(OPTIMIZERS["rwp"].options) == {
         "noise_scale": 0.01,
         "mix": 0.5,
+        "adapt": 0.0,
+        "adapt_decay": 0.9,
         "seed": None,
         "max_grad_norm": None,
     }
+    arwp = OPTIMIZERS["arwp"]
+    assert (
+        arwp.cls is RWP and arwp.evals_per_step() == 2 and arwp.options == OPTIMIZERS["rwp"].options
+    )
+    assert dict(arwp.preset) == {"adapt": 1.0}
+    group = create_optimizer("arwp", mlp().parameters(), lr=0.1).param_groups[0]
+    assert (group["noise_scale"], group["adapt"], group["adapt_decay"]) == (0.01, 1.0, 0.9)
+    assert (
+        create_optimizer("arwp", mlp().parameters(), lr=0.1, adapt=0.5).param_groups[0]["adapt"]
+        == 0.5
+    )
 
 
 @pytest.mark.parametrize("cls", [FSAM, RWP], ids=lambda c: c.__name__)
@@ -525,11 +760,18 @@ def test_options_after_base_optimizer_are_keyword_only(cls):
         ("rwp", {"noise_scale": -1e-3}, "noise_scale"),
         ("rwp", {"mix": 1.5}, "mix"),
         ("rwp", {"seed": -1}, "seed"),
+        ("rwp", {"adapt": -0.5}, "adapt"),
+        ("arwp", {"adapt": float("nan")}, "adapt"),
+        ("arwp", {"adapt_decay": 1.0}, "adapt_decay"),
+        ("arwp", {"adapt_decay": -0.1}, "adapt_decay"),
+        ("arwp", {"adapt_decay": "0.9"}, "adapt_decay"),
     ],
 )
 def test_bad_values_name_the_argument(name, cfg, arg):
-    with pytest.raises(ValueError, match=rf"^{arg}\b.* must be"):
+    with pytest.raises(ValueError, match=rf"^{arg}\b.* must be") as info:
         create_optimizer(name, mlp().parameters(), lr=0.1, **cfg)
+    if arg == "adapt_decay":
+        assert "must be a number >= 0 and < 1, got" in str(info.value)
 
 
 def test_fsam_model_argument_keeps_batchnorm_to_the_first_pass():

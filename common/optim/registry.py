@@ -152,6 +152,15 @@ OPTIMIZERS: Mapping[str, OptimInfo] = MappingProxyType(
         "nso": _info("nso", NSO, "noise stability optimization, Zhang et al. 2024", _nso_evals),
         "fsam": _info("fsam", FSAM, "friendly SAM, Li et al. 2024"),
         "rwp": _info("rwp", RWP, "(mixed) random weight perturbation, Li et al. 2024", _rwp_evals),
+        # m-ARWP as in the authors' train_marwp.py defaults: eta 1 (beta 0.9, mix 0.5 and
+        # sigma 0.01 are RWP's own defaults, the same values there)
+        "arwp": _info(
+            "arwp",
+            RWP,
+            "adaptive (mixed) random weight perturbation, Li et al. 2024",
+            _rwp_evals,
+            preset=MappingProxyType({"adapt": 1.0}),
+        ),
         "gsam": _info("gsam", GSAM, "surrogate gap guided SAM, Zhuang et al. 2022"),
         "looksam": _info(
             "looksam", LookSAM, "LookSAM, SAM every k steps, Liu et al. 2022", _looksam_evals
