@@ -55,9 +55,18 @@ def optimizers_of(groups: Sequence[Group]) -> list[str]:
     return list(dict.fromkeys(g.optimizer for g in ranked))
 
 
+#: After matplotlib's ten default colours (``C0``-``C9``): the dark shades of ``tab20b``,
+#: which none of the ten resembles, so that up to 15 optimizers never share a colour.
+_MORE_COLOURS = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
+
+
 def optimizer_colour(name: str) -> str:
-    """The optimizer's matplotlib colour in every figure (``C0``... by registry order)."""
-    return f"C{optimizer_rank(name) % 10}"
+    """The optimizer's matplotlib colour in every figure, by registry order: ``C0``-``C9``,
+    then five more; an unknown optimizer (or one past those) is grey."""
+    rank = optimizer_rank(name) if name in OPTIMIZERS else len(_MORE_COLOURS) + 10
+    if rank < 10:
+        return f"C{rank}"
+    return _MORE_COLOURS[rank - 10] if rank - 10 < len(_MORE_COLOURS) else "0.5"
 
 
 @dataclass(frozen=True)

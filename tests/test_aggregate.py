@@ -490,3 +490,15 @@ def test_a_list_valued_setting_that_varies_groups_runs(tmp_path):
     assert sorted(g.setting for g in groups) == [
         (("data.records", (100,)),), (("data.records", (100, 208)),),
     ]  # fmt: skip
+
+
+def test_every_registered_optimizer_has_its_own_colour_in_the_figures():
+    from matplotlib.colors import to_rgb
+
+    from common.aggregate import optimizer_colour
+    from common.optim import OPTIMIZERS
+
+    colours = [to_rgb(optimizer_colour(name)) for name in OPTIMIZERS]
+    assert len(set(colours)) == len(OPTIMIZERS)  # 14 now: C0-C9 repeated past ten
+    assert optimizer_colour("sam") == f"C{list(OPTIMIZERS).index('sam')}"
+    assert to_rgb(optimizer_colour("not-registered")) == to_rgb("0.5")

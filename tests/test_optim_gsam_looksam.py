@@ -214,7 +214,21 @@ def test_looksam_between_recomputations_calls_the_closure_once():
     assert per_step == [2, 1, 1, 2, 1, 1, 2] and opt.steps_done == 7
     # the registry gives the mean over a period of k steps
     assert OPTIMIZERS["looksam"].evals_per_step(interval=3) == pytest.approx(sum(per_step[:3]) / 3)
-    assert OPTIMIZERS["looksam"].evals_per_step() == 2  # default interval 1: SAM
+    assert OPTIMIZERS["looksam"].evals_per_step(interval=1) == 2  # SAM
+
+
+def test_looksam_default_interval_is_the_papers_five():
+    assert OPTIMIZERS["looksam"].options["interval"] == 5
+    model, batch = mlp(), data()
+    opt = build("looksam", model)
+    per_step = []
+    for _ in range(10):
+        calls: list = []
+        opt.zero_grad()
+        opt.step(closure_for(model, batch, calls))
+        per_step.append(len(calls))
+    assert per_step == [2, 1, 1, 1, 1] * 2
+    assert OPTIMIZERS["looksam"].evals_per_step() == pytest.approx(sum(per_step) / 10) == 1.2
 
 
 def test_looksam_takes_present_gradients_as_g_of_w():

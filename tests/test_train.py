@@ -152,9 +152,11 @@ def test_every_optimizer_trains_through_step_closure(tmp_path, name, monkeypatch
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", counting)
     adam = ["optimizer.base=adam", "optimizer.lr=0.001", "optimizer.momentum=null"]
     extra = adam if name != "sgd" else []
+    options = {"looksam": {"interval": 2}}.get(name, {})  # two steps: one whole period
+    extra += [f"optimizer.{key}={value}" for key, value in options.items()]
     summary = train(TASK, cfg_for(tmp_path, f"optimizer.name={name}", "train.max_steps=2", *extra))
     assert summary["steps"] == 2
-    evals = OPTIMIZERS[name].evals_per_step()
+    evals = OPTIMIZERS[name].evals_per_step(**options)
     assert summary["grad_evals_per_step"] == evals
     if name != "ssamf":  # (its Fisher mask adds per-example losses)
         # two steps of `evals` passes, then one loss per batch of val and of test
