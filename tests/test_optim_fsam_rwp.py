@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import threading
 
 import pytest
 import torch
@@ -780,3 +781,70 @@ def test_fsam_model_argument_keeps_batchnorm_to_the_first_pass():
     reference(batch[0])  # one train-mode forward at W
     FSAM(model, rho=0.5, lr=0.1).step(closure_for(model, batch))
     torch.testing.assert_close(model[1].running_mean, reference[1].running_mean)
+
+
+class TwoRanks:
+    """What ``grad_hook`` does under DDP, between two threads: the mean of every tensor."""
+
+    def __init__(self) -> None:
+        self.barrier = threading.Barrier(2, timeout=60)
+        self.slots: list = [None, None]
+
+    def hook(self, rank: int):
+        def all_reduce_mean(grads, extra):
+            tensors = [*grads, *extra]
+            self.slots[rank] = [t.clone() for t in tensors]
+            self.barrier.wait()
+            torch._foreach_copy_(tensors, [(x + y) / 2 for x, y in zip(*self.slots, strict=True)])
+            self.barrier.wait()  # both have read the slots before the next step refills them
+
+        return all_reduce_mean
+
+
+def run_ranks(pairs, start: int, n: int) -> None:
+    """Each (model, optimizer) pair a rank stepping on its own batches, in its own thread."""
+
+    def rank(index: int) -> None:
+        model, opt = pairs[index]
+        steps(opt, model, n, start=start + 100 * index)  # each rank its own data
+
+    threads = [threading.Thread(target=rank, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def weights_of(model: nn.Module) -> dict:
+    """The parameters (BatchNorm's running statistics are each rank's own, as under DDP
+    without SyncBatchNorm)."""
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def test_fsam_ema_is_the_same_on_every_rank_so_rank_zeros_checkpoint_resumes_all():
+    world = TwoRanks()
+    pairs = []
+    for rank in range(2):
+        model = mlp()
+        opt = FSAM(model, lr=0.1, momentum=0.9, ema_decay=0.7)
+        opt.grad_hook = world.hook(rank)
+        pairs.append((model, opt))
+    run_ranks(pairs, 0, 3)
+    (a, opt_a), (b, opt_b) = pairs
+    assert_same(weights_of(a), weights_of(b))
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(opt_a.state[p]["ema"], opt_b.state[q]["ema"])  # was: each rank's own
+    saved = save_load({"model": a.state_dict(), "opt": opt_a.state_dict()})  # rank 0 writes
+    run_ranks(pairs, 3, 3)
+
+    resumed, world = [], TwoRanks()
+    for rank in range(2):
+        model = mlp(seed=5)
+        opt = FSAM(model, lr=0.1, momentum=0.9, ema_decay=0.7)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(copy.deepcopy(saved["opt"]))  # each process reads its own copy
+        opt.grad_hook = world.hook(rank)
+        resumed.append((model, opt))
+    run_ranks(resumed, 3, 3)
+    for (model, _), (again, _) in zip(pairs, resumed, strict=True):
+        assert_same(weights_of(again), weights_of(model))

@@ -157,13 +157,19 @@ class SharpnessAwareOptimizer(Optimizer):
                 enable_running_stats(self.model)
 
     def _before_base_step(self, extra: Sequence[Tensor] = ()) -> None:
-        """Runs ``grad_hook`` on the update gradients (p.grad) and ``extra`` tensors, then
-        clips the update gradients to ``max_grad_norm`` (so clipping sees reduced ones)."""
+        """Runs ``grad_hook`` on the update gradients (p.grad), ``extra`` tensors and
+        :meth:`_shared_state`, then clips the update gradients to ``max_grad_norm`` (so
+        clipping sees reduced ones)."""
         grads = [p.grad for p in self._params() if p.grad is not None]
         if self.grad_hook is not None:
-            self.grad_hook(grads, list(extra))
+            self.grad_hook(grads, [*extra, *self._shared_state()])
         if self.max_grad_norm is not None:
             clip_grad_norm_(grads, self.max_grad_norm)
+
+    def _shared_state(self) -> list[Tensor]:
+        """State built from each process's own gradients that must stay the same on every
+        process (a checkpoint holds one process's): reduced with the update (none here)."""
+        return []
 
     @staticmethod
     def _require_closure(closure: Closure | None, name: str) -> None:

@@ -28,9 +28,11 @@ class FSAM(SAM):
     m is kept per parameter in ``state[p]["ema"]`` (in the parameter's dtype), so it is in
     ``state_dict`` and a resumed run continues bit for bit. It moves in ``first_step``:
     a step skipped after its first pass (an overflow of g(W + e) under GradScaler) has
-    still counted that step's g(W). Under DDP each process keeps the EMA of its own g(W)
-    (the ascent uses each process's own gradient, as in SAM), and ``state_dict`` holds the
-    calling process's.
+    still counted that step's g(W). Under DDP each process moves m by its own g(W) (the
+    ascent uses each process's own gradient, as in SAM), and ``grad_hook`` then averages
+    m over the processes with the update gradient (one all-reduce): after every step m is
+    the EMA of the mean gradient over the global batch, the same on every process, so
+    the checkpoint (rank 0's) resumes all of them bit for bit.
 
     The authors' code (github.com/nblt/F-SAM) and ``pytorch_optimizer.FriendlySAM``, which
     follows it, differ from the paper in two ways: d = g − σ·m_{t−1} is formed with the
@@ -99,6 +101,10 @@ class FSAM(SAM):
         if group["ema_weight"] == 0:
             return grads  # SAM: no arithmetic on g, so σ = 0 is SAM bit for bit
         return torch._foreach_add(grads, emas, alpha=-group["ema_weight"])
+
+    def _shared_state(self) -> list[Tensor]:
+        states = [self.state.get(p, {}) for p in self._params()]  # the same order everywhere
+        return [state["ema"] for state in states if "ema" in state]
 
     def _ascent(self) -> list[tuple[dict, list[Tensor], list[Tensor]]]:
         """SAM's ascent with d in place of g: per group (group, params, W + e)."""
