@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 
 # `make image-<optimizer>`: train with the paper's config, then measure the run.
 # DATA=<data set> picks the data set, ARGS="key=value ..." passes any other overrides.
-OPTIMIZERS := sgd sam asam ssamf ssamd wsam nso gsam looksam fsam rwp
+OPTIMIZERS := sgd sam asam ssamf ssamd wsam nso gsam looksam fsam rwp arwp
 DATA ?=
 ARGS ?=
 DATA_ARG = $(if $(DATA),data.name=$(DATA))
@@ -27,6 +27,7 @@ IMAGE_CONFIG_gsam  := image_exps/configs/cifar10_wrn16_8.yaml
 IMAGE_CONFIG_looksam := image_exps/configs/cifar10_wrn16_8.yaml
 IMAGE_CONFIG_fsam  := image_exps/configs/cifar10_wrn16_8.yaml
 IMAGE_CONFIG_rwp   := image_exps/configs/cifar10_wrn16_8.yaml
+IMAGE_CONFIG_arwp  := image_exps/configs/cifar10_wrn16_8.yaml
 
 install: $(STAMP)
 
@@ -76,6 +77,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.hessian
 	$(PY) -m benchmarks.text_step
 	$(PY) -m benchmarks.landscape
+	$(PY) -m benchmarks.flatness
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

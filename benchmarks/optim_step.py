@@ -82,10 +82,18 @@ NSO_K = 1
 GRAD_SCALE = 1e-2  # size of the synthetic gradients
 SEED = 0
 
-OPTIMIZER_NAMES = ("sam", "asam", "ssamf", "wsam", "nso", "gsam", "looksam", "fsam", "rwp")
+OPTIMIZER_NAMES = (
+    "sam", "asam", "ssamf", "wsam", "nso", "gsam", "looksam", "fsam", "rwp", "arwp",
+)  # fmt: skip
 GSAM_ALPHA, RWP_MIX = 0.4, 0.5
+ARWP_ETA, ARWP_BETA = 1.0, 0.9  # the authors' code's defaults
 LOOKSAM_K = 5  # LookSAM's interval, the paper's
-GOAL_OVERHEAD = 0.6  # ours / reference
+GOAL_OVERHEAD = 0.6  # ours / reference, for the optimizers whose references loop per parameter
+#: Printed without a goal: LookSAM's and F-SAM's references are pytorch_optimizer's
+#: vectorised code, GSAM's and (A)RWP's spend most of a step where ours must too (a
+#: second gradient-sized pass; a Gaussian draw per weight), so a fixed ratio would grade
+#: the reference rather than us.
+NO_OVERHEAD_GOAL = frozenset({"gsam", "looksam", "fsam", "rwp", "arwp"})
 GOAL_NSO_E2E = 0.70  # ours / reference
 GOAL_MEMORY = {"sam": 1.0, "nso": 2.0}  # ours, multiples of the parameter bytes
 
@@ -413,6 +421,44 @@ class RefRWP(Optimizer):
         self.base_optimizer.step()
 
 
+class RefARWP(RefRWP):
+    """m-ARWP in the same loop: the noise of each output filter shrunk by the summed
+    history of its squared perturbed gradients, the history kept per parameter."""
+
+    def __init__(self, *args: Any, eta: float, beta: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.eta, self.beta = eta, beta
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any]) -> None:  # type: ignore[override]
+        closure = torch.enable_grad()(closure)
+        closure()  # g(W)
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state[p]
+                state["g"] = p.grad.clone()
+                rows = p.reshape(len(p), -1) if p.dim() > 1 else p.reshape(-1, 1)
+                norms = rows.norm(dim=1) if p.dim() > 1 else p.norm().expand(len(rows))
+                noise = torch.randn_like(rows) * group["sigma"] * norms[:, None]
+                if "s" in state:
+                    history = state["s"].reshape(len(rows), -1).sum(dim=1, keepdim=True)
+                    noise /= torch.sqrt(1 + self.eta * history)
+                state["e"] = noise.reshape(p.shape)
+                p.add_(state["e"])
+                p.grad = None
+        closure()  # g(W + e)
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state[p]
+                p.sub_(state["e"])
+                squared = p.grad * p.grad
+                if "s" in state:
+                    squared.add_(state["s"], alpha=self.beta)
+                state["s"] = squared
+                p.grad.mul_(group["mix"]).add_(state["g"], alpha=1 - group["mix"])
+        self.base_optimizer.step()
+
+
 # ---------------------------------------------------------------------------------------
 # Builders
 # ---------------------------------------------------------------------------------------
@@ -437,6 +483,11 @@ def build_ours(name: str, params: list[Tensor], live: Tensor) -> Optimizer:
         return GSAM(params, SGD, rho=RHO, gsam_alpha=GSAM_ALPHA, **base)
     if name == "rwp":
         return RWP(params, SGD, noise_scale=SIGMA, mix=RWP_MIX, seed=SEED, **base)
+    if name == "arwp":
+        return RWP(
+            params, SGD, noise_scale=SIGMA, mix=RWP_MIX, adapt=ARWP_ETA, adapt_decay=ARWP_BETA,
+            seed=SEED, **base,
+        )  # fmt: skip
     if name == "looksam":
         return LookSAM(params, SGD, rho=RHO, interval=LOOKSAM_K, **base)
     if name == "fsam":
@@ -478,6 +529,8 @@ def build_ref(name: str, params: list[Tensor], live: Tensor) -> Optimizer:
         return RefGSAM(params, SGD, rho=RHO, alpha=GSAM_ALPHA, **base)
     if name == "rwp":
         return RefRWP(params, SGD, sigma=SIGMA, mix=RWP_MIX, **base)
+    if name == "arwp":
+        return RefARWP(params, SGD, sigma=SIGMA, mix=RWP_MIX, eta=ARWP_ETA, beta=ARWP_BETA, **base)
     import pytorch_optimizer  # the bench extra: LookSAM and FriendlySAM's public code
 
     if name == "looksam":
@@ -806,7 +859,10 @@ def judge(results: dict[str, Any]) -> bool:
     """Adds ``met`` (None where there is no goal) to every result; True if all are met."""
     met = []
     for per_opt in results["overhead"].values():
-        for r in per_opt.values():
+        for name, r in per_opt.items():
+            if name in NO_OVERHEAD_GOAL:
+                r["met"] = None
+                continue
             r["met"] = r["ratio"] <= GOAL_OVERHEAD  # False for nan
             met.append(r["met"])
     e2e = results["nso_end_to_end"]
@@ -832,8 +888,8 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
                     f"{r['ours_s'] * 1e3:.2f} ms",
                     f"{r['ref_s'] * 1e3:.2f} ms",
                     f"{r['ratio']:.2f}x",
-                    f"<= {GOAL_OVERHEAD:.2f}x",
-                    _met(r["met"]),
+                    "-" if r["met"] is None else f"<= {GOAL_OVERHEAD:.2f}x",
+                    "-" if r["met"] is None else _met(r["met"]),
                 ]
             )
     e2e = results["nso_end_to_end"]

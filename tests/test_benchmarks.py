@@ -30,7 +30,7 @@ def run_quick(module: str, tmp_path: Path) -> tuple[str, dict]:
 def test_optim_step_benchmark_runs_and_memory_is_within_budget(tmp_path):
     stdout, results = run_quick("benchmarks.optim_step", tmp_path)
     assert "| step overhead | resnet18 / nso" in stdout
-    names = {"sam", "asam", "ssamf", "wsam", "nso", "gsam", "looksam", "fsam", "rwp"}
+    names = {"sam", "asam", "ssamf", "wsam", "nso", "gsam", "looksam", "fsam", "rwp", "arwp"}
     assert set(results["overhead"]) == {"resnet18", "transformer16"}
     assert all(set(v) == names for v in results["overhead"].values())
     # held memory is counted tensor by tensor, not timed: it is exact and must hold
