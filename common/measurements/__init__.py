@@ -4,12 +4,25 @@ tables iterate it. See :mod:`common.measurements.spec` for what an entry holds."
 
 from __future__ import annotations
 
-from common.measurements import hessian, landscape, noise_stability
+from common.measurements import (
+    adaptive_sharpness,
+    hessian,
+    landscape,
+    noise_stability,
+    pac_bayes,
+)
 from common.measurements.spec import Column, Measurement, Sharpness
 
 #: Every measurement by name, in the order ``--measure`` runs them and tables show them.
 MEASUREMENTS: dict[str, Measurement] = {
-    m.name: m for m in (hessian.MEASUREMENT, noise_stability.MEASUREMENT, landscape.MEASUREMENT)
+    m.name: m
+    for m in (
+        hessian.MEASUREMENT,
+        noise_stability.MEASUREMENT,
+        adaptive_sharpness.MEASUREMENT,
+        pac_bayes.MEASUREMENT,
+        landscape.MEASUREMENT,
+    )
 }
 
 

@@ -1,8 +1,15 @@
 """Sharpness measurements: Hessian trace, eigenvalues, spectral density, noise stability,
-loss landscape. Each takes ``model``, ``loss_fn(model, batch) -> mean loss`` and ``data``
-(re-iterable batches), evaluates in eval mode and leaves the model as it found it.
+adaptive sharpness, PAC-Bayes flatness, loss landscape. Each takes ``model``,
+``loss_fn(model, batch) -> mean loss`` and ``data`` (re-iterable batches), evaluates in
+eval mode and leaves the model as it found it.
 """
 
+from common.sharpness.adaptive import (
+    AverageCaseResult,
+    WorstCaseResult,
+    average_sharpness,
+    worst_case_sharpness,
+)
 from common.sharpness.core import Record, measuring, select_params
 from common.sharpness.hessian import (
     DensityResult,
@@ -20,16 +27,21 @@ from common.sharpness.landscape import (
     random_direction,
 )
 from common.sharpness.noise import NoiseStabilityResult, noise_stability
+from common.sharpness.pac_bayes import PacBayesResult, pac_bayes_sigma
 from common.sharpness.plots import plot_esd, plot_interpolation, plot_landscape
 
 __all__ = [
+    "AverageCaseResult",
     "DensityResult",
     "EigenResult",
     "InterpolationResult",
     "LandscapeResult",
     "NoiseStabilityResult",
+    "PacBayesResult",
     "Record",
     "TraceResult",
+    "WorstCaseResult",
+    "average_sharpness",
     "hessian_eigenvalues",
     "hessian_esd",
     "hessian_trace",
@@ -37,9 +49,11 @@ __all__ = [
     "loss_landscape",
     "measuring",
     "noise_stability",
+    "pac_bayes_sigma",
     "plot_esd",
     "plot_interpolation",
     "plot_landscape",
     "random_direction",
     "select_params",
+    "worst_case_sharpness",
 ]

@@ -50,6 +50,7 @@ from common.train.typed import (
 __all__ = [
     "RUNTIME_KEYS",
     "SEED_MAX",
+    "AdaptiveSharpnessConfig",
     "Config",
     "ConfigError",
     "DataConfig",
@@ -59,6 +60,7 @@ __all__ = [
     "ModelConfig",
     "NoiseStabilityConfig",
     "OptimizerConfig",
+    "PacBayesConfig",
     "ScheduleConfig",
     "Section",
     "TrainConfig",
@@ -368,6 +370,65 @@ class NoiseStabilityConfig(MeasurementSection):
     two_sided: bool = keyfield(False, "antithetic pairs W ± U")
 
 
+class AdaptiveSharpnessConfig(MeasurementSection):
+    """Adaptive sharpness: the loss increase at worst and on average in a |w|-scaled ball."""
+
+    split: str = keyfield("train", "data split (the paper's: training examples)", choices=_SPLITS)
+    n_examples: int | None = keyfield(1000, "examples used (None = all)", min=1)
+    batch_size: int = keyfield(250, "batch size (per_batch: the size m of each max)", min=1)
+    params: str = keyfield("all", "parameters perturbed", choices=_PARAMS)
+    seed: int = keyfield(0, "seed of the measurement", min=0, max=SEED_MAX)
+    checkpoint: str = keyfield("best", "checkpoint measured", choices=_CHECKPOINTS)
+    cases: list[str] = keyfield(
+        help="worst (projected ascent) and/or average (Gaussian) case",
+        factory=lambda: ["worst", "average"],
+        choices=("worst", "average"),
+        nonempty=True,
+    )
+    scaling: str = keyfield(
+        "adaptive", "c = |w| (adaptive) or c = 1 (none)", choices=("adaptive", "none")
+    )
+    rho: float = keyfield(0.002, "worst case: radius of ||delta / c||_p <= rho", min=0)
+    norm: str = keyfield("linf", "worst case: the ball's norm p", choices=("l2", "linf"))
+    steps: int = keyfield(20, "worst case: ascent steps (a forward+backward pass each)", min=1)
+    restarts: int = keyfield(1, "worst case: random restarts (the largest is kept)", min=1)
+    per_batch: bool = keyfield(False, "worst case: a delta per batch, their mean (the paper's)")
+    average_rho: float = keyfield(0.1, "average case: delta ~ N(0, rho^2 c^2)", min=0)
+    n_samples: int = keyfield(20, "average case: draws", min=1)
+    two_sided: bool = keyfield(False, "average case: antithetic pairs +-delta")
+
+
+class PacBayesConfig(MeasurementSection):
+    """PAC-Bayes flatness: 1/sigma^2 for the largest weight noise raising the loss by target."""
+
+    split: str = keyfield("train", "data split (the paper's: training examples)", choices=_SPLITS)
+    n_examples: int | None = keyfield(1000, "examples used (None = all)", min=1)
+    batch_size: int = keyfield(250, "batch size", min=1)
+    params: str = keyfield("all", "parameters perturbed", choices=_PARAMS)
+    seed: int = keyfield(0, "seed of the measurement", min=0, max=SEED_MAX)
+    checkpoint: str = keyfield("best", "checkpoint measured", choices=_CHECKPOINTS)
+    noise: list[str] = keyfield(
+        help="plain N(0, sigma^2) and/or magnitude-aware N(0, sigma^2 w^2 + eps^2) noise",
+        factory=lambda: ["plain", "magnitude"],
+        choices=("plain", "magnitude"),
+        nonempty=True,
+    )
+    target: float = keyfield(0.1, "the expected loss increase that defines sigma", gt=0)
+    eps: float = keyfield(1e-3, "magnitude-aware noise floor", min=0)
+    n_samples: int = keyfield(10, "noise draws per sigma tried", min=1)
+    two_sided: bool = keyfield(False, "antithetic pairs +-u")
+    sigma_min: float = keyfield(1e-4, "bisection bracket, low end", gt=0)
+    sigma_max: float = keyfield(10.0, "bisection bracket, high end", gt=0)
+    tol: float = keyfield(0.01, "stop when the bracket's high/low <= 1 + tol", gt=0)
+
+    def check_section(self, prefix: str) -> None:
+        if self.sigma_min >= self.sigma_max:
+            raise ConfigError(
+                f"{prefix}.sigma_min ({self.sigma_min:g}) must be below {prefix}.sigma_max "
+                f"({self.sigma_max:g})"
+            )
+
+
 class LandscapeConfig(MeasurementSection):
     """Loss along random filter-normalised directions."""
 
@@ -397,6 +458,8 @@ class Config(Section):
     train: TrainConfig = keyfield(factory=TrainConfig)
     hessian: HessianConfig = keyfield(factory=HessianConfig)
     noise_stability: NoiseStabilityConfig = keyfield(factory=NoiseStabilityConfig)
+    adaptive_sharpness: AdaptiveSharpnessConfig = keyfield(factory=AdaptiveSharpnessConfig)
+    pac_bayes: PacBayesConfig = keyfield(factory=PacBayesConfig)
     landscape: LandscapeConfig = keyfield(factory=LandscapeConfig)
     seed: int = keyfield(0, "global seed", min=0, max=SEED_MAX)
     run_dir: str | None = keyfield(None, "run directory (None = derived from the config)")
