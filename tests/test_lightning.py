@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 pl = pytest.importorskip("lightning.pytorch")
 
 from common.optim import OPTIMIZERS, create_optimizer  # noqa: E402
+from common.optim.closures import scaled_step  # noqa: E402
 from common.optim.lightning import SharpnessAwareMixin  # noqa: E402
 from tests.conftest import ALL, build, ce, data  # noqa: E402
 
@@ -125,11 +126,68 @@ def test_bf16_mixed_trains():
     assert all(torch.isfinite(p).all() for p in module.parameters())
 
 
-def test_fp16_loss_scaling_is_refused_for_a_sharpness_aware_optimizer():
-    # on a CPU Lightning turns "16-mixed" into bf16; the plugin with a scaler is CUDA's
-    scaled = pl.plugins.precision.MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))
-    with pytest.raises(ValueError, match=r"16-mixed.*bf16-mixed"):
-        trainer(max_epochs=1, plugins=[scaled]).fit(Module("sam", data()), loader())
+def fp16(scale: float = 2.0**8) -> pl.plugins.precision.MixedPrecision:
+    # on a CPU Lightning turns "16-mixed" into bf16; the plugin with a scaler is CUDA's,
+    # built here for the CPU (fp16 autocast and GradScaler run there too)
+    scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+    return pl.plugins.precision.MixedPrecision("16-mixed", "cpu", scaler)
+
+
+def plain_fp16_loop(name: str, scale: float) -> Module:
+    """The same steps in a plain loop: autocast, scaler.scale(loss).backward, scaled_step."""
+    module = Module(name, data())
+    optimizer = module.configure_optimizers()
+    scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+    for batch in loader():
+
+        def closure(batch=batch):
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = ce(module, batch)
+            scaler.scale(loss).backward()
+            return loss.detach()
+
+        optimizer.zero_grad()
+        scaled_step(optimizer, closure, scaler)
+    return module
+
+
+@pytest.mark.parametrize("name", ["sam", "nso", "fsam", "gsam", "sgd"])
+def test_fp16_with_loss_scaling_equals_the_plain_scaled_loop(name):
+    module = Module(name, data())
+    trainer(max_epochs=1, plugins=[fp16()]).fit(module, loader())
+    assert module.trainer.global_step == 3 and module.passes == (3 if name == "sgd" else 6)
+    plain = plain_fp16_loop(name, 2.0**8)
+    for ours, theirs in zip(module.parameters(), plain.parameters(), strict=True):
+        assert torch.equal(ours, theirs)
+    assert "optimizer_step" not in vars(module.trainer.precision_plugin)  # the fit's only
+
+
+def test_an_fp16_overflow_skips_the_step_and_backs_off_the_scale():
+    module = Module("sam", data())
+    start = [p.detach().clone() for p in module.parameters()]
+    fit = trainer(max_epochs=1, plugins=[fp16(scale=2.0**40)])  # the fp16 gradients overflow
+    fit.fit(module, loader())
+    assert module.passes == 3  # each step stopped after its first pass
+    assert all(torch.equal(a, b) for a, b in zip(start, module.parameters(), strict=True))
+    assert fit.precision_plugin.scaler.get_scale() == 2.0**37  # halved once per step
+
+
+def test_an_fp16_fit_resumed_from_a_checkpoint_continues_bit_for_bit(tmp_path):
+    straight = Module("sam", data())
+    trainer(max_epochs=3, plugins=[fp16(scale=2.0**30)]).fit(straight, loader())
+    first = Module("sam", data())
+    checkpointing = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer(max_epochs=2, enable_checkpointing=True, callbacks=[checkpointing],
+            plugins=[fp16(scale=2.0**30)]).fit(first, loader())  # fmt: skip
+    resumed = Module("sam", data())
+    again = trainer(max_epochs=3, default_root_dir=tmp_path / "resumed", plugins=[fp16()])
+    again.fit(resumed, loader(), ckpt_path=tmp_path / "last.ckpt")  # the scale comes back too
+    assert (
+        again.precision_plugin.scaler.get_scale()
+        == straight.trainer.precision_plugin.scaler.get_scale()
+    )
+    for ours, theirs in zip(resumed.parameters(), straight.parameters(), strict=True):
+        assert torch.equal(ours, theirs)
 
 
 class Spawned(Module):

@@ -37,18 +37,25 @@ Under DDP every pass's gradient is averaged over the processes by ``manual_backw
 perturbation is the global batch's (the whole batch's SAM), not each process's own as in
 this project's trainer (the SAM paper's m-sharpness). Gradient clipping goes through the
 optimizer's ``max_grad_norm`` (Lightning refuses ``gradient_clip_val`` with manual
-optimization). Precision: ``32-true`` and ``bf16-mixed`` work; ``16-mixed`` is refused for
-a sharpness-aware optimizer, because Lightning's scaler steps without a closure (use
-:func:`common.optim.closures.scaled_step` in a plain loop for fp16).
+optimization). Precision: ``32-true``, ``bf16-mixed`` and ``16-mixed``. Lightning's fp16
+plugin calls the closure once and then steps without it, which a sharpness-aware optimizer
+cannot do; so for the fit the mixin has that trainer's plugin step with
+:func:`common.optim.closures.scaled_step` instead: every pass is unscaled as it ends, an
+overflow in any pass skips the whole step (weights put back, nothing logged for it) and
+the scale is updated once per step, the scaler's state in the checkpoint as before.
+``on_before_optimizer_step`` is not called under ``16-mixed`` (there is no single moment
+at which a sharpness-aware step's gradients are final and unscaled before it steps).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor
+from torch.optim import Optimizer
 
-from common.optim.base import SharpnessAwareOptimizer
+from common.optim.closures import scaled_step
 
 try:
     import lightning.pytorch  # noqa: F401  the mixin needs a LightningModule beside it
@@ -83,12 +90,12 @@ class SharpnessAwareMixin:
         return optimizers
 
     def on_fit_start(self) -> None:
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # type: ignore[attr-defined]
-        if scaler is not None and isinstance(self._optimizer().optimizer, SharpnessAwareOptimizer):
-            raise ValueError(
-                "precision='16-mixed' steps the optimizer without a closure, which a "
-                "sharpness-aware optimizer needs: use precision='bf16-mixed' or '32-true'"
-            )
+        plugin = self.trainer.precision_plugin  # type: ignore[attr-defined]
+        if getattr(plugin, "scaler", None) is not None and "optimizer_step" not in vars(plugin):
+            plugin.optimizer_step = _closure_aware_step(plugin)
+
+    def on_fit_end(self) -> None:
+        vars(self.trainer.precision_plugin).pop("optimizer_step", None)  # type: ignore[attr-defined]
 
     def on_train_epoch_start(self) -> None:
         optimizer = self._optimizer().optimizer
@@ -113,7 +120,8 @@ class SharpnessAwareMixin:
         optimizer.zero_grad()
         loss = optimizer.step(closure=closure)
         self._step_schedulers("step")
-        self.log("train_loss", loss, prog_bar=True)  # type: ignore[attr-defined]
+        if loss is not None:  # None: an fp16 overflow skipped the step
+            self.log("train_loss", loss, prog_bar=True)  # type: ignore[attr-defined]
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -123,3 +131,13 @@ class SharpnessAwareMixin:
         for config in self.trainer.lr_scheduler_configs:  # type: ignore[attr-defined]
             if config.interval == interval:
                 config.scheduler.step()
+
+
+def _closure_aware_step(plugin: Any) -> Callable[..., Any]:
+    """The fp16 plugin's ``optimizer_step`` for one fit: :func:`scaled_step` with its scaler."""
+
+    def optimizer_step(optimizer: Optimizer, model: Any, closure: Callable[..., Any], **_: Any):
+        del model  # Lightning's signature; the closure already runs the module
+        return scaled_step(optimizer, closure, plugin.scaler)
+
+    return optimizer_step
