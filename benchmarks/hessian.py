@@ -31,7 +31,13 @@ median of several rounds:
    fused attention kernel has no double backward);
 6. (not with --quick) the cost of one Hessian-vector product by the primitives a trace
    could use: our eager double backward through a kept graph, and forward-over-reverse
-   eager and compiled with ``torch.compile``.
+   eager and compiled with ``torch.compile``;
+7. the cost of a GGN- and an empirical-Fisher-vector product relative to a
+   Hessian-vector product, on the small CNN and one batch, per vector of a block of 8:
+   built per call (a fresh operator: forward, graphs or per-example gradients, then the
+   products) and with what each keeps between calls (kept graphs; the Fisher's kept
+   per-example gradients, which make a product two matrix products), and the Fisher's
+   against a per-example loop written the plain way (one backward pass per example).
 
 Goal: each of ours <= 0.5x PyHessian's time at at least its accuracy.
 """
@@ -52,6 +58,9 @@ from torch import nn
 from benchmarks import cli
 from common.attention import differentiable_attention
 from common.sharpness import hessian_eigenvalues, hessian_trace
+from common.sharpness.core import weighted_batches
+from common.sharpness.curvature import FisherOperator, GGNOperator, OutputLoss
+from common.sharpness.hvp import HessianOperator
 
 GOAL = 0.5
 SEED = 0
@@ -278,6 +287,53 @@ def primitives(model: nn.Module, one, rounds: int) -> dict[str, Any]:
     return out
 
 
+def fisher_loop_reference(model: nn.Module, one, v: torch.Tensor) -> torch.Tensor:
+    """F V the plain way: one backward pass per example, then Σ g_i (g_iᵀ V) / n."""
+    ((x, y),) = one
+    params = list(model.parameters())
+    out = torch.zeros_like(v)
+    for i in range(len(y)):
+        grads = torch.autograd.grad(ce(model, (x[i : i + 1], y[i : i + 1])), params)
+        g = torch.cat([t.reshape(-1) for t in grads]).double()
+        out += (v @ g)[:, None] * g
+    return out / len(y)
+
+
+def curvature_products(model: nn.Module, one, rounds: int, m: int = 8) -> dict[str, Any]:
+    """ms per vector of a block of ``m``: the Hessian's, the GGN's and the Fisher's products,
+    built per call and with what they keep; the Fisher's plain per-example loop."""
+    split = OutputLoss(lambda net, b: net(b[0]), lambda z, b: nn.functional.cross_entropy(z, b[1]))
+    batches = weighted_batches(one, torch.device("cpu"))
+    params = list(model.parameters())
+    gen = torch.Generator().manual_seed(SEED)
+    v = torch.randn(m, sum(p.numel() for p in params), generator=gen, dtype=torch.float64)
+    kinds = {"hessian": HessianOperator, "ggn": GGNOperator, "fisher": FisherOperator}
+
+    def per_vector(fn: Callable[[], Any], reps: int = 3) -> float:
+        fn()
+        return statistics.median(timed(fn)[0] for _ in range(reps * rounds)) * 1e3 / m
+
+    out: dict[str, Any] = {}
+    with differentiable_attention():
+        for name, cls in kinds.items():
+            kept = cls(model, split, batches, params, keep_graphs=True)
+            out[name] = {
+                "built_ms": per_vector(
+                    lambda cls=cls: cls(model, split, batches, params, keep_graphs=False).matmat(v)
+                ),
+                "kept_ms": per_vector(lambda kept=kept: kept.matmat(v)),
+            }
+        out["fisher"]["loop_ms"] = per_vector(lambda: fisher_loop_reference(model, one, v), 1)
+        ours = FisherOperator(model, split, batches, params).matmat(v)
+        plain = fisher_loop_reference(model, one, v)
+        out["fisher"]["vs_loop_error"] = float((ours - plain).norm() / plain.norm())
+    for name in ("ggn", "fisher"):
+        for how in ("built", "kept"):
+            out[name][f"{how}_vs_hessian"] = out[name][f"{how}_ms"] / out["hessian"][f"{how}_ms"]
+    out["fisher"]["built_vs_loop"] = out["fisher"]["built_ms"] / out["fisher"]["loop_ms"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = cli.parse(cli.parser(__doc__), argv)
     # PyHessian calls loss.backward(create_graph=True); torch warns about the cycle it makes
@@ -356,6 +412,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.quick:  # compiling takes 5-45 s: not in the smoke run
         print("Hessian-vector product primitives ...", flush=True)
         results["primitives"] = primitives(model, one, rounds)
+    print("GGN- and Fisher-vector products against Hessian-vector products ...", flush=True)
+    results["curvature_products"] = curvature_products(model, one, rounds)
 
     print()
     print("| measure | ours | pyhessian | ratio | goal | met | accuracy |")
@@ -406,6 +464,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"(torch.compile took {p['compile_s']:.1f} s before its first product)")
         else:
             print(f"(torch.compile failed: {p['compile_error']})")
+    c = results["curvature_products"]
+    print(f"\n| product, small CNN, 1 batch of {size}, block of 8 | ms per vector, built per call "
+          "| ms per vector, kept | vs Hessian (built / kept) |\n|---|---|---|---|")  # fmt: skip
+    for name, label in (("hessian", "Hessian"), ("ggn", "GGN"), ("fisher", "empirical Fisher")):
+        r = c[name]
+        ratio = (
+            "1"
+            if name == "hessian"
+            else f"{r['built_vs_hessian']:.2f}x / {r['kept_vs_hessian']:.2f}x"
+        )
+        print(f"| {label} | {r['built_ms']:.2f} | {r['kept_ms']:.3f} | {ratio} |")
+    f = c["fisher"]
+    print(f"| empirical Fisher, per-example loop (plain) | {f['loop_ms']:.2f} | – | "
+          f"ours built per call: {f['built_vs_loop']:.2f}x of it (relative difference "
+          f"{f['vs_loop_error']:.1e}) |")  # fmt: skip
     results["all_goals_met"] = met_all
     cli.write_json(args.json, results)
     return results

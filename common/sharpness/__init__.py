@@ -11,6 +11,7 @@ from common.sharpness.adaptive import (
     worst_case_sharpness,
 )
 from common.sharpness.core import Record, measuring, select_params
+from common.sharpness.curvature import OPERATORS, OutputLoss
 from common.sharpness.hessian import (
     DensityResult,
     EigenResult,
@@ -31,12 +32,14 @@ from common.sharpness.pac_bayes import PacBayesResult, pac_bayes_sigma
 from common.sharpness.plots import plot_esd, plot_interpolation, plot_landscape
 
 __all__ = [
+    "OPERATORS",
     "AverageCaseResult",
     "DensityResult",
     "EigenResult",
     "InterpolationResult",
     "LandscapeResult",
     "NoiseStabilityResult",
+    "OutputLoss",
     "PacBayesResult",
     "Record",
     "TraceResult",

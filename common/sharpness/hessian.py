@@ -21,30 +21,14 @@ from common.sharpness.core import (
     model_device,
     record_for,
     select_params,
-    weighted_batches,
 )
+from common.sharpness.curvature import check_operator, operator_options
+from common.sharpness.curvature import make_operator as _operator
 from common.sharpness.hvp import HessianOperator
 
 METHODS = ("hutchinson", "hutch++", "stratified")
 SAMPLINGS = ("full", "batch")
 STARTS = ("gradient", "random")
-
-
-def _operator(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: Iterable[Any],
-    params: ParamSpec,
-    batch_size: Callable[[Any], int] | None,
-    keep_graphs: bool | None,
-) -> tuple[HessianOperator, list[tuple[str, nn.Parameter]]]:
-    chosen = select_params(model, params)
-    kwargs = {} if batch_size is None else {"batch_size": batch_size}
-    batches = weighted_batches(data, model_device(model), **kwargs)
-    keep = len(batches) == 1 if keep_graphs is None else keep_graphs
-    return HessianOperator(
-        model, loss_fn, batches, [p for _, p in chosen], keep_graphs=keep
-    ), chosen
 
 
 def _rademacher(m: int, dim: int, gen: torch.Generator, device: torch.device) -> Tensor:
@@ -139,6 +123,7 @@ def hessian_trace(
     batch_size: Callable[[Any], int] | None = None,
     keep_graphs: bool | None = None,
     progress: bool | None = None,
+    operator: str = "hessian",
 ) -> TraceResult:
     """Estimates tr(H) of the full-data loss with at most ``n_probes`` Hessian-vector products.
 
@@ -185,14 +170,18 @@ def hessian_trace(
         keep_graphs: keep every batch's gradient graph between chunks (default: only when
             ``data`` is one batch).
         progress: tqdm bar (None: only on a terminal).
+        operator: the matrix whose trace it is: "hessian", "ggn" (the generalised
+            Gauss-Newton matrix; ``loss_fn`` an :class:`OutputLoss`) or "fisher" (the
+            empirical Fisher); see :mod:`common.sharpness.curvature`.
     """
+    check_operator(operator, loss_fn)
     check_trace_options(
         method=method, sampling=sampling, n_probes=n_probes, tol=tol,
         target_stderr=target_stderr, sketch_size=sketch_size, model=model, params=params,
     )  # fmt: skip
     stop = _Stop(tol, target_stderr)
     with measuring(model):
-        op, chosen = _operator(model, loss_fn, data, params, batch_size, keep_graphs)
+        op, chosen = _operator(model, loss_fn, data, params, batch_size, keep_graphs, operator)
         # with a stop, small chunks: it is checked between them. One probe at a time where
         # that costs nothing extra (a CPU loops over the probes anyway, and kept graphs are
         # not rebuilt per chunk), so that it stops at the first probe that reaches it
@@ -232,6 +221,7 @@ def hessian_trace(
         target_stderr=target_stderr,
         sketch_size=sketch_size,
         sampling=sampling,
+        **operator_options(operator, op),
     )
     return TraceResult(
         total=total,
@@ -662,6 +652,7 @@ def hessian_eigenvalues(
     batch_size: Callable[[Any], int] | None = None,
     keep_graphs: bool | None = None,
     progress: bool | None = None,
+    operator: str = "hessian",
 ) -> EigenResult:
     """Top-k eigenvalues of the Hessian of the whole selected parameter vector (Lanczos).
 
@@ -688,13 +679,15 @@ def hessian_eigenvalues(
             costs a forward and backward pass per batch, less than a product, not counted
             in ``n_products``.
             "random": the Gaussian vector alone.
+        operator: the matrix, as in :func:`hessian_trace`.
     """
+    check_operator(operator, loss_fn)
     check_int("k", k, 1)
     check_int("max_iter", max_iter, k)
     if start not in STARTS:
         raise OptionError(f"start={start} is not a Lanczos start: use one of {STARTS}")
     with measuring(model):
-        op, chosen = _operator(model, loss_fn, data, params, batch_size, keep_graphs)
+        op, chosen = _operator(model, loss_fn, data, params, batch_size, keep_graphs, operator)
         if k > op.dim:
             raise OptionError(f"k={k} exceeds the {op.dim} parameters measured: lower it")
         gen = generator(seed, "hessian_eigenvalues")
@@ -704,8 +697,9 @@ def hessian_eigenvalues(
         theta, _ = lanczos(op.matvec, v0, min(max_iter, op.dim), k=k, tol=tol, progress=progress)
     top = theta.flip(0)[:k].tolist()
     record = record_for(
-        "hessian_eigenvalues", op.batches, chosen, params, seed, k=k, tol=tol, start=start
-    )
+        "hessian_eigenvalues", op.batches, chosen, params, seed, k=k, tol=tol, start=start,
+        **operator_options(operator, op),
+    )  # fmt: skip
     return EigenResult(eigenvalues=top, n_products=op.products // len(op.batches), record=record)
 
 
@@ -737,6 +731,7 @@ def hessian_esd(
     batch_size: Callable[[Any], int] | None = None,
     keep_graphs: bool | None = None,
     progress: bool | None = None,
+    operator: str = "hessian",
 ) -> DensityResult:
     """Eigenvalue spectral density by stochastic Lanczos quadrature (Ghorbani et al. 2019).
 
@@ -745,12 +740,13 @@ def hessian_esd(
     quadrature of the spectral measure. The density is Σ w·N(θ, s²) averaged over runs, with
     s² = ``sigma_squared``·max(1, λmax − λmin) as in PyHessian, on ``n_grid`` points
     spanning the nodes ±1%, normalised to integrate to 1 (trapezoid rule). Plot it on a
-    log scale.
+    log scale. ``operator``: the matrix, as in :func:`hessian_trace`.
     """
+    check_operator(operator, loss_fn)
     check_int("n_iter", n_iter, 1)
     check_int("n_runs", n_runs, 1)
     with measuring(model):
-        op, chosen = _operator(model, loss_fn, data, params, batch_size, keep_graphs)
+        op, chosen = _operator(model, loss_fn, data, params, batch_size, keep_graphs, operator)
         gen = generator(seed, "hessian_esd")
         nodes, weights = [], []
         for _ in range(n_runs):
@@ -768,6 +764,7 @@ def hessian_esd(
         n_iter=n_iter,
         n_runs=n_runs,
         sigma_squared=sigma_squared,
+        **operator_options(operator, op),
     )
     return DensityResult(grid.tolist(), density.tolist(), nodes, weights, record)
 

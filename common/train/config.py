@@ -352,6 +352,12 @@ class HessianConfig(MeasurementSection):
     top_k: int = keyfield(1, "top eigenvalues", min=1)
     esd: bool = keyfield(False, "also the spectral density")
     esd_iter: int = keyfield(50, "Lanczos iterations of the spectral density", min=2)
+    operator: str = keyfield(
+        "hessian",
+        "curvature matrix measured: the Hessian, the generalised Gauss-Newton or the empirical "
+        "Fisher",
+        choices=("hessian", "ggn", "fisher"),
+    )
     seed: int = keyfield(0, "seed of the measurement", min=0, max=SEED_MAX)
     checkpoint: str = keyfield("best", "checkpoint measured", choices=_CHECKPOINTS)
 
