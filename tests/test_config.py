@@ -291,7 +291,7 @@ def test_choice_and_bound_messages():
         load("optimizer.lr=0")
     with pytest.raises(ConfigError, match=r"data.val_fraction must be < 1; got 1.0"):
         load("data.val_fraction=1")
-    with pytest.raises(ConfigError, match=r"optimizer.name must be one of adam, adamw, asam"):
+    with pytest.raises(ConfigError, match=r"optimizer.name must be one of adam, adamw, arwp, asam"):
         load("optimizer.name=nsoo")
     with pytest.raises(ConfigError, match=r"noise_stability.sigma\[1\] must be >= 0; got -0.1"):
         load("noise_stability.sigma=[0.1,-0.1]")
