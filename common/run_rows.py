@@ -240,15 +240,20 @@ def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
     return fmt.format(value)
 
 
-def markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """A Markdown table of ``rows``; "–" where a run lacks a value, and measurement
-    columns no row has are left out."""
+def shown_columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """:func:`columns` without the measurement columns no row has (every metric column
+    stays, a missing value shown as missing)."""
     metric_keys = {k for k, _, _ in metric_columns(rows)}
-    cols = [
+    return [
         c
         for c in columns(rows)
         if c[0] in metric_keys or any(r.get(c[0]) is not None for r in rows)
     ]
+
+
+def markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of ``rows`` (:func:`shown_columns`); "–" where a run lacks a value."""
+    cols = shown_columns(rows)
     lines = [
         "| " + " | ".join(h for _, h, _ in cols) + " |",
         "|" + "|".join(" --- " if f == "{}" else " ---: " for _, _, f in cols) + "|",
@@ -258,12 +263,12 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_table(rows: Sequence[dict[str, Any]], stem: str | Path) -> list[Path]:
-    """``stem.md`` and ``stem.csv`` (every column, ``test_<name>`` per metric; empty where
+    """``stem.md`` and ``stem.csv`` (the same columns, :func:`shown_columns`; empty where
     a run lacks a value), each written atomically."""
     md = Path(f"{stem}.md")  # not with_suffix: "table.v2" keeps its ".v2", as the plot does
     write_text(md, markdown(rows))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["run_dir", *(k for k, _, _ in columns(rows))])
+    writer = csv.DictWriter(buf, fieldnames=["run_dir", *(k for k, _, _ in shown_columns(rows))])
     writer.writeheader()
     writer.writerows([{k: r.get(k) for k in writer.fieldnames} for r in rows])
     out = Path(f"{stem}.csv")

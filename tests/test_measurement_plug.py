@@ -63,7 +63,7 @@ PLUGGED = type(TASK)(**{**TASK.__dict__, "config_cls": PluggedConfig})
 @pytest.fixture
 def registered():
     yield measurements.register(TOY)  # the one registry line a new measurement adds
-    del measurements.MEASUREMENTS[TOY.name]  # the other tests see the built-in three
+    del measurements.MEASUREMENTS[TOY.name]  # the other tests see the built-in five
 
 
 def test_a_new_measurement_is_trained_measured_checked_and_tabulated(tmp_path, registered):
@@ -96,7 +96,9 @@ def test_the_generic_command_names_the_measurements_it_knows(capsys):
     assert cli.measure_any_main(TASK, ["curvature", "run_dir=x"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no measurement named 'curvature'")
-    assert err.endswith("KIND one of: hessian, noise_stability, landscape")
+    assert err.endswith(
+        "KIND one of: hessian, noise_stability, adaptive_sharpness, pac_bayes, landscape"
+    )
     assert cli.measure_any_main(TASK, []) == 2
     assert "which measurement?" in capsys.readouterr().err
 
@@ -118,3 +120,21 @@ def test_a_registered_measurement_a_domain_has_no_section_for_is_one_line(
     capsys.readouterr()
     assert cli.measure_any_main(TASK, ["weight_norm", f"run_dir={run_dir}"]) == 2
     assert "has no section in the image domain's config" in capsys.readouterr().err
+
+
+def test_measure_runs_the_defaults_and_measurements_picks_any(tmp_path, capsys):
+    base = ["smoke=true", "train.progress=false"]
+    assert cli.train_main(TASK, ["--measure", *base, f"run_dir={tmp_path / 'a'}"]) == 0
+    written = {p.stem for p in (tmp_path / "a").glob("*.json")}
+    assert {"hessian", "noise_stability", "landscape"} <= written  # the opt-out ones are not
+    assert not {"adaptive_sharpness", "pac_bayes"} & written
+    assert cli.train_main(TASK, [*base, "--measurements", "pac_bayes",
+                                 f"run_dir={tmp_path / 'b'}"]) == 0  # fmt: skip
+    written = {p.stem for p in (tmp_path / "b").glob("*.json")}
+    assert "pac_bayes" in written and not {"hessian", "adaptive_sharpness"} & written
+    capsys.readouterr()
+    assert cli.train_main(TASK, [*base, "--measurements", "hessian,curvature",
+                                 f"run_dir={tmp_path / 'c'}"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "no measurement named 'curvature'; choose from hessian" in err and "all" in err
+    assert not (tmp_path / "c").exists()  # refused before training

@@ -105,4 +105,5 @@ MEASUREMENT = Measurement(
             _heading("adaptive average sharpness", "adaptive_average_setting"),
         ),
     ),
+    with_training=False,
 )  # fmt: skip

@@ -88,4 +88,5 @@ MEASUREMENT = Measurement(
             _heading("magnitude-aware PAC-Bayes flatness 1/σ'²", "pac_bayes_mag_flatness"),
         ),
     ),
+    with_training=False,
 )  # fmt: skip

@@ -56,6 +56,9 @@ class Measurement:
     read: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     columns: tuple[Column, ...] = ()
     sharpness: tuple[Sharpness, ...] = ()
+    #: run by the training command's plain ``--measure`` (the others when named in
+    #: ``--measurements``): the three every table was built on are; newer ones opt in
+    with_training: bool = True
 
     @property
     def file(self) -> str:

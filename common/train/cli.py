@@ -1,8 +1,9 @@
 """Command-line entry points shared by every domain.
 
 ``python -m <domain>.train [--config FILE] key=value ...`` trains; ``python -m
-<domain>.hessian | .noise_stability | .landscape run_dir=PATH key=value ...`` measures a
-finished run with :mod:`common.sharpness` and writes the result into its run directory.
+<domain>.measure KIND run_dir=PATH key=value ...`` (or ``<domain>.hessian`` etc.) measures
+a finished run with a measurement of :mod:`common.measurements` and writes the result into
+its run directory.
 Bad input prints ``error: ...`` (no traceback) and exits with status 2.
 """
 
@@ -80,19 +81,28 @@ def train_main(task: Task, argv: Sequence[str] | None = None) -> int:
     parser = _parser(
         f"python -m {task.domain}_exps.train", "Train a model into a run directory.", task
     )
+    kinds = measurements_of(task)
+    defaults = [k for k in kinds if MEASUREMENTS[k].with_training]
     parser.add_argument(
         "--measure",
         action="store_true",
-        help="then measure the run: Hessian, noise stability, loss landscape (each one not "
-        "already measured on the finished run with the same options)",
+        help=f"then measure the run: {', '.join(defaults)} (each one not already measured on "
+        "the finished run with the same options)",
+    )
+    parser.add_argument(
+        "--measurements",
+        metavar="KIND,...",
+        help=f"then measure the run with these instead (any of {', '.join(kinds)}, or all)",
     )
     args = parser.parse_intermixed_args(argv)
 
     def run() -> None:
+        chosen = _chosen(args.measurements, kinds) if args.measurements else defaults
         cfg = load_config(task.config_cls, task.config_path(args.config), args.overrides)
         summary = train(task, cfg)
-        if summary and args.measure:  # rank 0 only: the measurements are one process
-            for kind in measurements_of(task):
+        wanted = args.measure or args.measurements
+        if summary and wanted:  # rank 0 only: the measurements are one process
+            for kind in chosen:
                 done = measured(Path(summary["run_dir"]), kind, to_dict(cfg)[kind])
                 if done:
                     print(f"{kind}: already measured ({done}); delete it to measure again")
@@ -172,6 +182,20 @@ def cv_main(task: Task, argv: Sequence[str] | None = None) -> int:
 
 
 # -- measuring a finished run -----------------------------------------------------------------
+
+
+def _chosen(text: str, kinds: Sequence[str]) -> list[str]:
+    """``--measurements``: names separated by commas, or ``all``, in the registry's order."""
+    names = {n.strip() for n in text.split(",") if n.strip()}
+    if names == {"all"}:
+        return list(kinds)
+    unknown = ", ".join(map(repr, sorted(names - set(kinds)) or [""]))
+    if not names or names - set(kinds):
+        raise UserError(
+            f"--measurements: no measurement named {unknown}; choose from {', '.join(kinds)}, "
+            "or all"
+        )
+    return [k for k in kinds if k in names]
 
 
 def measurements_of(task: Task) -> list[str]:
