@@ -42,7 +42,7 @@ from common.sharpness.core import (
     select_params,
     weighted_batches,
 )
-from common.sharpness.noise import _draw, _loss_at
+from common.sharpness.noise import draw_noise, loss_at
 
 NORMS = ("l2", "linf")
 SCALINGS = ("adaptive", "none")
@@ -95,7 +95,7 @@ def _check_common(rho: float, scaling: str) -> float:
     return float(rho)
 
 
-def _prepared(
+def prepared_batches(
     model: nn.Module, data: Iterable[Any], params: ParamSpec, batch_size: Callable | None
 ) -> tuple[list[tuple[str, nn.Parameter]], list[tuple[Any, int]]]:
     chosen = select_params(model, params)
@@ -149,7 +149,7 @@ def worst_case_sharpness(
     """
     rho, norm = _check_common(rho, scaling), check_norm(norm)
     steps, restarts = check_int("steps", steps, 1), check_int("restarts", restarts, 1)
-    chosen, batches = _prepared(model, data, params, batch_size)
+    chosen, batches = prepared_batches(model, data, params, batch_size)
     tensors = [p for _, p in chosen]
     groups = [[b] for b in batches] if per_batch else [batches]
     generator = make_generator(int(seed), "worst_case_sharpness")
@@ -207,7 +207,7 @@ class _Ascent:
                      for d, w in zip(draws, self.weights, strict=True)]  # fmt: skip
             torch._foreach_mul_(gamma, self.rho)
             return gamma
-        gamma = _draw(self.weights, 1.0, generator)
+        gamma = draw_noise(self.weights, 1.0, generator)
         torch._foreach_mul_(gamma, self.rho / max(_l2(gamma), 1e-300))
         return gamma
 
@@ -306,7 +306,7 @@ def average_sharpness(
     """
     rho = _check_common(rho, scaling)
     n_samples = check_int("n_samples", n_samples, 1)
-    chosen, batches = _prepared(model, data, params, batch_size)
+    chosen, batches = prepared_batches(model, data, params, batch_size)
     tensors = [p for _, p in chosen]
     with measuring(model), torch.no_grad():
         base = full_loss(model, loss_fn, batches)
@@ -349,7 +349,7 @@ class GaussianNoise:
         """``n_samples`` draws of the increase (antithetic pairs when ``two_sided``)."""
         out = []
         for _ in tqdm(range(n_samples), desc=desc, disable=_quiet(progress), leave=False):
-            u = _draw(self.weights, 1.0, generator)
+            u = draw_noise(self.weights, 1.0, generator)
             torch._foreach_mul_(u, std)
             if not two_sided:
                 torch._foreach_add_(u, self.weights)  # w + u in u's buffer
@@ -362,7 +362,7 @@ class GaussianNoise:
         return out
 
     def _at(self, point: list[Tensor]) -> float:
-        return _loss_at(self.model, self.loss_fn, self.batches, self.tensors, point) - self.base
+        return loss_at(self.model, self.loss_fn, self.batches, self.tensors, point) - self.base
 
 
 def sample_stats(samples: Sequence[float]) -> tuple[float, float, float]:

@@ -159,18 +159,18 @@ def noise_stability(
                 leave=False,
             )
             for _ in draws:
-                noise = _draw(weights, s, generator)
+                noise = draw_noise(weights, s, generator)
                 if two_sided:
                     plus = torch._foreach_add(weights, noise)  # W + U
                     # W − U into U's buffer (−U + W is exactly W − U): no third buffer
                     torch._foreach_neg_(noise)
                     torch._foreach_add_(noise, weights)
-                    up = _loss_at(model, loss_fn, batches, tensors, plus) - base
-                    down = _loss_at(model, loss_fn, batches, tensors, noise) - base
+                    up = loss_at(model, loss_fn, batches, tensors, plus) - base
+                    down = loss_at(model, loss_fn, batches, tensors, noise) - base
                     samples.append(0.5 * (up + down))
                 else:
                     torch._foreach_add_(noise, weights)  # W + U in U's buffer
-                    samples.append(_loss_at(model, loss_fn, batches, tensors, noise) - base)
+                    samples.append(loss_at(model, loss_fn, batches, tensors, noise) - base)
             record = record_for(
                 "noise_stability",
                 batches,
@@ -195,7 +195,7 @@ def _check_sigma(sigma: Any) -> float:
     return value
 
 
-def _draw(weights: Sequence[Tensor], sigma: float, generator: torch.Generator) -> list[Tensor]:
+def draw_noise(weights: Sequence[Tensor], sigma: float, generator: torch.Generator) -> list[Tensor]:
     """U ~ N(0, σ²I), one new tensor per weight, on the weight's device and dtype.
 
     Drawn on the CPU generator parameter by parameter, so U depends on the seed alone:
@@ -207,7 +207,7 @@ def _draw(weights: Sequence[Tensor], sigma: float, generator: torch.Generator) -
     ]
 
 
-def _loss_at(
+def loss_at(
     model: nn.Module,
     loss_fn: LossFn,
     batches: Sequence[tuple[Any, int]],

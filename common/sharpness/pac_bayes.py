@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from common.checks import check, check_int, check_number
 from common.rng import generator as make_generator
-from common.sharpness.adaptive import GaussianNoise, _prepared, sample_stats
+from common.sharpness.adaptive import GaussianNoise, prepared_batches, sample_stats
 from common.sharpness.core import LossFn, ParamSpec, Record, full_loss, measuring, record_for
 
 #: Jiang et al.'s ε of the magnitude-aware noise
@@ -92,7 +92,7 @@ def pac_bayes_sigma(
     """
     _check(target, eps, sigma_min, sigma_max, tol)
     n_samples = check_int("n_samples", n_samples, 1)
-    chosen, batches = _prepared(model, data, params, batch_size)
+    chosen, batches = prepared_batches(model, data, params, batch_size)
     tensors = [p for _, p in chosen]
     with measuring(model), torch.no_grad():
         base = full_loss(model, loss_fn, batches)

@@ -56,6 +56,7 @@ __all__ = [
     "DataConfig",
     "HessianConfig",
     "LandscapeConfig",
+    "MeasuredData",
     "MeasurementSection",
     "ModelConfig",
     "NoiseStabilityConfig",
@@ -323,12 +324,21 @@ _PARAMS = ("all", "reference")
 _CHECKPOINTS = ("best", "last")
 
 
-class HessianConfig(MeasurementSection):
-    """Hessian trace, top eigenvalues and spectral density of a checkpoint."""
+class MeasuredData(MeasurementSection):
+    """What every measurement of a checkpoint on a data subset states: the split, how many
+    of its examples, the batch size, the seed of its subset and draws, and which
+    checkpoint; a measurement's section subclasses it (and may change a default)."""
 
     split: str = keyfield("test", "data split", choices=_SPLITS)
     n_examples: int | None = keyfield(1000, "examples used (None = all)", min=1)
     batch_size: int = keyfield(250, "batch size", min=1)
+    seed: int = keyfield(0, "seed of the measurement", min=0, max=SEED_MAX)
+    checkpoint: str = keyfield("best", "checkpoint measured", choices=_CHECKPOINTS)
+
+
+class HessianConfig(MeasuredData):
+    """Hessian trace, top eigenvalues and spectral density of a checkpoint."""
+
     n_probes: int = keyfield(100, "random probes of the trace estimator (the budget)", min=1)
     method: str = keyfield(
         "hutchinson", "trace estimator", choices=("hutchinson", "hutch++", "stratified")
@@ -358,33 +368,23 @@ class HessianConfig(MeasurementSection):
         "Fisher",
         choices=("hessian", "ggn", "fisher"),
     )
-    seed: int = keyfield(0, "seed of the measurement", min=0, max=SEED_MAX)
-    checkpoint: str = keyfield("best", "checkpoint measured", choices=_CHECKPOINTS)
 
 
-class NoiseStabilityConfig(MeasurementSection):
+class NoiseStabilityConfig(MeasuredData):
     """Loss change under random weight noise."""
 
-    split: str = keyfield("test", "data split", choices=_SPLITS)
-    n_examples: int | None = keyfield(1000, "examples used (None = all)", min=1)
-    batch_size: int = keyfield(250, "batch size", min=1)
     params: str = keyfield("all", "parameters perturbed", choices=_PARAMS)
-    seed: int = keyfield(0, "seed of the measurement", min=0, max=SEED_MAX)
-    checkpoint: str = keyfield("best", "checkpoint measured", choices=_CHECKPOINTS)
     sigma: list[float] = keyfield(help="noise scales", factory=lambda: [0.01], min=0, nonempty=True)
     n_samples: int = keyfield(20, "noise draws per scale", min=1)
     two_sided: bool = keyfield(False, "antithetic pairs W ± U")
 
 
-class AdaptiveSharpnessConfig(MeasurementSection):
+class AdaptiveSharpnessConfig(MeasuredData):
     """Adaptive sharpness: the loss increase at worst and on average in a |w|-scaled ball."""
 
     split: str = keyfield("train", "data split (the paper's: training examples)", choices=_SPLITS)
-    n_examples: int | None = keyfield(1000, "examples used (None = all)", min=1)
     batch_size: int = keyfield(250, "batch size (per_batch: the size m of each max)", min=1)
     params: str = keyfield("all", "parameters perturbed", choices=_PARAMS)
-    seed: int = keyfield(0, "seed of the measurement", min=0, max=SEED_MAX)
-    checkpoint: str = keyfield("best", "checkpoint measured", choices=_CHECKPOINTS)
     cases: list[str] = keyfield(
         help="worst (projected ascent) and/or average (Gaussian) case",
         factory=lambda: ["worst", "average"],
@@ -404,15 +404,11 @@ class AdaptiveSharpnessConfig(MeasurementSection):
     two_sided: bool = keyfield(False, "average case: antithetic pairs +-delta")
 
 
-class PacBayesConfig(MeasurementSection):
+class PacBayesConfig(MeasuredData):
     """PAC-Bayes flatness: 1/sigma^2 for the largest weight noise raising the loss by target."""
 
     split: str = keyfield("train", "data split (the paper's: training examples)", choices=_SPLITS)
-    n_examples: int | None = keyfield(1000, "examples used (None = all)", min=1)
-    batch_size: int = keyfield(250, "batch size", min=1)
     params: str = keyfield("all", "parameters perturbed", choices=_PARAMS)
-    seed: int = keyfield(0, "seed of the measurement", min=0, max=SEED_MAX)
-    checkpoint: str = keyfield("best", "checkpoint measured", choices=_CHECKPOINTS)
     noise: list[str] = keyfield(
         help="plain N(0, sigma^2) and/or magnitude-aware N(0, sigma^2 w^2 + eps^2) noise",
         factory=lambda: ["plain", "magnitude"],
@@ -435,14 +431,10 @@ class PacBayesConfig(MeasurementSection):
             )
 
 
-class LandscapeConfig(MeasurementSection):
+class LandscapeConfig(MeasuredData):
     """Loss along random filter-normalised directions."""
 
-    split: str = keyfield("test", "data split", choices=_SPLITS)
-    n_examples: int | None = keyfield(1000, "examples used (None = all)", min=1)
-    batch_size: int = keyfield(250, "batch size", min=1)
     seed: int = keyfield(0, "seed of the directions", min=0, max=SEED_MAX)
-    checkpoint: str = keyfield("best", "checkpoint measured", choices=_CHECKPOINTS)
     dims: int = keyfield(2, "1-d curve or 2-d surface", choices=(1, 2))
     steps: int = keyfield(21, "grid points per direction", min=2)
     span: float = keyfield(1.0, "grid half-width", gt=0)
