@@ -16,9 +16,11 @@ import pytest
 import torch
 
 from common.errors import RunDirError
-from common.io import write_json
+from common.io import write_json, write_text
+from common.train.checkpoint import load_checkpoint, save_checkpoint
 from common.train.cli import measure_main, train_main
 from common.train.config import load_config, save_config
+from common.train.config_files import _sha256
 from common.train.rundir import locked, name_label, run_dir_for
 from common.train.trainer import Trainer, train
 from image_exps.task import TASK, ImageConfig
@@ -398,3 +400,28 @@ def test_a_pickle_with_code_is_refused_without_torchs_advice_to_load_it_unsafely
         load_checkpoint(path, fix="train again")
     assert "weights_only=False" not in str(e.value) and "can still be loaded" not in str(e.value)
     assert "holds more than tensors" in str(e.value)
+
+
+def test_a_run_written_before_a_config_key_existed_is_measured_and_resumed(
+    finished, tmp_path, capsys
+) -> None:
+    """A newer optimizer's options (RWP's adapt, ...) are keys an older run's config.yaml
+    and checkpoints lack: they count as their defaults, so the run is still measured; a
+    changed value is still refused."""
+    run_dir = copy_run(finished, tmp_path / "run")
+    missing = ("adapt", "adapt_decay", "nesterov")  # as if the run predated these options
+    for name in ("best.pt", "checkpoint.pt"):
+        ckpt = load_checkpoint(run_dir / name)
+        for key in missing:
+            del ckpt["config"]["optimizer"][key]
+        save_checkpoint(run_dir / name, ckpt)
+    text = (run_dir / "config.yaml").read_text().rsplit("# sha256:", 1)[0]
+    kept = "".join(line for line in text.splitlines(keepends=True)
+                   if line.strip().split(":")[0] not in missing)  # fmt: skip
+    write_text(run_dir / "config.yaml", f"{kept}# sha256: {_sha256(kept)}\n")
+    args = [f"run_dir={run_dir}", "train.progress=false", "hessian.n_probes=2"]
+    assert measure_main(TASK, "hessian", args) == 0, capsys.readouterr().err
+    cfg = load_config(ImageConfig, run_dir / "config.yaml", ["optimizer.nesterov=true"])
+    save_config(cfg, run_dir / "config.yaml")
+    assert measure_main(TASK, "hessian", args) == 2
+    assert "optimizer.nesterov: None -> True" in capsys.readouterr().err

@@ -476,8 +476,13 @@ def runtime_keys(config_cls: type) -> frozenset[str]:
 
 def config_changes(saved: Mapping[str, Any], current: Any) -> list[str]:
     """:func:`diff_configs` of a saved config against the config ``current``, the runtime
-    keys of ``current``'s class (its measurement sections included) aside."""
-    return diff_configs(saved, to_dict(current), ignore=runtime_keys(type(current)))
+    keys of ``current``'s class (its measurement sections included) aside. A key the saved
+    config lacks counts as its default: the run was written before the key existed (a
+    newer optimizer's option), and a default is what the run behaved as."""
+    kept = flatten(saved)
+    defaults = flatten(to_dict(type(current)()))
+    filled = {**{k: v for k, v in defaults.items() if k not in kept}, **kept}
+    return diff_configs(filled, to_dict(current), ignore=runtime_keys(type(current)))
 
 
 #: :func:`runtime_keys` of the base :class:`Config` (the domains' add no measurement).
