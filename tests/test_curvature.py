@@ -4,6 +4,7 @@ the config key and the measurement end to end."""
 
 from __future__ import annotations
 
+import csv
 import json
 import warnings
 
@@ -371,6 +372,10 @@ def test_the_measurement_names_its_operator_end_to_end(tmp_path, capsys):
     assert tables.main([str(tmp_path / "runs"), "--out", str(tmp_path / "tables")]) == 0
     text = (tmp_path / "tables" / "table.md").read_text()
     assert "### GGN trace" in text and "### Hessian trace" not in text
+    header = (tmp_path / "tables" / "runs.md").read_text().splitlines()[0]
+    assert "| GGN trace |" in header and "| Hessian trace |" not in header  # its own columns
+    with open(tmp_path / "tables" / "runs.csv") as f:
+        assert {"ggn_trace", "ggn_top_eigenvalue"} <= set(next(csv.reader(f)))
     assert cli.measure_main(TASK, "hessian", [*base, "hessian.operator=gn"]) == 2
     assert "hessian.operator must be one of hessian, ggn, fisher" in capsys.readouterr().err
     # the default writes what it wrote before, and the Hessian's row keys

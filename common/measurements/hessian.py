@@ -129,11 +129,19 @@ MEASUREMENT = Measurement(
     "hessian",
     run,
     read,
-    columns=(
-        Column("trace", "Hessian trace", "{:.4g}"),
-        Column("trace_stderr", "± (s.e.)", "{:.2g}"),
-        Column("top_eigenvalue", "top eigenvalue", "{:.4g}"),
-    ),
+    columns=tuple(
+        column
+        for key, title in {"": "Hessian", **{f"{k}_": t for k, t in OTHERS.items()}}.items()
+        for column in (
+            Column(f"{key}trace", f"{title} trace", "{:.4g}"),
+            Column(f"{key}trace_stderr", "± (s.e.)", "{:.2g}"),
+            Column(
+                f"{key}top_eigenvalue",
+                "top eigenvalue" if not key else f"top {title} eig.",
+                "{:.4g}",
+            ),
+        )
+    ),  # a table shows the columns its runs have: a GGN-measured run its GGN's
     sharpness=(
         Sharpness("trace", "Hessian trace", "hessian"),
         Sharpness("top_eigenvalue", "top Hessian eigenvalue", "hessian"),
