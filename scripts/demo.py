@@ -52,6 +52,12 @@ GRIDS: dict[str, tuple[str, tuple[float, ...]]] = {
     "sam": ("optimizer.rho", (0.02, 0.05, 0.2)),
     "asam": ("optimizer.rho", (0.2, 0.5, 2.0)),
     "nso": ("optimizer.sigma", (0.01, 0.03, 0.1)),
+    "gsam": ("optimizer.rho", (0.02, 0.05, 0.2)),
+    "looksam": ("optimizer.rho", (0.02, 0.05, 0.2)),
+    "fsam": ("optimizer.rho", (0.02, 0.05, 0.2)),
+    # relative to each filter's norm: the authors' 0.01-0.015, a step either side
+    "rwp": ("optimizer.noise_scale", (0.005, 0.01, 0.02)),
+    "arwp": ("optimizer.noise_scale", (0.005, 0.01, 0.02)),
 }
 #: the seeds every grid point is trained with; the others train only the chosen point
 TUNE_SEEDS = (0,)
@@ -239,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="+",
         default=list(OPTIMIZERS),
         help="registry names (python -m scripts.demo --optimizers base sam gsam looksam fsam "
-        "rwp nso ...); 'base' is each domain's base optimizer (sgd, or adamw for text)",
+        "rwp arwp nso ...; each of these tuned on its grid); 'base' is each domain's base "
+        "optimizer (sgd, or adamw for text)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(

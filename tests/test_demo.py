@@ -66,3 +66,12 @@ def test_demo_base_optimizer_per_domain() -> None:
     bases = {d.task.domain: d.optimizer("base") for d in demo.domains()}
     assert bases == {"image": "sgd", "text": "adamw", "graph": "adam", "ecg": "sgd"}
     assert all(d.optimizer("sam") == "sam" for d in demo.domains())
+
+
+def test_every_grid_tunes_an_option_of_its_own_optimizer() -> None:
+    from common.optim import OPTIMIZERS
+
+    for name, (key, values) in demo.GRIDS.items():
+        section, option = key.split(".")
+        assert section == "optimizer" and option in OPTIMIZERS[name].options, (name, key)
+        assert len(values) >= 3 and list(values) == sorted(values)
