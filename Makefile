@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test system-test slurm-test gpu-check lint bench faults clean demo tables real-graphs real-graph-protocols real-correlation \
+.PHONY: install test system-test slurm-test gpu-check lint bench faults clean demo tables real-graphs real-graph-protocols real-correlation real-flatness \
 	real-heartbeats real-heartbeats-attention real-heartbeats-interpatient real-text real-images real-finetune $(addprefix image-,$(OPTIMIZERS)) \
 	$(addprefix graph-,$(OPTIMIZERS)) graph-cv $(addprefix text-,$(OPTIMIZERS)) \
 	$(addprefix ecg-,$(OPTIMIZERS)) ecg-rho-sweep
@@ -152,6 +152,15 @@ real-images: $(STAMP)
 # IMAGES=DIR WEIGHTS=FILE: the target set and the pretrained checkpoint
 real-finetune: $(STAMP)
 	PYTHON=$(PY) scripts/real/finetune.sh --jobs $(JOBS) $(ARGS)
+# The newer flatness measures on the real runs of the graphs and the CNN on heartbeats
+# (about 45 minutes on 2 cores): adaptive sharpness and PAC-Bayes flatness of every run
+FLATNESS ?= adaptive_sharpness,pac_bayes
+real-flatness: $(STAMP)
+	PYTHON=$(PY) scripts/real/measure_runs.sh graph runs/real/graph $(FLATNESS) --jobs $(JOBS)
+	PYTHON=$(PY) scripts/real/measure_runs.sh ecg runs/real/ecg/cnn1d $(FLATNESS) --jobs $(JOBS)
+	PYTHON=$(PY) scripts/real/measure_runs.sh ecg runs/real/ecg_interpatient $(FLATNESS) \
+		--jobs $(JOBS)
+
 # How well each flatness measure ranks the real runs' generalization (after the above):
 # one table and figure per family, in results/real/correlation/<set>/
 REAL_SETS ?= graph ecg ecg_interpatient image finetune text

@@ -3,9 +3,11 @@ then tabulates it; a dry run prints every cell and the table command to run late
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,35 @@ def test_a_paper_script_tunes_with_select_and_tabulates_the_choices(tmp_path):
     assert r.returncode == 0, r.stderr
     assert len(cells(r.stdout)) == 10 * (1 + 2 + 2)  # every fold of every grid point
     assert "-m common.tables --select" in r.stdout
+
+
+@pytest.mark.heavy  # two trainings and four measurements: make system-test
+def test_measure_runs_measures_every_run_once_and_refuses_a_missing_folder(tmp_path):
+    """scripts/real/measure_runs.sh on two finished smoke runs: each gets the measurement,
+    a second call leaves them alone, a missing folder is one line and exit 2."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHON": sys.executable}
+    for seed in (0, 1):
+        trained = subprocess.run(
+            [sys.executable, "-m", "image_exps.train", "smoke=true", "train.progress=false",
+             f"seed={seed}", f"run_dir={tmp_path / 'runs' / f'seed{seed}'}"],
+            capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
+        )  # fmt: skip
+        assert trained.returncode == 0, trained.stderr[-2000:]
+    script = str(REPO / "scripts" / "real" / "measure_runs.sh")
+
+    def measure(folder):
+        args = [script, "image", str(folder), "pac_bayes", "--jobs", "2", "--",
+                "pac_bayes.n_samples=2", "pac_bayes.tol=0.5"]  # fmt: skip
+        return subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+    first = measure(tmp_path / "runs")
+    assert first.returncode == 0, first.stderr
+    files = sorted((tmp_path / "runs").glob("seed*/pac_bayes.json"))
+    assert len(files) == 2 and first.stdout.count("pac_bayes.json") == 2
+    assert all(json.loads(f.read_text())["options"]["n_samples"] == 2 for f in files)
+    stamps = [f.stat().st_mtime_ns for f in files]
+    again = measure(tmp_path / "runs")
+    assert again.returncode == 0 and again.stdout == ""
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    missing = measure(tmp_path / "nowhere")
+    assert missing.returncode == 2 and missing.stderr.strip().startswith("error: no folder")
