@@ -37,12 +37,11 @@ from common.sharpness.core import (
     Record,
     full_loss,
     measuring,
-    model_device,
+    progress_off,
     record_for,
-    select_params,
-    weighted_batches,
+    selected_batches,
 )
-from common.sharpness.noise import draw_noise, loss_at
+from common.sharpness.noise import GaussianNoise, draw_noise, sample_stats
 
 NORMS = ("l2", "linf")
 SCALINGS = ("adaptive", "none")
@@ -95,16 +94,6 @@ def _check_common(rho: float, scaling: str) -> float:
     return float(rho)
 
 
-def prepared_batches(
-    model: nn.Module, data: Iterable[Any], params: ParamSpec, batch_size: Callable | None
-) -> tuple[list[tuple[str, nn.Parameter]], list[tuple[Any, int]]]:
-    chosen = select_params(model, params)
-    device = model_device(model)
-    if batch_size is None:
-        return chosen, weighted_batches(data, device)
-    return chosen, weighted_batches(data, device, batch_size)
-
-
 def _scale(weights: Sequence[Tensor], scaling: str) -> list[Tensor] | None:
     """c = |w| (adaptive) or None for c = 1."""
     return torch._foreach_abs(weights) if scaling == "adaptive" else None
@@ -149,7 +138,7 @@ def worst_case_sharpness(
     """
     rho, norm = _check_common(rho, scaling), check_norm(norm)
     steps, restarts = check_int("steps", steps, 1), check_int("restarts", restarts, 1)
-    chosen, batches = prepared_batches(model, data, params, batch_size)
+    chosen, batches = selected_batches(model, data, params, batch_size)
     tensors = [p for _, p in chosen]
     groups = [[b] for b in batches] if per_batch else [batches]
     generator = make_generator(int(seed), "worst_case_sharpness")
@@ -165,7 +154,7 @@ def worst_case_sharpness(
             for g, b in zip(groups, bases, strict=True)
         ]
         found = []  # [restart][group] increases
-        for _ in tqdm(range(restarts), desc="worst-case sharpness", disable=_quiet(progress)):
+        for _ in tqdm(range(restarts), desc="worst-case sharpness", disable=progress_off(progress)):
             found.append([a.increase(a.start(generator), steps) for a in ascents])
     sizes = [sum(n for _, n in g) for g in groups]
     per_restart = [_weighted(row, sizes) for row in found]
@@ -176,10 +165,6 @@ def worst_case_sharpness(
         initial_step=2 * rho,
     )  # fmt: skip
     return WorstCaseResult(best, per_restart, base, rho, norm, scaling, record)
-
-
-def _quiet(progress: bool | None) -> bool | None:
-    return not progress if progress is not None else None
 
 
 def _weighted(values: Sequence[float], sizes: Sequence[int]) -> float:
@@ -306,7 +291,7 @@ def average_sharpness(
     """
     rho = _check_common(rho, scaling)
     n_samples = check_int("n_samples", n_samples, 1)
-    chosen, batches = prepared_batches(model, data, params, batch_size)
+    chosen, batches = selected_batches(model, data, params, batch_size)
     tensors = [p for _, p in chosen]
     with measuring(model), torch.no_grad():
         base = full_loss(model, loss_fn, batches)
@@ -324,50 +309,3 @@ def average_sharpness(
     )  # fmt: skip
     mean, sd, stderr = sample_stats(samples)
     return AverageCaseResult(mean, sd, stderr, samples, base, rho, scaling, record)
-
-
-class GaussianNoise:
-    """L(w+u) − L(w) for u = z ⊙ s, z ~ N(0, I) drawn as noise stability draws it (on a
-    private CPU generator), s a scalar or one tensor per weight. Used inside
-    :func:`measuring` and ``torch.no_grad()``; the weights are never written to."""
-
-    def __init__(self, model, loss_fn, batches, tensors, base: float) -> None:
-        self.model, self.loss_fn, self.batches = model, loss_fn, batches
-        self.tensors, self.base = tensors, base
-        self.weights = [p.data for p in tensors]
-
-    def increases(
-        self,
-        std: float | Sequence[Tensor],
-        n_samples: int,
-        generator: torch.Generator,
-        two_sided: bool,
-        *,
-        desc: str = "",
-        progress: bool | None = None,
-    ) -> list[float]:
-        """``n_samples`` draws of the increase (antithetic pairs when ``two_sided``)."""
-        out = []
-        for _ in tqdm(range(n_samples), desc=desc, disable=_quiet(progress), leave=False):
-            u = draw_noise(self.weights, 1.0, generator)
-            torch._foreach_mul_(u, std)
-            if not two_sided:
-                torch._foreach_add_(u, self.weights)  # w + u in u's buffer
-                out.append(self._at(u))
-                continue
-            up = self._at(torch._foreach_add(self.weights, u))
-            torch._foreach_neg_(u)
-            torch._foreach_add_(u, self.weights)  # w − u
-            out.append(0.5 * (up + self._at(u)))
-        return out
-
-    def _at(self, point: list[Tensor]) -> float:
-        return loss_at(self.model, self.loss_fn, self.batches, self.tensors, point) - self.base
-
-
-def sample_stats(samples: Sequence[float]) -> tuple[float, float, float]:
-    """Mean, sample standard deviation (ddof 1; 0 for one) and standard error; an inf
-    sample gives an inf mean and a nan spread, as noise stability does."""
-    t = torch.tensor(list(samples), dtype=torch.float64)
-    std = float(t.std(correction=1)) if len(samples) > 1 else 0.0
-    return float(t.mean()), std, std / math.sqrt(len(samples))

@@ -104,14 +104,32 @@ def model_device(model: nn.Module) -> torch.device:
 def weighted_batches(
     data: Iterable[Any],
     device: torch.device,
-    batch_size: Callable[[Any], int] = _batch_size,
+    batch_size: Callable[[Any], int] | None = None,
 ) -> list[tuple[Any, int]]:
     """The batches of ``data`` on ``device`` with their sizes (read from the batch, or
     from ``batch_size(batch)``), checked to be non-empty."""
-    out = [(to_device(b, device), int(batch_size(b))) for b in data]
+    size = _batch_size if batch_size is None else batch_size
+    out = [(to_device(b, device), int(size(b))) for b in data]
     if not out or sum(n for _, n in out) == 0:
         raise ValueError("data is empty: pass a DataLoader or a list with at least one batch")
     return out
+
+
+def selected_batches(
+    model: nn.Module,
+    data: Iterable[Any],
+    params: ParamSpec,
+    batch_size: Callable[[Any], int] | None = None,
+) -> tuple[list[tuple[str, nn.Parameter]], list[tuple[Any, int]]]:
+    """What every measurement starts from: the parameters ``params`` selects
+    (:func:`select_params`) and ``data``'s batches on the model's device with their sizes
+    (:func:`weighted_batches`)."""
+    return select_params(model, params), weighted_batches(data, model_device(model), batch_size)
+
+
+def progress_off(progress: bool | None) -> bool | None:
+    """tqdm's ``disable`` for a ``progress`` option: None shows a bar only on a terminal."""
+    return None if progress is None else not progress
 
 
 def full_loss(

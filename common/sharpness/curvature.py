@@ -33,7 +33,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 from common.attention import differentiable_attention
 from common.batches import slice_batch
 from common.checks import OptionError
-from common.sharpness.core import LossFn, ParamSpec, model_device, select_params, weighted_batches
+from common.sharpness.core import LossFn, ParamSpec, selected_batches
 from common.sharpness.hvp import HessianOperator
 
 OPERATORS = ("hessian", "ggn", "fisher")
@@ -91,9 +91,7 @@ def make_operator(
     Graphs are kept by default on one batch; the Fisher's per-example gradients whenever
     they fit :data:`KEEP_BYTES`."""
     check_operator(operator, loss_fn)
-    chosen = select_params(model, params)
-    kwargs = {} if batch_size is None else {"batch_size": batch_size}
-    batches = weighted_batches(data, model_device(model), **kwargs)
+    chosen, batches = selected_batches(model, data, params, batch_size)
     selected = [p for _, p in chosen]
     if operator == "fisher":
         return FisherOperator(model, loss_fn, batches, selected, keep_graphs=keep_graphs), chosen

@@ -19,6 +19,7 @@ from common.sharpness.core import (
     Record,
     measuring,
     model_device,
+    progress_off,
     record_for,
     select_params,
 )
@@ -278,7 +279,7 @@ class _Stop:
 def _hutchinson(op, n_probes, chunk, gen, device, stop, progress):
     samples: list[float] = []
     layers = torch.zeros(len(op.params), dtype=torch.float64, device=device)
-    bar = tqdm(total=n_probes, desc="hessian trace", disable=_disable(progress), leave=False)
+    bar = tqdm(total=n_probes, desc="hessian trace", disable=progress_off(progress), leave=False)
     while len(samples) < n_probes:
         m = min(chunk, n_probes - len(samples))
         v = _rademacher(m, op.dim, gen, device)
@@ -301,7 +302,7 @@ def _hutchinson_per_batch(op, n_probes, gen, device, stop, progress):
     layers = [torch.zeros(len(op.params), dtype=torch.float64, device=device) for _ in op.batches]
     rounds = max(2, n_probes // n_batches)  # a stratum needs 2 samples for its variance
     bar = tqdm(
-        total=rounds * n_batches, desc="hessian trace", disable=_disable(progress), leave=False
+        total=rounds * n_batches, desc="hessian trace", disable=progress_off(progress), leave=False
     )
 
     def estimate() -> tuple[float, float]:
@@ -425,7 +426,7 @@ def _stratified(op, names, n_probes, chunk, gen, device, stop, progress):
     strata = [_Stratum([slices[i] for i in group], device) for group in groups]
     layers = torch.zeros(len(slices), dtype=torch.float64, device=device)
     counts = torch.zeros(len(slices), dtype=torch.float64, device=device)
-    bar = tqdm(total=n_probes, desc="hessian trace (stratified)", disable=_disable(progress),
+    bar = tqdm(total=n_probes, desc="hessian trace (stratified)", disable=progress_off(progress),
                leave=False)  # fmt: skip
 
     def probe(chosen: list[int]) -> None:
@@ -492,7 +493,7 @@ def _stratified(op, names, n_probes, chunk, gen, device, stop, progress):
 def _hutchpp(op, n_probes, s, chunk, gen, device, stop, progress):
     r = n_probes - 2 * s
     bar = tqdm(
-        total=n_probes, desc="hessian trace (hutch++)", disable=_disable(progress), leave=False
+        total=n_probes, desc="hessian trace (hutch++)", disable=progress_off(progress), leave=False
     )
     sketch = torch.cat([op.matmat(b) for b in _blocks(_rademacher(s, op.dim, gen, device), chunk)])
     bar.update(s)
@@ -523,10 +524,6 @@ def _blocks(rows: Tensor, chunk: int) -> list[Tensor]:
     return list(torch.split(rows, chunk)) if rows.shape[0] else []
 
 
-def _disable(progress: bool | None) -> bool | None:
-    return None if progress is None else not progress
-
-
 # ---------------------------------------------------------------------------------------
 # Lanczos: eigenvalues and spectral density
 # ---------------------------------------------------------------------------------------
@@ -555,7 +552,7 @@ def lanczos(
     basis[0] = v0 / torch.linalg.vector_norm(v0)
     alphas: list[float] = []
     betas: list[float] = []
-    bar = tqdm(total=n_iter, desc="lanczos", disable=_disable(progress), leave=False)
+    bar = tqdm(total=n_iter, desc="lanczos", disable=progress_off(progress), leave=False)
     for j in range(n_iter):
         w = matvec(basis[j])
         alpha = float(w @ basis[j])

@@ -33,8 +33,10 @@ from common.sharpness.core import (
     full_loss,
     measuring,
     model_device,
+    progress_off,
     record_for,
     select_params,
+    selected_batches,
     weighted_batches,
 )
 from common.sharpness.grid_store import Grid, GridFileError, open_grid, read_grid
@@ -262,8 +264,7 @@ def loss_landscape(
     lo, hi = _check_span(span)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise ValueError(f"seed must be an integer, got {seed!r}")
-    chosen = select_params(model, params)
-    batches = weighted_batches(data, model_device(model))
+    chosen, batches = selected_batches(model, data, params)
     coords = _coords(lo, hi, steps)
     options = {
         "seed": int(seed),
@@ -554,7 +555,7 @@ def _fill(
         total=done.size,
         initial=int(done.sum()),
         desc=desc,
-        disable=None if progress is None else not progress,
+        disable=progress_off(progress),
         leave=False,
     )
     try:

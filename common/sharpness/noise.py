@@ -27,10 +27,9 @@ from common.sharpness.core import (
     Record,
     full_loss,
     measuring,
-    model_device,
+    progress_off,
     record_for,
-    select_params,
-    weighted_batches,
+    selected_batches,
 )
 
 
@@ -136,41 +135,18 @@ def noise_stability(
         raise ValueError("sigma is an empty list: give at least one noise scale >= 0")
     n_samples, seed = check_int("n_samples", n_samples, 1), int(seed)
 
-    chosen = select_params(model, params)
-    device = model_device(model)
-    if batch_size is None:
-        batches = weighted_batches(data, device)
-    else:
-        batches = weighted_batches(data, device, batch_size)
+    chosen, batches = selected_batches(model, data, params, batch_size)
     tensors = [p for _, p in chosen]
 
     results = []
     with measuring(model), torch.no_grad():
         base = full_loss(model, loss_fn, batches)  # raises FloatingPointError if not finite
-        # The original storages: every perturbed point is built from these into new tensors.
-        weights = [p.data for p in tensors]
+        noise = GaussianNoise(model, loss_fn, batches, tensors, base)
         for s in sigmas:
-            generator = make_generator(seed, "noise_stability")
-            samples = []
-            draws = tqdm(
-                range(n_samples),
-                desc=f"noise stability σ={s:g}",
-                disable=not progress if progress is not None else None,
-                leave=False,
-            )
-            for _ in draws:
-                noise = draw_noise(weights, s, generator)
-                if two_sided:
-                    plus = torch._foreach_add(weights, noise)  # W + U
-                    # W − U into U's buffer (−U + W is exactly W − U): no third buffer
-                    torch._foreach_neg_(noise)
-                    torch._foreach_add_(noise, weights)
-                    up = loss_at(model, loss_fn, batches, tensors, plus) - base
-                    down = loss_at(model, loss_fn, batches, tensors, noise) - base
-                    samples.append(0.5 * (up + down))
-                else:
-                    torch._foreach_add_(noise, weights)  # W + U in U's buffer
-                    samples.append(loss_at(model, loss_fn, batches, tensors, noise) - base)
+            samples = noise.increases(
+                s, n_samples, make_generator(seed, "noise_stability"), bool(two_sided),
+                desc=f"noise stability σ={s:g}", progress=progress,
+            )  # fmt: skip
             record = record_for(
                 "noise_stability",
                 batches,
@@ -228,16 +204,60 @@ def loss_at(
 def _result(
     samples: list[float], base: float, sigma: float, record: Record
 ) -> NoiseStabilityResult:
-    # torch rather than math.fsum: fsum raises on inf − inf, torch gives nan.
-    t = torch.tensor(samples, dtype=torch.float64)
-    n = len(samples)
-    std = float(t.std(correction=1)) if n > 1 else 0.0
+    mean, std, stderr = sample_stats(samples)
     return NoiseStabilityResult(
-        mean=float(t.mean()),
+        mean=mean,
         std=std,
-        stderr=std / math.sqrt(n),
+        stderr=stderr,
         samples=[float(x) for x in samples],
         base_loss=base,
         sigma=sigma,
         record=record,
     )
+
+
+class GaussianNoise:
+    """L(w+u) − L(w) for u = z ⊙ s, z ~ N(0, I) drawn as noise stability draws it (on a
+    private CPU generator), s a scalar or one tensor per weight. Used inside
+    :func:`measuring` and ``torch.no_grad()``; the weights are never written to."""
+
+    def __init__(self, model, loss_fn, batches, tensors, base: float) -> None:
+        self.model, self.loss_fn, self.batches = model, loss_fn, batches
+        self.tensors, self.base = tensors, base
+        self.weights = [p.data for p in tensors]
+
+    def increases(
+        self,
+        std: float | Sequence[Tensor],
+        n_samples: int,
+        generator: torch.Generator,
+        two_sided: bool,
+        *,
+        desc: str = "",
+        progress: bool | None = None,
+    ) -> list[float]:
+        """``n_samples`` draws of the increase (antithetic pairs when ``two_sided``)."""
+        out = []
+        for _ in tqdm(range(n_samples), desc=desc, disable=progress_off(progress), leave=False):
+            u = draw_noise(self.weights, 1.0, generator)
+            torch._foreach_mul_(u, std)
+            if not two_sided:
+                torch._foreach_add_(u, self.weights)  # w + u in u's buffer
+                out.append(self._at(u))
+                continue
+            up = self._at(torch._foreach_add(self.weights, u))
+            torch._foreach_neg_(u)
+            torch._foreach_add_(u, self.weights)  # w − u
+            out.append(0.5 * (up + self._at(u)))
+        return out
+
+    def _at(self, point: list[Tensor]) -> float:
+        return loss_at(self.model, self.loss_fn, self.batches, self.tensors, point) - self.base
+
+
+def sample_stats(samples: Sequence[float]) -> tuple[float, float, float]:
+    """Mean, sample standard deviation (ddof 1; 0 for one) and standard error; an inf
+    sample gives an inf mean and a nan spread, as noise stability does."""
+    t = torch.tensor(list(samples), dtype=torch.float64)
+    std = float(t.std(correction=1)) if len(samples) > 1 else 0.0
+    return float(t.mean()), std, std / math.sqrt(len(samples))

@@ -26,8 +26,16 @@ from torch import Tensor, nn
 
 from common.checks import check, check_int, check_number
 from common.rng import generator as make_generator
-from common.sharpness.adaptive import GaussianNoise, prepared_batches, sample_stats
-from common.sharpness.core import LossFn, ParamSpec, Record, full_loss, measuring, record_for
+from common.sharpness.core import (
+    LossFn,
+    ParamSpec,
+    Record,
+    full_loss,
+    measuring,
+    record_for,
+    selected_batches,
+)
+from common.sharpness.noise import GaussianNoise, sample_stats
 
 #: Jiang et al.'s ε of the magnitude-aware noise
 MAGNITUDE_EPS = 1e-3
@@ -92,7 +100,7 @@ def pac_bayes_sigma(
     """
     _check(target, eps, sigma_min, sigma_max, tol)
     n_samples = check_int("n_samples", n_samples, 1)
-    chosen, batches = prepared_batches(model, data, params, batch_size)
+    chosen, batches = selected_batches(model, data, params, batch_size)
     tensors = [p for _, p in chosen]
     with measuring(model), torch.no_grad():
         base = full_loss(model, loss_fn, batches)
