@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from benchmarks import cli
-from benchmarks.hessian import batches, ce, small_cnn
+from benchmarks.hessian import batches, ce, small_cnn, timed
 from common.sharpness import average_sharpness, pac_bayes_sigma, worst_case_sharpness
 
 GOAL = 1.25
@@ -38,12 +38,8 @@ GOAL = 1.25
 
 def median_time(fn: Callable[[], Any], rounds: int) -> tuple[float, Any]:
     """Median seconds of ``rounds`` calls, and the last call's result."""
-    times, out = [], None
-    for _ in range(rounds):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+    runs = [timed(fn) for _ in range(rounds)]
+    return statistics.median(seconds for seconds, _ in runs), runs[-1][1]
 
 
 def pass_times(model: nn.Module, data: list, rounds: int) -> tuple[float, float]:
